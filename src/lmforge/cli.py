@@ -1,0 +1,96 @@
+"""The front door every stage shares: Hydra parsing, config validation, one-line user errors.
+
+A stage module defines ``run(cfg: Config) -> None`` and ends with ``main = stage(run)``. Then
+``python -m lmforge.<stage> key=value`` composes ``conf/``; ``--config-dir . --config-name params``
+(what ``dvc.yaml`` passes) reads DVC's composed ``params.yaml`` instead; ``-m`` makes a sweep.
+Heavy libraries (torch, Lightning, MLflow) are imported inside ``run``, never here, so ``--help`` and
+config errors answer fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lmforge.config import Config, schema_keys, validate
+from lmforge.errors import UserError
+
+log = logging.getLogger("lmforge")
+
+CONFIG_GROUPS = ("data", "tokenizer", "model", "pretrain", "finetune", "optim", "trainer",
+                 "logger", "eval", "experiment")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest folder above ``start`` (default: cwd) holding ``conf/``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf" / "config.yaml").is_file():
+            return folder
+    raise UserError(f"no conf/config.yaml in {here} or above; run lmforge from the project folder")
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Reject an override of a key the schema does not know, in one line, before Hydra composes.
+
+    Hydra's own message for this spans several lines; users get the valid keys instead.
+    """
+    known = schema_keys()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key == "hydra" or key.split(".")[0] in ("hydra",):
+            continue
+        if key in CONFIG_GROUPS or key.split("/")[0] in CONFIG_GROUPS and "." not in key:
+            continue
+        if key not in known:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            while parent and parent not in known:
+                parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+            siblings = sorted(k.rsplit(".", 1)[-1] for k in known
+                              if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
+            where = f" under '{parent}'" if parent else " at the top level"
+            raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
+
+
+def _fail(message: str) -> None:
+    print(f"lmforge: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def stage(run: Callable[[Config], object]) -> Callable[[], None]:
+    """Wrap a stage's ``run`` into a Hydra command-line entry point."""
+
+    def main() -> None:
+        verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if "--verbose" in sys.argv:
+            sys.argv.remove("--verbose")
+        try:
+            conf_dir = find_root() / "conf"
+            check_overrides(sys.argv[1:])
+        except UserError as exc:
+            _fail(str(exc))
+
+        import hydra
+        from omegaconf import DictConfig
+
+        @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
+        def _hydra_entry(raw: DictConfig) -> object:
+            logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+            try:
+                return run(validate(raw))
+            except UserError as exc:
+                if verbose:
+                    raise
+                _fail(str(exc))
+            except KeyboardInterrupt:
+                _fail("interrupted")
+            return None
+
+        _hydra_entry()
+
+    return main

@@ -1,0 +1,252 @@
+"""Typed schemas for every config group.
+
+The YAML tree in ``conf/`` is composed by Hydra (direct runs) or by DVC (``dvc exp run``, into
+``params.yaml``); either way the result is merged into :class:`Config` here, so an unknown key, a
+wrong type or an impossible value stops the run at start-up with one line, before any data is read
+or any heavy library is imported. This module imports only the standard library and OmegaConf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from lmforge.errors import UserError
+
+SOURCE_KINDS = ("stdlib", "local", "hf", "url")
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"config key '{key}': {message}")
+
+
+@dataclass
+class SourceConfig:
+    """Where raw text comes from. ``kind`` picks the reader; the other keys are its options."""
+
+    kind: str = "stdlib"
+    path: str | None = None
+    format: str | None = None
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    label_column: str | None = "label"
+    top_k: int = 10
+    name: str | None = None
+    split: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    max_records: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind in SOURCE_KINDS, "data.source.kind",
+               f"'{self.kind}' is not one of {', '.join(SOURCE_KINDS)}")
+        _check(self.top_k >= 2, "data.source.top_k", "a classification task needs at least 2 classes")
+        if self.kind == "local":
+            _check(bool(self.path), "data.source.path",
+                   "the local source needs a file or folder: data.source.path=DIR")
+        _check(bool(self.text_columns), "data.source.text_columns", "name at least one column")
+
+
+@dataclass
+class CleanConfig:
+    normalization: str = "NFKC"
+    lowercase: bool = False
+    min_chars: int = 20
+    max_chars: int = 20_000
+
+    def __post_init__(self) -> None:
+        _check(self.normalization in ("NFC", "NFKC", "NFD", "NFKD", "none"),
+               "data.clean.normalization", "use one of NFC, NFKC, NFD, NFKD, none")
+        _check(self.min_chars >= 1, "data.clean.min_chars", "must be at least 1")
+        _check(self.max_chars > self.min_chars, "data.clean.max_chars", "must exceed min_chars")
+
+
+@dataclass
+class SplitConfig:
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.val_fraction < 1, "data.split.val_fraction", "must be in (0, 1)")
+        _check(0 < self.test_fraction < 1, "data.split.test_fraction", "must be in (0, 1)")
+        _check(self.val_fraction + self.test_fraction < 1, "data.split",
+               "val_fraction + test_fraction must leave room for a train split")
+
+
+@dataclass
+class DataConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "bpe"
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    lowercase: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("bpe", "wordpiece"), "tokenizer.kind", "use bpe or wordpiece")
+        # Five special tokens plus room for at least the byte/character alphabet.
+        _check(self.vocab_size >= 300, "tokenizer.vocab_size",
+               f"{self.vocab_size} leaves no room beyond the special tokens and the alphabet; "
+               "use at least 300")
+        _check(self.vocab_size <= 2**31 - 1, "tokenizer.vocab_size", "too large")
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 512
+    max_len: int = 128
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            _check(getattr(self, key) > 0, f"model.{key}", "must be positive")
+        _check(self.d_model % self.n_heads == 0, "model.n_heads",
+               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_ratio: float = 0.06
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"{self.lr} must be positive")
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+               "give two values in [0, 1)")
+        _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
+        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+
+
+@dataclass
+class PretrainConfig:
+    enabled: bool = True
+    objective: str = "mlm"
+    mask_rate: float = 0.15
+    seq_len: int = 128
+    batch_size: int = 32
+    max_steps: int = 600
+    val_check_interval: int = 200
+    limit_val_batches: int = 20
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
+
+    def __post_init__(self) -> None:
+        _check(self.objective == "mlm", "pretrain.objective", "only 'mlm' is available")
+        _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")
+        _check(self.batch_size > 0, "pretrain.batch_size", "must be positive")
+        _check(self.seq_len > 1, "pretrain.seq_len", "must be at least 2")
+        _check(self.max_steps > 0, "pretrain.max_steps", "must be positive")
+
+
+@dataclass
+class FinetuneConfig:
+    batch_size: int = 32
+    max_epochs: int = 4
+    patience: int = 2
+    pooling: str = "mean"
+    max_len: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
+        _check(self.max_epochs > 0, "finetune.max_epochs", "must be positive")
+        _check(self.pooling in ("mean", "cls"), "finetune.pooling", "use mean or cls")
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_workers: int = 0
+    num_threads: int | None = None
+    deterministic: bool = True
+    log_every_n_steps: int = 10
+    fast_dev_run: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    tracking_uri: str | None = None
+    experiment: str = "lmforge"
+
+
+@dataclass
+class EvalConfig:
+    file: str | None = None
+    output: str | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class PathsConfig:
+    raw: str = "data/raw"
+    prepared: str = "data/prepared"
+    tokenizer: str = "data/tokenizer"
+    shards: str = "data/shards"
+    pretrained: str = "models/pretrained"
+    finetuned: str = "models/finetuned"
+    metrics: str = "metrics"
+    plots: str = "plots"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
+    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``."""
+    keys: set[str] = set()
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        keys.add(key)
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            keys |= schema_keys(type(default), key + ".")
+    return keys
+
+
+def validate(cfg: Any) -> Config:
+    """Merge a composed config into the schema; one-line :class:`UserError` on any problem."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        if "not in struct" in reason or "Key '" in reason and "not in" in reason:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            valid = sorted(k.split(".")[-1] for k in schema_keys()
+                           if k.rsplit(".", 1)[0] == parent and k.count(".") == key.count("."))
+            raise UserError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}") \
+                from None
+        raise UserError(f"config key '{key}': {reason}") from None

@@ -1,0 +1,69 @@
+"""PyTorch datasets over token shards: packed sequences for pretraining, records for finetuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lmforge.data.tokenization import TokenShards
+
+
+class PackedSequences(Dataset):
+    """The split's records joined by ``[SEP]`` and cut into ``[CLS]``-led windows of ``seq_len``.
+
+    Packing leaves no padding, so every position of every step is a useful token.
+    """
+
+    def __init__(self, shards: TokenShards, seq_len: int) -> None:
+        sep, cls = shards.meta["special_ids"]["sep"], shards.meta["special_ids"]["cls"]
+        ends = shards.offsets[1:]
+        # One [SEP] after every record; a single vectorised insert, not a Python loop.
+        self.stream = np.insert(np.asarray(shards.ids), ends, sep).astype(np.int64)
+        self.window = seq_len - 1
+        self.cls = cls
+        if len(self.stream) < self.window:
+            raise ValueError(f"only {len(self.stream)} tokens: fewer than one sequence of "
+                             f"{seq_len}; lower pretrain.seq_len or add text")
+
+    def __len__(self) -> int:
+        return len(self.stream) // self.window
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = index * self.window
+        window = self.stream[start:start + self.window]
+        return torch.from_numpy(np.concatenate(([self.cls], window)))
+
+
+class LabelledRecords(Dataset):
+    """Each labelled record as ``[CLS] ids [SEP]``, truncated to ``max_len``, with its class."""
+
+    def __init__(self, shards: TokenShards, max_len: int) -> None:
+        self.shards = shards
+        self.rows = np.flatnonzero(shards.labels >= 0)
+        special = shards.meta["special_ids"]
+        self.cls, self.sep, self.pad = special["cls"], special["sep"], special["pad"]
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        row = self.rows[index]
+        ids = self.shards.record(row)[: self.max_len - 2].astype(np.int64)
+        return torch.from_numpy(np.concatenate(([self.cls], ids, [self.sep]))), \
+            int(self.shards.labels[row])
+
+
+def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int
+              ) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (not to max_len) and build the attention mask."""
+    longest = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
+    lengths = torch.tensor([len(ids) for ids, _ in items])
+    for row, (ids, _) in enumerate(items):
+        input_ids[row, : len(ids)] = ids
+    # From lengths, not `!= pad_id`: raw text can spell a special token.
+    attention_mask = torch.arange(longest)[None, :] < lengths[:, None]
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "labels": torch.tensor([label for _, label in items], dtype=torch.long)}

@@ -1,0 +1,126 @@
+"""Train a tokenizer with `tokenizers` and encode prepared text into token shards on disk.
+
+A shard set for one split is three files:
+
+- ``{split}.ids.bin``: every record's token ids back to back (no special tokens), as a numpy
+  memmap of ``uint16`` when the vocabulary fits, else ``uint32``;
+- ``{split}.offsets.npy``: ``int64[n + 1]``, record ``i`` is ``ids[offsets[i]:offsets[i + 1]]``;
+- ``{split}.labels.npy``: ``int64[n]``, the class index, or -1 for unlabelled text.
+
+Datasets add ``[CLS]``/``[SEP]`` themselves, so the same shards serve packed pretraining and
+per-record classification.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.config import TokenizerConfig
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
+
+
+def build_tokenizer(cfg: TokenizerConfig):
+    """An untrained tokenizer and its trainer, both from the `tokenizers` library."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if cfg.kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        # Byte-level: any string encodes, nothing maps to [UNK].
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False)
+    else:
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS, show_progress=False)
+    steps = [normalizers.NFKC()]
+    if cfg.lowercase:
+        steps.append(normalizers.Lowercase())
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    return tokenizer, trainer
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, length: int | None = None):
+    tokenizer, trainer = build_tokenizer(cfg)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
+    for position, token in enumerate(SPECIAL_TOKENS):
+        assert tokenizer.token_to_id(token) == position, "special tokens must come first"
+    return tokenizer
+
+
+def special_ids() -> dict[str, int]:
+    """Special tokens are added first when training, so their ids are fixed."""
+    return {token.strip("[]").lower(): position for position, token in enumerate(SPECIAL_TOKENS)}
+
+
+def ids_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def encode_to_shards(tokenizer, records: Iterator[tuple[str, int]], out_dir: Path, split: str,
+                     batch_size: int = 2048, progress=None) -> dict:
+    """Stream ``(text, label_index)`` pairs into one split's shard files; return its counts.
+
+    Memory holds one batch of text and the offsets (8 bytes a record), never the corpus.
+    """
+    dtype = ids_dtype(tokenizer.get_vocab_size())
+    offsets = array("q", [0])
+    labels = array("q")
+    total = 0
+    with open(out_dir / f"{split}.ids.bin", "wb") as ids_file:
+        batch: list[str] = []
+
+        def flush() -> None:
+            nonlocal total
+            for encoding in tokenizer.encode_batch_fast(batch, add_special_tokens=False):
+                ids = np.asarray(encoding.ids, dtype=dtype)
+                ids_file.write(ids.tobytes())
+                total += len(ids)
+                offsets.append(total)
+            if progress is not None:
+                progress.update(len(batch))
+            batch.clear()
+
+        for text, label in records:
+            batch.append(text)
+            labels.append(label)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    np.save(out_dir / f"{split}.offsets.npy", np.frombuffer(offsets, dtype=np.int64))
+    np.save(out_dir / f"{split}.labels.npy", np.frombuffer(labels, dtype=np.int64))
+    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels
+                                                                        if x >= 0))}
+
+
+class TokenShards:
+    """Read-only view of one split's shards (memory-mapped, nothing loaded up front)."""
+
+    def __init__(self, shard_dir: str | Path, split: str) -> None:
+        shard_dir = Path(shard_dir)
+        meta = json.loads((shard_dir / "meta.json").read_text())
+        self.meta = meta
+        self.ids = np.memmap(shard_dir / f"{split}.ids.bin", dtype=np.dtype(meta["dtype"]),
+                             mode="r")
+        self.offsets = np.load(shard_dir / f"{split}.offsets.npy")
+        self.labels = np.load(shard_dir / f"{split}.labels.npy")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def record(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index]:self.offsets[index + 1]]

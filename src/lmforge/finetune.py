@@ -1,0 +1,116 @@
+"""Stage 5, finetune: train a classification head (and the encoder) on the labelled train split.
+
+Starts from ``models/pretrained/encoder.pt`` unless pretraining was disabled; early stopping and
+checkpoint selection on validation macro F1. Writes ``models/finetuned/`` (``model.pt``,
+``config.json`` with the label names, ``tokenizer.json``, ``meta.json``) and
+``metrics/finetune.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import atomic_dir, write_json
+from lmforge.pretrain import model_config, shard_meta
+
+
+def run(cfg: Config) -> None:
+    meta = shard_meta(cfg)
+    pretrained = Path(cfg.paths.pretrained)
+    if not (pretrained / "meta.json").is_file():
+        raise UserError(f"{pretrained}/meta.json is missing; run the pretrain stage first")
+    upstream = json.loads((pretrained / "meta.json").read_text())
+    labels = meta["labels"]
+    if len(labels) < 2:
+        raise UserError(f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
+                        "finetuning needs a labelled source with at least two classes")
+    if cfg.finetune.max_len > cfg.model.max_len:
+        raise UserError(f"finetune.max_len={cfg.finetune.max_len} exceeds model.max_len="
+                        f"{cfg.model.max_len}")
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from lmforge.data.datasets import LabelledRecords, pad_batch
+    from lmforge.data.tokenization import TokenShards
+    from lmforge.lit.classifier import LitClassifier
+    from lmforge.lit.trainer import build_trainer, set_threads
+    from lmforge.tracking import pipeline_id, stage_run, tracking_uri
+
+    L.seed_everything(cfg.seed, workers=True)
+    set_threads(cfg)
+    f = cfg.finetune
+    pad = meta["special_ids"]["pad"]
+    train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), f.max_len)
+    val = LabelledRecords(TokenShards(cfg.paths.shards, "val"), f.max_len)
+    if len(train) == 0 or len(val) == 0:
+        raise UserError(f"{cfg.paths.shards}: no labelled records in the train or val split; "
+                        "check data.source.label_column")
+
+    def collate(items):
+        return pad_batch(items, pad)
+
+    train_loader = DataLoader(train, batch_size=f.batch_size, shuffle=True, collate_fn=collate,
+                              num_workers=cfg.trainer.num_workers,
+                              generator=torch.Generator().manual_seed(cfg.seed))
+    val_loader = DataLoader(val, batch_size=cfg.eval.batch_size, collate_fn=collate,
+                            num_workers=cfg.trainer.num_workers)
+    model_cfg = model_config(cfg, meta["vocab_size"])
+    total_steps = f.max_epochs * math.ceil(len(train) / f.batch_size)
+    module = LitClassifier(model_cfg, num_labels=len(labels), pooling=f.pooling, optim=cfg.optim,
+                           total_steps=total_steps)
+    tags = {"lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
+            "lmforge.pretrained": str(upstream.get("enabled", False)).lower()}
+    if upstream.get("enabled"):
+        state = torch.load(pretrained / "encoder.pt", map_location="cpu", weights_only=True)
+        module.model.encoder.load_state_dict(state)
+        tags["lmforge.pretrain_checkpoint"] = str(pretrained / "encoder.pt")
+
+    with stage_run(cfg, "finetune", pipeline_id(pretrained / "meta.json"),
+                   extra_tags=tags) as run:
+        import mlflow
+
+        mlflow.log_params({"data.train_examples": len(train), "data.val_examples": len(val),
+                           "data.num_labels": len(labels)})
+        checkpoints = ModelCheckpoint(dirpath=Path("outputs/checkpoints") / run.info.run_id,
+                                      monitor="val/f1", mode="max", save_top_k=1, save_last=True,
+                                      filename="best")
+        stopper = EarlyStopping(monitor="val/f1", mode="max", patience=f.patience)
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg),
+                                callbacks=[checkpoints, stopper], max_epochs=f.max_epochs)
+        trainer.fit(module, train_loader, val_loader)
+        best_path = checkpoints.best_model_path
+        if best_path:
+            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(best["state_dict"])
+        best_f1 = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None \
+            else float(trainer.callback_metrics["val/f1"])
+        metrics = {"best_val_f1": best_f1, "epochs": trainer.current_epoch,
+                   "steps": trainer.global_step}
+        with atomic_dir(cfg.paths.finetuned) as out:
+            torch.save(module.model.state_dict(), out / "model.pt")
+            write_json(out / "config.json", {"model": asdict(model_cfg), "labels": labels,
+                                             "pooling": f.pooling, "max_len": f.max_len})
+            shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
+            write_json(out / "meta.json", {"pipeline_id": pipeline_id(pretrained / "meta.json"),
+                                           "mlflow_run_id": run.info.run_id, **tags, **metrics})
+        write_json(Path(cfg.paths.metrics) / "finetune.json", metrics)
+        mlflow.log_metric("best_val_f1", best_f1)
+        mlflow.log_artifact(str(Path(cfg.paths.metrics) / "finetune.json"))
+    print(f"finetune: best val macro F1 {best_f1:.3f} after {trainer.current_epoch} epochs; "
+          f"MLflow run {run.info.run_id}")
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Sequence classification finetuning as a LightningModule, scored with torchmetrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from lmforge.config import OptimConfig
+from lmforge.lit.optim import configure
+from lmforge.models.transformer import SequenceClassifier, TransformerConfig
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy and macro precision/recall/F1: the figures every stage reports."""
+    return MetricCollection({
+        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+        "precision": MulticlassPrecision(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average="macro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    })
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(self, model_cfg: TransformerConfig, *, num_labels: int, pooling: str,
+                 optim: OptimConfig, total_steps: int) -> None:
+        super().__init__()
+        self.model = SequenceClassifier(model_cfg, num_labels=num_labels, pooling=pooling)
+        self.optim = optim
+        self.total_steps = total_steps
+        self.val_metrics = classification_metrics(num_labels).clone(prefix="val/")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["input_ids"], batch["attention_mask"])
+        loss = F.cross_entropy(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.model(batch["input_ids"], batch["attention_mask"])
+        self.log("val/loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True)
+        self.val_metrics.update(logits, batch["labels"])
+        self.log_dict(self.val_metrics, prog_bar=False)
+
+    def configure_optimizers(self) -> dict:
+        return configure(self.model, self.optim, self.total_steps)

@@ -1,0 +1,40 @@
+"""Build a Lightning Trainer from ``trainer.*`` config, with MLflow attached to our own run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+
+from lmforge.config import Config
+
+
+def set_threads(cfg: Config) -> None:
+    threads = cfg.trainer.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+
+def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None,
+                  **overrides: Any) -> L.Trainer:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    # Lightning's MLFlowLogger defaults to a file store, which MLflow 3.13+ rejects: always hand
+    # it the run we opened ourselves, in the store we resolved.
+    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+    options: dict[str, Any] = {
+        "accelerator": cfg.trainer.accelerator,
+        "devices": cfg.trainer.devices,
+        "strategy": cfg.trainer.strategy,
+        "precision": cfg.trainer.precision,
+        "deterministic": cfg.trainer.deterministic,
+        "log_every_n_steps": cfg.trainer.log_every_n_steps,
+        "fast_dev_run": cfg.trainer.fast_dev_run,
+        "logger": logger,
+        "callbacks": callbacks or [],
+        "enable_model_summary": False,
+        "default_root_dir": "outputs/lightning",
+    }
+    options.update(overrides)
+    return L.Trainer(**options)

@@ -1,0 +1,66 @@
+"""Stage 2, prepare: clean, deduplicate and split the raw records into ``data/prepared/``.
+
+Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id) and
+``cleaning.json`` (input rows, kept, dropped by reason, rows per split).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import atomic_dir, read_jsonl, write_json
+
+
+def label_names(labels: set) -> list:
+    """Class names in a stable order: numeric when every label is an int, else as strings."""
+    if all(isinstance(label, int) for label in labels):
+        return sorted(labels)
+    return sorted(labels, key=str)
+
+
+def run(cfg: Config) -> None:
+    from tqdm import tqdm
+
+    from lmforge.data.cleaning import SPLITS, CleaningReport, clean_and_split
+
+    raw = Path(cfg.paths.raw) / "records.jsonl"
+    if not raw.is_file():
+        raise UserError(f"{raw} is missing; run the collect stage first (dvc repro collect)")
+    total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
+    report = CleaningReport()
+    labels_seen: dict[str, set] = {name: set() for name in SPLITS}
+    with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
+        handles = {name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8"))
+                   for name in SPLITS}
+        records = tqdm(read_jsonl(raw), total=total, desc="prepare (clean, dedup, split)",
+                       unit=" records", mininterval=1.0)
+        for split, record in clean_and_split(records, cfg.data.clean, cfg.data.split, report):
+            handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+            if record.get("label") is not None:
+                labels_seen[split].add(record["label"])
+        report.check_balance()
+        names = label_names(labels_seen["train"])
+        if len(names) == 1:
+            raise UserError(f"{raw}: the train split holds one class only ({names[0]!r}); "
+                            "a classifier needs at least two labels")
+        unseen = (labels_seen["val"] | labels_seen["test"]) - set(names)
+        if unseen:
+            raise UserError(f"{raw}: labels {sorted(map(str, unseen))} occur in val/test but not "
+                            "in train; add examples or raise data.split fractions")
+        write_json(out / "labels.json", names)
+        write_json(out / "cleaning.json", report.as_dict())
+    summary = report.as_dict()
+    print(f"prepare: {summary['input_rows']} rows in = {summary['kept']} kept + "
+          f"{summary['dropped_total']} dropped {summary['dropped']}; "
+          f"splits {summary['per_split']}; {len(names)} classes")
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

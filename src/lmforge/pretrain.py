@@ -1,0 +1,107 @@
+"""Stage 4, pretrain: masked-language-model pretraining of a Transformer encoder from scratch.
+
+Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy) and writes
+``models/pretrained/`` (``encoder.pt`` state dict, ``config.json``, ``meta.json``) and
+``metrics/pretrain.json``. With ``pretrain.enabled=false`` it writes no weights, only the marker
+that finetuning should start from scratch, so the ablation changes nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import atomic_dir, write_json
+
+
+def model_config(cfg: Config, vocab_size: int):
+    from lmforge.models.transformer import TransformerConfig
+
+    return TransformerConfig(vocab_size=vocab_size, d_model=cfg.model.d_model,
+                             n_layers=cfg.model.n_layers, n_heads=cfg.model.n_heads,
+                             d_ff=cfg.model.d_ff, max_len=cfg.model.max_len,
+                             dropout=cfg.model.dropout, pad_id=0)
+
+
+def shard_meta(cfg: Config) -> dict:
+    path = Path(cfg.paths.shards) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run the tokenize stage first (dvc repro tokenize)")
+    return json.loads(path.read_text())
+
+
+def run(cfg: Config) -> None:
+    meta = shard_meta(cfg)
+    if cfg.pretrain.seq_len > cfg.model.max_len:
+        raise UserError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_len="
+                        f"{cfg.model.max_len}; lower one or raise the other")
+    from lmforge.tracking import pipeline_id
+
+    pipeline = pipeline_id()
+    if not cfg.pretrain.enabled:
+        with atomic_dir(cfg.paths.pretrained) as out:
+            write_json(out / "meta.json", {"enabled": False, "pipeline_id": pipeline})
+        write_json(Path(cfg.paths.metrics) / "pretrain.json", {"enabled": False})
+        print("pretrain: disabled (pretrain.enabled=false); finetuning starts from scratch")
+        return
+
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lmforge.data.datasets import PackedSequences
+    from lmforge.data.tokenization import TokenShards
+    from lmforge.lit.mlm import LitMaskedLM
+    from lmforge.lit.trainer import build_trainer, set_threads
+    from lmforge.models.transformer import measure_matmul_peak_flops
+    from lmforge.tracking import stage_run, tracking_uri
+
+    L.seed_everything(cfg.seed, workers=True)
+    set_threads(cfg)
+    p = cfg.pretrain
+    train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
+    val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
+    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers}
+    train_loader = DataLoader(train, shuffle=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
+    val_loader = DataLoader(val, shuffle=False, **loader_args)
+    model_cfg = model_config(cfg, meta["vocab_size"])
+    peak = measure_matmul_peak_flops(seconds=0.5) if cfg.trainer.accelerator == "cpu" else None
+    module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
+                         optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
+
+    with stage_run(cfg, "pretrain", pipeline) as run:
+        import mlflow
+
+        mlflow.log_params({"model.parameters": module.model.num_parameters(),
+                           "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
+        mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), max_steps=p.max_steps,
+                                val_check_interval=min(p.val_check_interval, len(train_loader)),
+                                check_val_every_n_epoch=None,
+                                limit_val_batches=p.limit_val_batches, enable_checkpointing=False)
+        trainer.fit(module, train_loader, val_loader)
+        final = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
+                   "val_mlm_accuracy": final.get("val/mlm_accuracy"),
+                   "tokens_per_s": final.get("perf/tokens_per_s"), "mfu": final.get("perf/mfu"),
+                   "steps": trainer.global_step}
+        with atomic_dir(cfg.paths.pretrained) as out:
+            torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
+            write_json(out / "config.json", asdict(model_cfg))
+            write_json(out / "meta.json", {"enabled": True, "pipeline_id": pipeline,
+                                           "mlflow_run_id": run.info.run_id, **metrics})
+        write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
+        mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
+    print(f"pretrain: {trainer.global_step} steps, val loss {metrics['val_loss']:.3f}, "
+          f"MLM accuracy {metrics['val_mlm_accuracy']:.3f}; MLflow run {run.info.run_id}")
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

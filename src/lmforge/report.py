@@ -1,0 +1,61 @@
+"""The last stage: a one-screen summary of what the pipeline produced and where to look."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summary(cfg: Config) -> str:
+    from lmforge.tracking import tracking_uri
+
+    metrics = Path(cfg.paths.metrics)
+    pretrain, finetune = _load(metrics / "pretrain.json"), _load(metrics / "finetune.json")
+    evaluation, baselines = _load(metrics / "eval.json"), _load(metrics / "baselines.json")
+    cleaning = _load(Path(cfg.paths.prepared) / "cleaning.json")
+    lines = ["", "=" * 72, "lmforge pipeline summary", "=" * 72]
+    if cleaning:
+        lines.append(f"data      {cleaning['input_rows']} rows -> {cleaning['kept']} kept "
+                     f"(dropped {cleaning['dropped']}); splits {cleaning['per_split']}")
+    if pretrain.get("enabled") is False:
+        lines.append("pretrain  disabled")
+    elif pretrain:
+        lines.append(f"pretrain  {pretrain['steps']} steps, val MLM loss {pretrain['val_loss']:.3f},"
+                     f" MLM accuracy {pretrain['val_mlm_accuracy']:.3f}")
+    if finetune:
+        lines.append(f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} "
+                     f"({finetune['epochs']} epochs)")
+    if evaluation:
+        lines.append(f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
+                     f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}"
+                     f"  ({evaluation['examples']} examples)")
+    for name, values in baselines.items():
+        lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}  macro F1 {values['f1']:.4f}")
+    uri = tracking_uri(cfg)
+    lines += ["", f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/confusion.png "
+                  "(dvc plots show)",
+              f"MLflow    {uri}",
+              f"          mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+              "=" * 72]
+    return "\n".join(lines)
+
+
+def run(cfg: Config) -> None:
+    text = summary(cfg)
+    out = Path("reports")
+    out.mkdir(exist_ok=True)
+    (out / "summary.txt").write_text(text + "\n")
+    print(text)
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Stage 3, tokenize: train the tokenizer on the train split, encode every split to shards.
+
+Outputs: ``data/tokenizer/tokenizer.json`` and ``data/shards/`` (see
+:mod:`lmforge.data.tokenization` for the shard format, and ``meta.json`` for the counts).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import atomic_dir, read_jsonl, write_json
+
+
+def run(cfg: Config) -> None:
+    from tqdm import tqdm
+
+    from lmforge.data.cleaning import SPLITS
+    from lmforge.data.tokenization import encode_to_shards, ids_dtype, special_ids, train_tokenizer
+
+    prepared = Path(cfg.paths.prepared)
+    if not (prepared / "labels.json").is_file():
+        raise UserError(f"{prepared} is incomplete; run the prepare stage first (dvc repro prepare)")
+    counts = json.loads((prepared / "cleaning.json").read_text())["per_split"]
+    names = json.loads((prepared / "labels.json").read_text())
+    index = {json.dumps(name): i for i, name in enumerate(names)}
+
+    texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
+    tokenizer = train_tokenizer(tqdm(texts, total=counts["train"], desc="tokenizer (train)",
+                                     unit=" records", mininterval=1.0),
+                                cfg.tokenizer, length=counts["train"])
+    with atomic_dir(cfg.paths.tokenizer) as out:
+        tokenizer.save(str(out / "tokenizer.json"))
+
+    def pairs(split: str):
+        for record in read_jsonl(prepared / f"{split}.jsonl"):
+            label = record.get("label")
+            yield record["text"], (-1 if label is None else index[json.dumps(label)])
+
+    with atomic_dir(cfg.paths.shards) as out:
+        stats = {}
+        for split in SPLITS:
+            with tqdm(total=counts[split], desc=f"encode ({split})", unit=" records",
+                      mininterval=1.0) as bar:
+                stats[split] = encode_to_shards(tokenizer, pairs(split), out, split, progress=bar)
+        vocab = tokenizer.get_vocab_size()
+        write_json(out / "meta.json", {
+            "vocab_size": vocab, "dtype": ids_dtype(vocab).name, "special_ids": special_ids(),
+            "labels": names, "splits": stats, "tokenizer": asdict(cfg.tokenizer)})
+    print(f"tokenize: vocab {vocab}; " + ", ".join(
+        f"{s}: {v['records']} records / {v['tokens']} tokens" for s, v in stats.items()))
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

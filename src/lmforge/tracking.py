@@ -1,0 +1,111 @@
+"""MLflow runs for the stages: where the store is, what every run is tagged and logged with.
+
+The default store is ``sqlite:///<project root>/mlflow.db``. The root is ``$DVC_ROOT`` when DVC
+runs a queued experiment in its temporary copy (so every run lands in the user's one store),
+otherwise the project folder. ``$MLFLOW_TRACKING_URI`` or ``logger.tracking_uri`` override it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lmforge.cli import find_root
+from lmforge.config import Config
+
+PIPELINE_TAG = "lmforge.pipeline_id"
+STAGE_TAG = "lmforge.stage"
+
+
+def store_root() -> Path:
+    return Path(os.environ["DVC_ROOT"]).resolve() if os.environ.get("DVC_ROOT") else find_root()
+
+
+def tracking_uri(cfg: Config) -> str:
+    if cfg.logger.tracking_uri:
+        return cfg.logger.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def git_state(cwd: Path | None = None) -> dict[str, str]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower()}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def pipeline_id(upstream_meta: Path | None = None) -> str:
+    """One id shared by the runs of one pipeline execution.
+
+    ``make run`` sets ``$LMFORGE_PIPELINE_ID`` for a whole ``dvc repro``; without it a stage
+    inherits the id recorded by the stage it consumes, so a finetune re-run is grouped with the
+    pretraining it starts from.
+    """
+    if os.environ.get("LMFORGE_PIPELINE_ID"):
+        return os.environ["LMFORGE_PIPELINE_ID"]
+    if upstream_meta is not None and upstream_meta.is_file():
+        found = json.loads(upstream_meta.read_text()).get("pipeline_id")
+        if found:
+            return found
+    return uuid.uuid4().hex[:12]
+
+
+def ensure_experiment(name: str) -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # An absolute artifact folder beside the store, so runs from DVC's temporary copies keep
+    # their artifacts after the copy is deleted.
+    artifacts = (store_root() / "mlartifacts").as_uri()
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:"):
+        artifacts = None
+    return mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+@contextmanager
+def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = None,
+              extra_tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error."""
+    import mlflow
+    from omegaconf import OmegaConf
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
+    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **(extra_tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{stage}-{pipeline}",
+                          tags=tags) as run:
+        resolved = asdict(cfg)
+        params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
+        items = list(params.items())
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start:start + 100]))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            mlflow.log_artifact(str(path))
+        yield run

@@ -1,0 +1,81 @@
+"""Config: params.yaml stays the composition of conf/, bad configs fail in one line at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lmforge.config import Config, validate
+from lmforge.errors import UserError
+from lmforge.params import main as params_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_params_yaml_is_the_composition_of_conf(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert params_main(["--check"]) == 0, "params.yaml drifted: run `python -m lmforge.params`"
+
+
+def test_params_yaml_validates_against_the_schema() -> None:
+    cfg = validate(OmegaConf.load(ROOT / "params.yaml"))
+    assert isinstance(cfg, Config)
+    assert cfg.data.source.kind == "stdlib"
+    assert cfg.pretrain.mask_rate == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"model": {"d_modl": 3}}, "unknown config key 'model.d_modl'"),
+        ({"model": {"d_model": "wide"}}, "config key 'model.d_model'"),
+        ({"optim": {"lr": -1.0}}, "config key 'optim.lr'"),
+        ({"pretrain": {"mask_rate": 1.2}}, "config key 'pretrain.mask_rate'"),
+        ({"pretrain": {"batch_size": 0}}, "config key 'pretrain.batch_size'"),
+        ({"tokenizer": {"vocab_size": 10}}, "config key 'tokenizer.vocab_size'"),
+        ({"model": {"n_heads": 3}}, "config key 'model.n_heads'"),
+        ({"data": {"source": {"kind": "ftp"}}}, "config key 'data.source.kind'"),
+    ],
+)
+def test_bad_values_raise_one_line_user_errors(override: dict, expected: str) -> None:
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "params.yaml"), override)
+    with pytest.raises(UserError) as info:
+        validate(cfg)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def run_stage(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "lmforge.prepare", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["model.d_modl=3"], "unknown config key 'model.d_modl'; valid keys under 'model': d_ff"),
+        (["nonsense=1"], "unknown config key 'nonsense'; valid keys at the top level"),
+        (["model.d_model=wide"], "config key 'model.d_model'"),
+        (["pretrain.mask_rate=0"], "config key 'pretrain.mask_rate'"),
+    ],
+)
+def test_command_line_config_errors_are_one_line_without_traceback(args, expected) -> None:
+    done = run_stage(*args)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_help_lists_the_config_groups() -> None:
+    done = run_stage("--help")
+    assert done.returncode == 0
+    for group in ("data", "model", "pretrain", "finetune", "trainer"):
+        assert group in done.stdout
