@@ -1,0 +1,353 @@
+"""A small bidirectional Transformer encoder in plain PyTorch, nanoGPT-style.
+
+Deliberately free of Lightning, Hydra and MLflow so it can be used from a notebook::
+
+    from lmforge.models.transformer import MaskedLM, TransformerConfig
+    model = MaskedLM(TransformerConfig(vocab_size=8192))
+
+Contents: :class:`TransformerConfig`, :class:`Encoder` (pre-LN blocks), :class:`MaskedLM` (MLM
+pretraining head, computed only at masked positions), :class:`SequenceClassifier` (finetuning
+head), plus :func:`training_flops_per_token` and :func:`measure_matmul_peak_flops` for MFU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MLP",
+    "Block",
+    "Encoder",
+    "MaskedLM",
+    "SelfAttention",
+    "SequenceClassifier",
+    "TransformerConfig",
+    "measure_matmul_peak_flops",
+    "training_flops_per_token",
+]
+
+INIT_STD = 0.02
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of the encoder. ``d_model`` must be divisible by ``n_heads``."""
+
+    vocab_size: int
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 1024
+    max_len: int = 128
+    dropout: float = 0.1
+    pad_id: int = 0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"TransformerConfig.d_model ({self.d_model}) must be divisible by n_heads "
+                f"({self.n_heads}); pick d_model as a multiple of n_heads"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(
+                f"TransformerConfig.pad_id ({self.pad_id}) must be a token id in "
+                f"[0, vocab_size={self.vocab_size})"
+            )
+        if not self.norm_eps > 0:
+            raise ValueError(f"TransformerConfig.norm_eps must be > 0, got {self.norm_eps!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class SelfAttention(nn.Module):
+    """Multi-head bidirectional self-attention.
+
+    One fused ``qkv`` Linear (one GEMM instead of three). Its output features are laid out as
+    ``[q | k | v]``, each ``d_model`` wide and split into ``n_heads`` contiguous head slices.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: [B, T, D]; ``key_mask``: bool [B, 1, 1, T] (True = attend) or None."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(b, t, d)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: normalising before each sublayer keeps deep stacks trainable
+    without learning-rate warmup tricks that post-LN (original BERT) needs."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_mask)
+        return x + self.mlp(self.ln2(x))
+
+
+def _init_weights(module: nn.Module, n_layers: int) -> None:
+    """GPT-2 initialisation: N(0, 0.02) everywhere, zero biases, unit LayerNorm, and the
+    projections that write into the residual stream scaled by 1/sqrt(2 * n_layers) so the
+    residual's variance does not grow with depth (two residual writes per block)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear):
+            std = INIT_STD
+            if name.endswith(("attn.proj", "mlp.proj")):
+                std = INIT_STD / math.sqrt(2 * n_layers)
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=INIT_STD)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Encoder(nn.Module):
+    """Token + learned position embeddings, ``n_layers`` pre-LN blocks, final LayerNorm."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        _init_weights(self, cfg.n_layers)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
+
+        Returns hidden states [B, T, D]. Pass ``attention_mask=None`` for unpadded (packed)
+        batches: SDPA then gets no mask and can use its fastest kernel. Every row of a mask
+        must contain at least one real token, otherwise attention for that row is undefined.
+        Hidden states at padded positions are computed but meaningless; ignore them.
+        """
+        t = input_ids.shape[1]
+        if t > self.cfg.max_len:
+            raise ValueError(
+                f"sequence length {t} exceeds TransformerConfig.max_len={self.cfg.max_len}; "
+                "truncate the input or raise max_len"
+            )
+        key_mask = None
+        if attention_mask is not None:
+            # [B, 1, 1, T] broadcasts over heads and query positions: a padded key is hidden
+            # from every query, which is all that is needed for padded positions not to leak.
+            key_mask = attention_mask.to(torch.bool)[:, None, None, :]
+        pos = torch.arange(t, device=input_ids.device)
+        x = self.dropout(self.tok_emb(input_ids) + self.pos_emb(pos))
+        for block in self.blocks:
+            x = block(x, key_mask)
+        return self.ln_f(x)
+
+
+class MaskedLM(nn.Module):
+    """Encoder + BERT-style MLM head whose decoder is tied to the token embedding.
+
+    ``positions`` is a **flat** index into the ``B * T`` token grid (row-major, i.e.
+    ``b * T + t``), as returned by :func:`lmforge.data.masking.mask_tokens`. The head (dense,
+    GELU, LayerNorm, vocab projection) runs only on those N hidden states: with 15% masking
+    this skips ~85% of the largest matmul and of the softmax over the vocabulary.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.head_dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.head_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.decoder = nn.Linear(cfg.d_model, cfg.vocab_size)
+        # Tying halves the embedding parameter count and gives rare tokens' input embeddings
+        # a training signal from the output side too.
+        self.decoder.weight = self.encoder.tok_emb.weight
+        nn.init.normal_(self.head_dense.weight, mean=0.0, std=INIT_STD)
+        nn.init.zeros_(self.head_dense.bias)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        targets: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids``: long [B, T] (already masked); ``positions``: long [N] flat indices
+        into B*T; ``targets``: long [N] original token ids at those positions.
+
+        Returns ``(loss, logits)``: mean cross-entropy over the N positions and logits [N, V].
+        """
+        if positions.dim() != 1 or positions.shape != targets.shape:
+            raise ValueError(
+                f"positions and targets must both be 1-D of equal length, got "
+                f"{tuple(positions.shape)} and {tuple(targets.shape)}"
+            )
+        hidden = self.encoder(input_ids, attention_mask)
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        logits = self.decoder(self.head_norm(F.gelu(self.head_dense(hidden))))
+        loss = F.cross_entropy(logits, targets)
+        return loss, logits
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique parameters (the tied decoder weight is counted once)."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.encoder.tok_emb.weight.numel() + self.encoder.pos_emb.weight.numel()
+        return n
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder + pooling + dropout + Linear, for finetuning on sequence-level labels.
+
+    ``pooling="mean"`` averages hidden states over real tokens only; ``"cls"`` takes the
+    first token's hidden state (put a [CLS] token there when preparing the data).
+    """
+
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        num_labels: int,
+        pooling: Literal["mean", "cls"] = "mean",
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.cfg = cfg
+        self.pooling = pooling
+        self.encoder = Encoder(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.d_model, num_labels)
+        nn.init.normal_(self.classifier.weight, mean=0.0, std=INIT_STD)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
+
+        If ``attention_mask`` is None it is derived as ``input_ids != cfg.pad_id``.
+        Returns logits [B, num_labels].
+        """
+        if attention_mask is None:
+            attention_mask = input_ids != self.cfg.pad_id
+        attention_mask = attention_mask.to(torch.bool)
+        hidden = self.encoder(input_ids, attention_mask)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.classifier(self.dropout(pooled))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def training_flops_per_token(cfg: TransformerConfig, seq_len: int, masked_fraction: float) -> float:
+    """Model FLOPs of one training step (forward + backward) per input token, for MFU.
+
+    Formula from Kaplan et al. 2020 ("Scaling Laws", 6N per token: 2N forward, 4N backward)
+    with the attention-score term of Chowdhery et al. 2022 (PaLM, appendix B) as used by
+    nanoGPT's ``estimate_mfu``: ``6 * N + 12 * L * T * D``, where N counts matmul weights only
+    (embedding lookups and LayerNorm/bias are negligible) and ``12 * L * T * D`` is QK^T and
+    attention-times-V (2 * 2 * T * D per layer forward, x3 for backward). The attention is
+    bidirectional, so nothing is halved for causality. The MLM head (dense D x D + tied
+    decoder D x V) is counted only at ``masked_fraction`` of the tokens: the work spent on it
+    at unmasked positions (as a full-sequence head would do) is not useful work.
+    """
+    if not 0.0 <= masked_fraction <= 1.0:
+        raise ValueError(f"masked_fraction must be in [0, 1], got {masked_fraction}")
+    d, f, n_layers = cfg.d_model, cfg.d_ff, cfg.n_layers
+    body_params = n_layers * (4 * d * d + 2 * d * f)  # qkv 3D^2 + out-proj D^2 + MLP 2DF
+    head_params = d * d + d * cfg.vocab_size
+    return 6.0 * body_params + 12.0 * n_layers * seq_len * d + masked_fraction * 6.0 * head_params
+
+
+def measure_matmul_peak_flops(
+    dtype: torch.dtype = torch.float32,
+    n: int = 1024,
+    device: str | torch.device = "cpu",
+    seconds: float = 1.0,
+) -> float:
+    """Achievable matmul throughput (FLOP/s) of ``device``: the MFU denominator.
+
+    Repeats an ``n x n`` ``torch.mm`` for about ``seconds`` after a warm-up and returns the best
+    rate over short chunks, because on a shared machine the best chunk is the closest estimate
+    of what the hardware can do (other processes only ever slow a chunk down).
+    """
+    device = torch.device(device)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):  # warm-up: thread pool start, allocator, BLAS kernel selection
+        torch.mm(a, b, out=out)
+    sync()
+    # Size a chunk to ~1/10 of the budget from one timed call so small n does not time noise.
+    start = time.perf_counter()
+    torch.mm(a, b, out=out)
+    sync()
+    reps = max(1, int(0.1 * seconds / max(time.perf_counter() - start, 1e-9)))
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        sync()
+        elapsed = time.perf_counter() - start
+        best = max(best, 2.0 * n**3 * reps / elapsed)
+        if time.perf_counter() >= deadline:
+            return best
