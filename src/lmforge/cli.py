@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,6 +82,10 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
         def _hydra_entry(raw: DictConfig) -> object:
             logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+            # Lightning's start-up banners (accelerators found, product tips) drown the output.
+            for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             try:
                 return run(validate(raw))
             except UserError as exc:

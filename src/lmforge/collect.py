@@ -24,6 +24,8 @@ def source_options(source: SourceConfig) -> dict:
     if kind == "stdlib":
         return {"top_k": source.top_k, "stdlib_dir": source.path}
     options.pop("top_k")
+    if kind == "url" and not options["cache_dir"]:
+        options["cache_dir"] = str(Path.home() / ".cache" / "lmforge" / "downloads")
     return {k: v for k, v in options.items() if v is not None}
 
 

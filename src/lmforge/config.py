@@ -35,6 +35,7 @@ class SourceConfig:
     split: str | None = None
     url: str | None = None
     sha256: str | None = None
+    cache_dir: str | None = None
     max_records: int | None = None
 
     def __post_init__(self) -> None:

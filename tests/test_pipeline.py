@@ -1,0 +1,120 @@
+"""End to end on the built-in corpus with the tiny experiment, every stage in this process.
+
+Asserts real outputs: the shards decode back to text, the metrics beat the majority class, the
+MLflow store holds the pretrain, finetune and evaluate runs with their metrics, one pipeline id.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lmforge import baselines, collect, evaluate, finetune, prepare, pretrain, report, tokenize
+from lmforge.config import Config, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(workdir: Path, *overrides: str) -> Config:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        raw = compose("config", overrides=["experiment=tiny",
+                                           f"logger.tracking_uri=sqlite:///{workdir}/mlflow.db",
+                                           *overrides])
+    return validate(raw)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> tuple[Path, Config]:
+    workdir = tmp_path_factory.mktemp("pipeline")
+    (workdir / "conf").symlink_to(ROOT / "conf")
+    cfg = tiny_config(workdir)
+    previous = Path.cwd()
+    import os
+
+    os.chdir(workdir)
+    os.environ["LMFORGE_PIPELINE_ID"] = "smoke-test"
+    try:
+        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines, report):
+            stage.run(cfg)
+    finally:
+        os.chdir(previous)
+        os.environ.pop("LMFORGE_PIPELINE_ID")
+    return workdir, cfg
+
+
+def test_data_stages_produce_consistent_counts(pipeline) -> None:
+    workdir, _ = pipeline
+    raw = json.loads((workdir / "data/raw/meta.json").read_text())
+    cleaning = json.loads((workdir / "data/prepared/cleaning.json").read_text())
+    assert cleaning["input_rows"] == raw["records"] > 1000
+    assert cleaning["input_rows"] == cleaning["kept"] + cleaning["dropped_total"]
+    assert sum(cleaning["per_split"].values()) == cleaning["kept"]
+    texts = {s: {json.loads(line)["text"] for line in open(workdir / f"data/prepared/{s}.jsonl")}
+             for s in ("train", "val", "test")}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"]
+    labels = json.loads((workdir / "data/prepared/labels.json").read_text())
+    assert len(labels) == 4
+
+
+def test_shards_decode_back_to_the_prepared_text(pipeline) -> None:
+    from tokenizers import Tokenizer
+
+    from lmforge.data.tokenization import TokenShards
+
+    workdir, _ = pipeline
+    shards = TokenShards(workdir / "data/shards", "val")
+    assert shards.ids.dtype == np.uint16
+    tokenizer = Tokenizer.from_file(str(workdir / "data/tokenizer/tokenizer.json"))
+    first = json.loads(open(workdir / "data/prepared/val.jsonl").readline())["text"]
+    decoded = tokenizer.decode(shards.record(0).tolist())
+    assert decoded.split() == first.split()
+
+
+def test_metrics_beat_the_majority_class(pipeline) -> None:
+    workdir, _ = pipeline
+    result = json.loads((workdir / "metrics/eval.json").read_text())
+    majority = json.loads((workdir / "metrics/baselines.json").read_text())["majority_class"]
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["accuracy"] > majority["accuracy"] + 0.05
+    assert len(result["per_class"]) == 4
+    assert sum(c["support"] for c in result["per_class"].values()) == result["examples"]
+    rows = (workdir / "plots/confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == result["examples"] + 1
+    assert (workdir / "plots/confusion.png").stat().st_size > 1000
+
+
+def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:
+    import mlflow
+
+    workdir, _ = pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    runs = {}
+    for stage in ("pretrain", "finetune", "evaluate"):
+        experiment = client.get_experiment_by_name(f"lmforge-{stage}")
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["lmforge.pipeline_id"] == "smoke-test"
+        assert run.data.tags["git.commit"]
+        assert run.data.params["model.d_model"] == "32"
+        runs[stage] = run
+    assert "train/loss" in runs["pretrain"].data.metrics
+    assert "val/mlm_accuracy" in runs["pretrain"].data.metrics
+    assert len(client.get_metric_history(runs["pretrain"].info.run_id, "train/loss")) > 1
+    assert {"val/f1", "val/precision", "val/recall"} <= set(runs["finetune"].data.metrics)
+    assert runs["finetune"].data.tags["lmforge.pretrain_run_id"] == runs["pretrain"].info.run_id
+    assert {"test_accuracy", "test_f1", "test_precision", "test_recall"} <= \
+        set(runs["evaluate"].data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
+    assert {"eval.json", "confusion.png", "config.yaml"} <= artifacts
+    assert "tokenizer.json" in {a.path for a in client.list_artifacts(runs["pretrain"].info.run_id)}
+
+
+def test_summary_names_the_figures_and_the_store(pipeline) -> None:
+    workdir, _ = pipeline
+    text = (workdir / "reports/summary.txt").read_text()
+    assert "test      accuracy" in text and "mlflow ui --backend-store-uri" in text
