@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from lmforge import baselines, collect, evaluate, finetune, prepare, pretrain, report, tokenize
 from lmforge.config import Config, validate
+from lmforge.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def test_data_stages_produce_consistent_counts(pipeline) -> None:
     assert cleaning["input_rows"] == raw["records"] > 1000
     assert cleaning["input_rows"] == cleaning["kept"] + cleaning["dropped_total"]
     assert sum(cleaning["per_split"].values()) == cleaning["kept"]
-    texts = {s: {json.loads(line)["text"] for line in open(workdir / f"data/prepared/{s}.jsonl")}
+    texts = {s: {r["text"] for r in read_jsonl(workdir / f"data/prepared/{s}.jsonl")}
              for s in ("train", "val", "test")}
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"]
     labels = json.loads((workdir / "data/prepared/labels.json").read_text())
@@ -69,7 +70,7 @@ def test_shards_decode_back_to_the_prepared_text(pipeline) -> None:
     shards = TokenShards(workdir / "data/shards", "val")
     assert shards.ids.dtype == np.uint16
     tokenizer = Tokenizer.from_file(str(workdir / "data/tokenizer/tokenizer.json"))
-    first = json.loads(open(workdir / "data/prepared/val.jsonl").readline())["text"]
+    first = next(read_jsonl(workdir / "data/prepared/val.jsonl"))["text"]
     decoded = tokenizer.decode(shards.record(0).tolist())
     assert decoded.split() == first.split()
 
