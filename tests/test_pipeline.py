@@ -104,6 +104,9 @@ def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:
         assert run.data.params["model.d_model"] == "32"
         runs[stage] = run
     assert "train/loss" in runs["pretrain"].data.metrics
+    logged = runs["finetune"].data.metrics
+    dropped = sum(v for k, v in logged.items() if k.startswith("data/dropped_"))
+    assert logged["data/input_rows"] == logged["data/kept"] + dropped > 0
     assert "val/mlm_accuracy" in runs["pretrain"].data.metrics
     assert len(client.get_metric_history(runs["pretrain"].info.run_id, "train/loss")) > 1
     assert {"val/f1", "val/precision", "val/recall"} <= set(runs["finetune"].data.metrics)

@@ -82,9 +82,6 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
         def _hydra_entry(raw: DictConfig) -> object:
             logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-            # Lightning's start-up banners (accelerators found, product tips) drown the output.
-            for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-                logging.getLogger(name).setLevel(logging.WARNING)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             try:
                 return run(validate(raw))

@@ -141,9 +141,9 @@ class PretrainConfig:
     mask_rate: float = 0.15
     seq_len: int = 128
     batch_size: int = 32
-    max_steps: int = 600
-    val_check_interval: int = 200
-    limit_val_batches: int = 20
+    max_steps: int = 300
+    val_check_interval: int = 100
+    limit_val_batches: int = 10
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
 
     def __post_init__(self) -> None:
@@ -157,7 +157,7 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     batch_size: int = 32
-    max_epochs: int = 4
+    max_epochs: int = 6
     patience: int = 2
     pooling: str = "mean"
     max_len: int = 128

@@ -108,4 +108,19 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
             path = Path(tmp) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
             mlflow.log_artifact(str(path))
+        log_cleaning(cfg)
         yield run
+
+
+def log_cleaning(cfg: Config) -> None:
+    """The prepare stage's counts (rows in, kept, dropped by reason) on the run that used them."""
+    import mlflow
+
+    path = Path(cfg.paths.prepared) / "cleaning.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    mlflow.log_metrics({"data/input_rows": report["input_rows"], "data/kept": report["kept"],
+                        **{f"data/dropped_{k}": v for k, v in report["dropped"].items()},
+                        **{f"data/{k}_rows": v for k, v in report["per_split"].items()}})
+    mlflow.log_artifact(str(path))

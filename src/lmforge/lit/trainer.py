@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
 
 from lmforge.config import Config
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners (accelerators found, product tips) drown the stage output.
+
+    Lightning sets its loggers to INFO when imported, so this runs after the import.
+    """
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def set_threads(cfg: Config) -> None:
@@ -19,6 +31,8 @@ def set_threads(cfg: Config) -> None:
 def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None,
                   **overrides: Any) -> L.Trainer:
     from lightning.pytorch.loggers import MLFlowLogger
+
+    quiet_lightning()
 
     # Lightning's MLFlowLogger defaults to a file store, which MLflow 3.13+ rejects: always hand
     # it the run we opened ourselves, in the store we resolved.
