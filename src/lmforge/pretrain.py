@@ -35,6 +35,9 @@ def shard_meta(cfg: Config) -> dict:
 
 
 def run(cfg: Config) -> None:
+    from lmforge.tracking import job_outputs
+
+    cfg = job_outputs(cfg, "pretrain")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
     if cfg.pretrain.seq_len > cfg.model.max_len:
         raise UserError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_len="
@@ -53,6 +56,7 @@ def run(cfg: Config) -> None:
     import torch
     from torch.utils.data import DataLoader
 
+    from lmforge.curves import CurveWriter
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
     from lmforge.lit.mlm import LitMaskedLM
@@ -80,7 +84,9 @@ def run(cfg: Config) -> None:
         mlflow.log_params({"model.parameters": module.model.num_parameters(),
                            "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
         mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), max_steps=p.max_steps,
+        curve = CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=[curve],
+                                max_steps=p.max_steps,
                                 val_check_interval=min(p.val_check_interval, len(train_loader)),
                                 check_val_every_n_epoch=None,
                                 limit_val_batches=p.limit_val_batches, enable_checkpointing=False)
