@@ -107,10 +107,15 @@ def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) 
                 row.locator("input[type=checkbox].ag-checkbox-input").check()
             page.get_by_role("button", name="Compare").click()
             page.wait_for_url("**/compare-runs**")
-            metric = page.get_by_role("row").filter(has_text="best_val_f1").first
-            metric.scroll_into_view_if_needed()
+            # The Metrics section: one grid of metric names, one of values (a column per run).
+            name = page.get_by_text("best_val_f1", exact=True).first
+            name.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
-            text = metric.inner_text()
+            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
+            grids = section.locator("[role=grid]")
+            names = grids.nth(0).inner_text().split("\n")
+            values = grids.nth(1).inner_text().split("\n")
+            columns = page.url
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -121,7 +126,9 @@ def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) 
             server.wait()
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
-    # The comparison row shows both runs' F1, as the UI rounds it (3 significant decimals).
-    for run in (first, second):
-        value = run.data.metrics["best_val_f1"]
-        assert f"{value:.3f}".rstrip("0").rstrip(".") in text, (value, text)
+    # Both runs, and best_val_f1's row holds their F1 as the UI rounds it (3 decimals).
+    assert first.info.run_id in columns and second.info.run_id in columns
+    row = names.index("best_val_f1")
+    shown = sorted(float(v) for v in values[2 * row: 2 * row + 2])
+    expected = sorted(r.data.metrics["best_val_f1"] for r in (first, second))
+    assert shown == pytest.approx(expected, abs=6e-4), (names, values)

@@ -111,9 +111,7 @@ def ensure_experiment(name: str) -> str:
     if not uri.startswith("sqlite:"):
         artifacts = None
     try:
-        # The kind tag opens the UI on its training-runs view, not on the GenAI (traces) one.
-        return mlflow.create_experiment(name, artifact_location=artifacts,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+        return mlflow.create_experiment(name, artifact_location=artifacts)
     except mlflow.exceptions.MlflowException as exc:
         # Parallel jobs (joblib sweeps, `dvc queue start -j 2`) race to create it: the loser
         # uses the winner's.
