@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -58,9 +59,31 @@ def check_overrides(argv: list[str]) -> None:
             raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM, raised where the process is, so every ``with`` block unwinds: atomic
+    outputs are discarded and the MLflow run is marked FAILED instead of being left RUNNING.
+
+    A BaseException, not KeyboardInterrupt: Lightning turns KeyboardInterrupt into ``exit(1)``,
+    but re-raises any other exception after shutting its loggers down.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _interrupted_message(name: str) -> str:
+    return (f"interrupted by {name}; outputs were left unchanged; run the same command again to "
+            "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)")
 
 
 def stage(run: Callable[[Config], object]) -> Callable[[], None]:
@@ -70,6 +93,8 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _raise_interrupted)
         try:
             conf_dir = find_root() / "conf"
             check_overrides(sys.argv[1:])
@@ -89,8 +114,12 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
                 if verbose:
                     raise
                 _fail(str(exc))
+            except Interrupted as exc:
+                if verbose:
+                    raise
+                _fail(_interrupted_message(str(exc)), 128 + exc.signum)
             except KeyboardInterrupt:
-                _fail("interrupted")
+                _fail(_interrupted_message("SIGINT"), 128 + signal.SIGINT)
             return None
 
         _hydra_entry()

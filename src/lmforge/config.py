@@ -37,6 +37,11 @@ class SourceConfig:
     sha256: str | None = None
     cache_dir: str | None = None
     max_records: int | None = None
+    # Reader encoding (local and url files); null means UTF-8.
+    encoding: str | None = None
+    # Optional {raw label: class name}: every label must be a key, so a typo or a stray class in
+    # the data stops collect with the row that holds it instead of becoming a class of its own.
+    label_map: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check(self.kind in SOURCE_KINDS, "data.source.kind",
@@ -46,6 +51,13 @@ class SourceConfig:
             _check(bool(self.path), "data.source.path",
                    "the local source needs a file or folder: data.source.path=DIR")
         _check(bool(self.text_columns), "data.source.text_columns", "name at least one column")
+        _check(self.max_records is None or self.max_records > 0, "data.source.max_records",
+               "must be positive (null reads everything)")
+        if self.label_map is not None:
+            _check(bool(self.label_map), "data.source.label_map",
+                   "is empty; map each raw label to a class name, or set it to null")
+            _check(self.label_column is not None, "data.source.label_map",
+                   "needs data.source.label_column (the column whose values it maps)")
 
 
 @dataclass
@@ -91,6 +103,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _check(self.kind in ("bpe", "wordpiece"), "tokenizer.kind", "use bpe or wordpiece")
+        _check(self.min_frequency >= 1, "tokenizer.min_frequency", "must be at least 1")
         # Five special tokens plus room for at least the byte/character alphabet.
         _check(self.vocab_size >= 300, "tokenizer.vocab_size",
                f"{self.vocab_size} leaves no room beyond the special tokens and the alphabet; "
@@ -152,6 +165,8 @@ class PretrainConfig:
         _check(self.batch_size > 0, "pretrain.batch_size", "must be positive")
         _check(self.seq_len > 1, "pretrain.seq_len", "must be at least 2")
         _check(self.max_steps > 0, "pretrain.max_steps", "must be positive")
+        _check(self.val_check_interval > 0, "pretrain.val_check_interval", "must be positive")
+        _check(self.limit_val_batches > 0, "pretrain.limit_val_batches", "must be positive")
 
 
 @dataclass
@@ -166,6 +181,9 @@ class FinetuneConfig:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
         _check(self.max_epochs > 0, "finetune.max_epochs", "must be positive")
         _check(self.pooling in ("mean", "cls"), "finetune.pooling", "use mean or cls")
+        _check(self.patience >= 0, "finetune.patience", "must be >= 0")
+        # [CLS] and [SEP] take two positions; one more is needed for any text at all.
+        _check(self.max_len >= 3, "finetune.max_len", "must be at least 3 ([CLS], a token, [SEP])")
 
 
 @dataclass
@@ -179,6 +197,22 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    # Periodic checkpoints of pretraining and finetuning (0 turns either trigger off); an
+    # interrupted run resumes from the newest one (see docs/reliability.md).
+    checkpoint_every_n_steps: int = 100
+    checkpoint_every_minutes: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "tpu", "auto"), "trainer.accelerator",
+               f"'{self.accelerator}' is not one of cpu, gpu, cuda, mps, tpu, auto")
+        _check(self.num_workers >= 0, "trainer.num_workers", "must be >= 0")
+        _check(self.num_threads is None or self.num_threads > 0, "trainer.num_threads",
+               "must be positive (null uses every core)")
+        _check(self.log_every_n_steps > 0, "trainer.log_every_n_steps", "must be positive")
+        _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
+               "must be >= 0 (0 turns step checkpoints off)")
+        _check(self.checkpoint_every_minutes >= 0, "trainer.checkpoint_every_minutes",
+               "must be >= 0 (0 turns timed checkpoints off)")
 
 
 @dataclass
@@ -193,6 +227,9 @@ class EvalConfig:
     output: str | None = None
     batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "eval.batch_size", "must be positive")
+
 
 @dataclass
 class PathsConfig:
@@ -204,6 +241,8 @@ class PathsConfig:
     finetuned: str = "models/finetuned"
     metrics: str = "metrics"
     plots: str = "plots"
+    # One stable folder per training stage (checkpoints + resume.json), so a rerun finds them.
+    checkpoints: str = "outputs/checkpoints"
 
 
 @dataclass
@@ -219,6 +258,18 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # null: resume an interrupted pretrain/finetune run when its checkpoint and config hash match,
+    # else start fresh; true: resume or fail; false: always start fresh (checkpoints discarded).
+    resume: bool | None = None
+
+    def __post_init__(self) -> None:
+        # Cross-group checks: caught here at start-up instead of after data loading.
+        _check(self.pretrain.seq_len <= self.model.max_len, "pretrain.seq_len",
+               f"{self.pretrain.seq_len} exceeds model.max_len={self.model.max_len}; "
+               "lower one or raise the other")
+        _check(self.finetune.max_len <= self.model.max_len, "finetune.max_len",
+               f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
+               "lower one or raise the other")
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:

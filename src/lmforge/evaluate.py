@@ -15,7 +15,7 @@ from pathlib import Path
 from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.errors import UserError
-from lmforge.io import write_json
+from lmforge.io import atomic_file, write_json
 
 
 def load_classifier(folder: Path):
@@ -97,7 +97,8 @@ def confusion_png(matrix, labels: list, path: Path, title: str) -> None:
         ax.text(col, row, int(value), ha="center", va="center",
                 color="white" if value > peak / 2 else "black", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -128,7 +129,7 @@ def run(cfg: Config) -> None:
     plots = Path(cfg.paths.plots)
     plots.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, result)
-    with open(plots / "confusion.csv", "w", newline="") as handle:
+    with atomic_file(plots / "confusion.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["actual", "predicted"])
         writer.writerows((labels[a], labels[p]) for a, p in zip(actual, predicted, strict=True))

@@ -38,7 +38,7 @@ def run(cfg: Config) -> None:
         handles = {name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8"))
                    for name in SPLITS}
         records = tqdm(read_jsonl(raw), total=total, desc="prepare (clean, dedup, split)",
-                       unit=" records", mininterval=1.0)
+                       unit=" records", mininterval=1.0, disable=None)
         for split, record in clean_and_split(records, cfg.data.clean, cfg.data.split, report):
             handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
             if record.get("label") is not None:

@@ -36,9 +36,6 @@ def shard_meta(cfg: Config) -> dict:
 
 def run(cfg: Config) -> None:
     meta = shard_meta(cfg)
-    if cfg.pretrain.seq_len > cfg.model.max_len:
-        raise UserError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_len="
-                        f"{cfg.model.max_len}; lower one or raise the other")
     from lmforge.tracking import pipeline_id
 
     pipeline = pipeline_id()
@@ -55,7 +52,9 @@ def run(cfg: Config) -> None:
 
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
+    from lmforge.lit.callbacks import StopOnNonFiniteLoss
     from lmforge.lit.mlm import LitMaskedLM
+    from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
     from lmforge.models.transformer import measure_matmul_peak_flops
     from lmforge.tracking import stage_run, tracking_uri
@@ -65,26 +64,45 @@ def run(cfg: Config) -> None:
     p = cfg.pretrain
     train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
     val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
+    if len(train) < p.batch_size:
+        raise UserError(f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
+                        f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
+                        f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text")
     loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers}
-    train_loader = DataLoader(train, shuffle=True, drop_last=True,
+    # A sampler that can resume mid-epoch; every loader has its own generator, so creating an
+    # iterator never draws from the global RNG (which a resumed run restores for dropout).
+    sampler = ResumableSampler(len(train), cfg.seed)
+    train_loader = DataLoader(train, sampler=sampler, drop_last=True,
                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    val_loader = DataLoader(val, shuffle=False, **loader_args)
+    val_loader = DataLoader(val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
+                            **loader_args)
     model_cfg = model_config(cfg, meta["vocab_size"])
     peak = measure_matmul_peak_flops(seconds=0.5) if cfg.trainer.accelerator == "cpu" else None
     module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
                          optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
 
-    with stage_run(cfg, "pretrain", pipeline) as run:
+    plan = plan_resume(cfg, "pretrain")
+    plan.drop_missing_run(tracking_uri(cfg))
+    pipeline = plan.pipeline_id or pipeline
+    with stage_run(cfg, "pretrain", pipeline, run_id=plan.run_id) as run:
         import mlflow
 
-        mlflow.log_params({"model.parameters": module.model.num_parameters(),
-                           "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
-        mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), max_steps=p.max_steps,
+        plan.record(run.info.run_id, pipeline)
+        if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
+            mlflow.log_params({"model.parameters": module.model.num_parameters(),
+                               "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
+            mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        checkpoints = periodic_checkpoints(cfg, plan.folder)
+        callbacks = [TrainingState(sampler, p.batch_size), *checkpoints,
+                     StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr")]
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
+                                max_steps=p.max_steps,
                                 val_check_interval=min(p.val_check_interval, len(train_loader)),
                                 check_val_every_n_epoch=None,
-                                limit_val_batches=p.limit_val_batches, enable_checkpointing=False)
-        trainer.fit(module, train_loader, val_loader)
+                                limit_val_batches=p.limit_val_batches,
+                                enable_checkpointing=bool(checkpoints),
+                                gradient_clip_val=p.optim.grad_clip or None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
                    "val_mlm_accuracy": final.get("val/mlm_accuracy"),
@@ -97,6 +115,7 @@ def run(cfg: Config) -> None:
                                            "mlflow_run_id": run.info.run_id, **metrics})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
+    plan.clear()
     print(f"pretrain: {trainer.global_step} steps, val loss {metrics['val_loss']:.3f}, "
           f"MLM accuracy {metrics['val_mlm_accuracy']:.3f}; MLflow run {run.info.run_id}")
 

@@ -31,7 +31,7 @@ def run(cfg: Config) -> None:
 
     texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
     tokenizer = train_tokenizer(tqdm(texts, total=counts["train"], desc="tokenizer (train)",
-                                     unit=" records", mininterval=1.0),
+                                     unit=" records", mininterval=1.0, disable=None),
                                 cfg.tokenizer, length=counts["train"])
     with atomic_dir(cfg.paths.tokenizer) as out:
         tokenizer.save(str(out / "tokenizer.json"))
@@ -45,7 +45,7 @@ def run(cfg: Config) -> None:
         stats = {}
         for split in SPLITS:
             with tqdm(total=counts[split], desc=f"encode ({split})", unit=" records",
-                      mininterval=1.0) as bar:
+                      mininterval=1.0, disable=None) as bar:
                 stats[split] = encode_to_shards(tokenizer, pairs(split), out, split, progress=bar)
         vocab = tokenizer.get_vocab_size()
         write_json(out / "meta.json", {

@@ -20,6 +20,7 @@ from typing import Any
 
 from lmforge.cli import find_root
 from lmforge.config import Config
+from lmforge.safety import check_store, redact
 
 PIPELINE_TAG = "lmforge.pipeline_id"
 STAGE_TAG = "lmforge.stage"
@@ -89,17 +90,28 @@ def ensure_experiment(name: str) -> str:
 
 @contextmanager
 def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = None,
-              extra_tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error."""
+              extra_tags: dict[str, str] | None = None, run_id: str | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error.
+
+    ``run_id`` continues that run (a resumed training stage): its params, tags and config were
+    logged when it was created and are left as they are.
+    """
+    uri = tracking_uri(cfg)
+    check_store(uri)
     import mlflow
     from omegaconf import OmegaConf
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.set_tracking_uri(uri)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+        return
     experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
     tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **(extra_tags or {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{stage}-{pipeline}",
                           tags=tags) as run:
-        resolved = asdict(cfg)
+        # Credentials and home folders never reach the store (see lmforge.safety.redact).
+        resolved = redact(asdict(cfg))
         params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
         items = list(params.items())
         for start in range(0, len(items), 100):

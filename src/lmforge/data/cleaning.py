@@ -1,7 +1,7 @@
 """Cleaning, deduplication and the deterministic train/val/test split.
 
 Everything streams: records go through one at a time, and the only state that grows with the
-corpus is a set of 16-byte digests for deduplication. Every dropped record is counted under a
+corpus is a map from 16-byte text digests to labels, for deduplication. Every dropped record is counted under a
 reason, so ``input = kept + sum(dropped)`` always holds and is reported.
 """
 
@@ -74,8 +74,15 @@ class CleaningReport:
 
 def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitConfig,
                     report: CleaningReport) -> Iterator[tuple[str, dict]]:
-    """Yield ``(split, record)`` for every record that survives cleaning, counting the rest."""
-    seen: set[bytes] = set()
+    """Yield ``(split, record)`` for every record that survives cleaning, counting the rest.
+
+    Reasons: ``empty`` (None, non-string or whitespace-only text), ``too_short``, ``too_long``
+    (characters, after normalisation), ``duplicate`` (same normalised text and label as an
+    earlier record) and ``duplicate_label_conflict`` (same text, another label: the first wins,
+    and the count tells the user their labels disagree). Deduplicating before the split is what
+    keeps any text out of two splits.
+    """
+    seen: dict[bytes, object] = {}
     for record in records:
         report.input_rows += 1
         raw = record.get("text")
@@ -90,10 +97,12 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
             report.dropped["too_long"] += 1
             continue
         digest = text_digest(text)
+        label = record.get("label")
         if digest in seen:
-            report.dropped["duplicate"] += 1
+            reason = "duplicate" if seen[digest] == label else "duplicate_label_conflict"
+            report.dropped[reason] += 1
             continue
-        seen.add(digest)
+        seen[digest] = label
         name = assign_split(text, split)
         report.kept += 1
         report.per_split[name] += 1
