@@ -3,7 +3,9 @@
 Each case runs ``python -m lmforge.<stage>`` as a user would, in a scratch project, and asserts
 the exit code, a single stderr line naming the file/row/column and the fix, no traceback, and
 that the stage's output folder was not created. The subprocesses run concurrently (they spend
-their time importing), so the battery costs seconds. docs/bad-input.md is the table of cases.
+their time importing). Marked slow (about 20 s of CPU) and ci (it proves the issue's battery);
+the quick suite has the same cases at reader level (tests/test_sources.py, tests/test_faults.py).
+docs/bad-input.md is the table of cases.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 
 def project(tmp: Path) -> Path:
@@ -77,7 +80,7 @@ CASES = [
                              + b'{"text": "\xff\xfe", "label": 1}\n'},
          "mostly.jsonl", "mostly.jsonl line 41: bytes are not valid utf-8"),
     Case("truncated CSV (inside quotes)", {"cut.csv": VALID_CSV + '"an unfinished quoted fi'},
-         "cut.csv", "cut.csv line 5: malformed CSV"),
+         "cut.csv", "cut.csv line 5: expected 2 fields (text, label) but found 1"),
     Case("truncated CSV (short row)", {"short.csv": VALID_CSV + "half a row"}, "short.csv",
          "short.csv line 5: expected 2 fields (text, label) but found 1"),
     Case("truncated TSV", {"cut.tsv": "text\tlabel\nfine text\ta\nhalf"}, "cut.tsv",
