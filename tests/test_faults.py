@@ -292,3 +292,24 @@ def test_csv_and_jsonl_round_trip(tmp_path_factory, rows: list[tuple[str, str]])
     for name in ("a.csv", "a.jsonl"):
         got = [(r["text"], r["label"]) for r in read_local(folder / name)]
         assert got == rows, name
+
+
+def test_signals_wait_for_a_safe_point_while_deferred() -> None:
+    import os
+    import signal
+
+    from lmforge import interrupts
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
+    try:
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered, but only noted
+            with pytest.raises(interrupts.Interrupted, match="SIGTERM"):
+                interrupts.check()
+            interrupts.check()  # raised once only
+        with pytest.raises(interrupts.Interrupted, match="SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)  # not deferred: raised at once
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

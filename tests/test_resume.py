@@ -136,3 +136,41 @@ def test_sigkill_mid_epoch_resumes_into_the_same_run_with_identical_metrics(data
         assert sorted(got[key]) == sorted(want[key]), key
     assert not folder.exists()
     print(f"\nkilled at step {step_at_kill}; whole test {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_failed_and_finetuning_resumes_to_the_same_result(data: Path) -> None:
+    finish(stage(data, "pretrain", *TINY, f"logger.tracking_uri=sqlite:///{data}/pre.db"))
+    # Mid-epoch checkpoints every 10 steps; the tiny task has ~50 steps an epoch, 2 epochs.
+    finetune = [*TINY, "trainer.checkpoint_every_n_steps=10", "trainer.log_every_n_steps=5"]
+    finish(stage(data, "finetune", *finetune, f"logger.tracking_uri=sqlite:///{data}/ft-clean.db"))
+    reference = json.loads((data / "metrics/finetune.json").read_text())
+
+    db = data / "ft.db"
+    command = [*finetune, f"logger.tracking_uri=sqlite:///{db}"]
+    victim = stage(data, "finetune", *command)
+    folder = data / "outputs/checkpoints/finetune"
+    deadline = time.monotonic() + 300
+    while not (folder / "last.ckpt").is_file():
+        assert victim.poll() is None, f"finished before it could be stopped: {victim.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        "lmforge: error: interrupted by SIGTERM; outputs were left unchanged; run the same command "
+        "again to resume")
+    client, (stopped,) = mlflow_run(db, "lmforge-finetune")
+    assert stopped.info.status == "FAILED"  # never left RUNNING
+
+    out = finish(stage(data, "finetune", *command))
+    assert f"resuming the interrupted run (MLflow run {stopped.info.run_id})" in out
+    client, runs = mlflow_run(db, "lmforge-finetune")
+    assert [r.info.run_id for r in runs] == [stopped.info.run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert json.loads((data / "metrics/finetune.json").read_text()) == reference
+    for key, history in histories(client, stopped.info.run_id).items():
+        steps = [step for step, _ in history]
+        assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from lmforge import interrupts
 from lmforge.config import Config, schema_keys, validate
 from lmforge.errors import UserError
 
@@ -64,22 +65,6 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM, raised where the process is, so every ``with`` block unwinds: atomic
-    outputs are discarded and the MLflow run is marked FAILED instead of being left RUNNING.
-
-    A BaseException, not KeyboardInterrupt: Lightning turns KeyboardInterrupt into ``exit(1)``,
-    but re-raises any other exception after shutting its loggers down.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
-
 
 def _interrupted_message(name: str) -> str:
     return (f"interrupted by {name}; outputs were left unchanged; run the same command again to "
@@ -93,8 +78,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _raise_interrupted)
+        interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.interrupts)
         try:
             conf_dir = find_root() / "conf"
             check_overrides(sys.argv[1:])
@@ -114,7 +98,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
                 if verbose:
                     raise
                 _fail(str(exc))
-            except Interrupted as exc:
+            except interrupts.Interrupted as exc:
                 if verbose:
                     raise
                 _fail(_interrupted_message(str(exc)), 128 + exc.signum)

@@ -1,8 +1,8 @@
 """Cleaning, deduplication and the deterministic train/val/test split.
 
 Everything streams: records go through one at a time, and the only state that grows with the
-corpus is a map from 16-byte text digests to labels, for deduplication. Every dropped record is counted under a
-reason, so ``input = kept + sum(dropped)`` always holds and is reported.
+corpus is a map from 16-byte text digests to labels, for deduplication. Every dropped record is
+counted under a reason, so ``input = kept + sum(dropped)`` always holds and is reported.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool, desc: str) -
                     unit_scale=True,
                     unit_divisor=1024,
                     desc=desc,
-                    disable=None if progress else True,  # None: no bar when not a terminal
+                    disable=not progress,
                 ) as bar,
             ):
                 try:

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lmforge import interrupts
 from lmforge.errors import UserError
 from lmforge.io import atomic_file
 
@@ -39,6 +40,29 @@ class StopOnNonFiniteLoss(Callback):
         raise UserError(
             f"{self.stage}: the training loss became {loss.item()} after {trainer.global_step} "
             f"steps (epoch {trainer.current_epoch}); {kept}; lower {self.lr_key} or check the data")
+
+
+class InterruptAtBatchEnd(Callback):
+    """While training, Ctrl-C/SIGTERM wait for the end of the current batch (see
+    :mod:`lmforge.interrupts`): never inside an MLflow write or a checkpoint save."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupts.enter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        interrupts.check()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        interrupts.check()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        interrupts.leave()  # the exception is already unwinding; teardown is not called then
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            interrupts.leave()
+            interrupts.check()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -82,6 +82,9 @@ class ResumePlan:
         deleted); the checkpoint is still used."""
         if self.run_id is None:
             return
+        from lmforge.safety import check_store
+
+        check_store(tracking_uri)  # fail fast rather than through the client's retries
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 

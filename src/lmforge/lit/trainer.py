@@ -32,7 +32,7 @@ def set_threads(cfg: Config) -> None:
 
 def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None,
                   **overrides: Any) -> L.Trainer:
-    from lmforge.lit.callbacks import AtomicCheckpointIO, ResumableMLFlowLogger
+    from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
 
     quiet_lightning()
 
@@ -49,7 +49,7 @@ def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list |
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
         "fast_dev_run": cfg.trainer.fast_dev_run,
         "logger": logger,
-        "callbacks": callbacks or [],
+        "callbacks": [*(callbacks or []), InterruptAtBatchEnd()],
         "enable_model_summary": False,
         "default_root_dir": "outputs/lightning",
         # Checkpoints written by rename (never half-written) and loaded with weights_only=True.
