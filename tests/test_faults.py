@@ -313,3 +313,42 @@ def test_signals_wait_for_a_safe_point_while_deferred() -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["alpha beta", "alpha  beta", "gamma delta", " ", "",
+                                           "x", "epsilon zeta eta", "ALPHA beta"]),
+                          st.sampled_from([0, 1, None])), max_size=40))
+def test_cleaner_counts_every_drop_and_never_splits_a_text(records: list) -> None:
+    from lmforge.config import CleanConfig, SplitConfig
+    from lmforge.data.cleaning import CleaningReport, clean_and_split
+
+    report = CleaningReport()
+    kept = list(clean_and_split(({"text": t, "label": label} for t, label in records),
+                                CleanConfig(min_chars=3), SplitConfig(0.3, 0.3, 1), report))
+    assert report.input_rows == len(records) == report.kept + sum(report.dropped.values())
+    splits: dict[str, str] = {}
+    for split, record in kept:
+        assert splits.setdefault(record["text"], split) == split
+    assert len(splits) == len(kept)  # and no text twice, whatever its label
+    assert set(report.dropped) <= {"empty", "too_short", "too_long", "duplicate",
+                                   "duplicate_label_conflict"}
+
+
+def test_texts_longer_than_the_context_are_counted_not_silently_cut() -> None:
+    import numpy as np
+
+    from lmforge.data.datasets import LabelledRecords
+
+    class Shards:  # three labelled records of 3, 10 and 4 tokens, one unlabelled of 50
+        offsets = np.array([0, 3, 13, 17, 67])
+        labels = np.array([0, 1, 0, -1])
+        ids = np.arange(67) + 5
+        meta = {"special_ids": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}}
+
+        def record(self, index: int):
+            return self.ids[self.offsets[index]:self.offsets[index + 1]]
+
+    records = LabelledRecords(Shards(), max_len=6)  # room for 4 tokens between [CLS] and [SEP]
+    assert records.truncated == 1  # the 10-token one; the unlabelled one is not used
+    assert len(records[1][0]) == 6
