@@ -174,3 +174,39 @@ def test_sigterm_marks_the_run_failed_and_finetuning_resumes_to_the_same_result(
     for key, history in histories(client, stopped.info.run_id).items():
         steps = [step for step, _ in history]
         assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"
+
+
+@pytest.mark.slow
+def test_training_stages_hand_gradient_clipping_and_checkpointing_to_lightning(
+        data: Path, monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    import lmforge.lit.trainer as trainer_module
+    from lmforge import finetune, pretrain
+    from lmforge.config import validate
+
+    seen: dict[str, dict] = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(cfg, run_id, uri, callbacks=None, **overrides):
+        seen[cfg.logger.experiment] = {**overrides, "callbacks": callbacks}
+        raise Captured
+
+    monkeypatch.setattr(trainer_module, "build_trainer", capture)
+    monkeypatch.chdir(data)
+    (data / "models/none").mkdir(parents=True, exist_ok=True)
+    (data / "models/none/meta.json").write_text('{"enabled": false}')
+    for module, clip in ((pretrain, "pretrain.optim.grad_clip=0.5"), (finetune, "optim.grad_clip=0.25")):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = validate(compose("config", overrides=[
+                *TINY, clip, f"logger.experiment={module.__name__}", "paths.pretrained=models/none",
+                f"logger.tracking_uri=sqlite:///{data}/capture.db"]))
+        with pytest.raises(Captured):
+            module.run(cfg)
+    assert seen["lmforge.pretrain"]["gradient_clip_val"] == 0.5
+    assert seen["lmforge.finetune"]["gradient_clip_val"] == 0.25
+    for options in seen.values():
+        names = {type(c).__name__ for c in options["callbacks"]}
+        assert {"TrainingState", "ModelCheckpoint", "StopOnNonFiniteLoss"} <= names
