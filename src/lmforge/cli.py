@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from lmforge.config import Config, schema_keys, validate
+from lmforge.config import Config, is_known_key, schema_keys, validate
 from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
@@ -48,7 +48,7 @@ def check_overrides(argv: list[str]) -> None:
             continue
         if key in CONFIG_GROUPS or key.split("/")[0] in CONFIG_GROUPS and "." not in key:
             continue
-        if key not in known:
+        if not is_known_key(key, known):
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             while parent and parent not in known:
                 parent = parent.rsplit(".", 1)[0] if "." in parent else ""

@@ -37,6 +37,11 @@ class SourceConfig:
     sha256: str | None = None
     cache_dir: str | None = None
     max_records: int | None = None
+    # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
+    # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
+    # path under `path`, with optional text_columns/label_column for that file (kind local, or
+    # hf with `path` set). Splits not given here are cut from train by prepare, by a seeded hash.
+    splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.kind in SOURCE_KINDS, "data.source.kind",
@@ -46,6 +51,14 @@ class SourceConfig:
             _check(bool(self.path), "data.source.path",
                    "the local source needs a file or folder: data.source.path=DIR")
         _check(bool(self.text_columns), "data.source.text_columns", "name at least one column")
+        for name, spec in self.splits.items():
+            _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
+                   "split names are train, val and test")
+            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column"}
+            _check(not unknown, f"data.source.splits.{name}",
+                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, label_column")
+        if self.splits:
+            _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
 
 @dataclass
@@ -222,7 +235,11 @@ class Config:
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
-    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``."""
+    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``.
+
+    A free-form mapping (``data.source.splits``) is listed as ``"data.source.splits.*"``: any key
+    below it is accepted.
+    """
     keys: set[str] = set()
     for f in fields(schema):
         key = f"{prefix}{f.name}"
@@ -230,7 +247,14 @@ def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
         default = f.default_factory() if callable(f.default_factory) else f.default
         if is_dataclass(default):
             keys |= schema_keys(type(default), key + ".")
+        elif isinstance(default, dict):
+            keys.add(key + ".*")
     return keys
+
+
+def is_known_key(key: str, keys: set[str]) -> bool:
+    parts = key.split(".")
+    return key in keys or any(".".join(parts[:i]) + ".*" in keys for i in range(1, len(parts)))
 
 
 def validate(cfg: Any) -> Config:
