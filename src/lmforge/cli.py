@@ -58,6 +58,22 @@ def check_overrides(argv: list[str]) -> None:
             raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
 
 
+def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
+    """Help without composing the config: Hydra's own ``--help`` scans every plugin's config
+    group and takes seconds; this reads the folder names and answers at once."""
+    groups = []
+    for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        groups.append(f"  {folder.name + ':':<13} {', '.join(options)}")
+    print(f"usage: python -m {prog} [--verbose] [-m] [key=value ...] [group=option ...]\n")
+    print((module_doc or "").strip() + "\n")
+    print("config groups (group=option):")
+    print("\n".join(groups))
+    print(f"\nDefaults: {conf_dir / 'config.yaml'}. Every key can be overridden, e.g. optim.lr=1e-4.")
+    print("Print the composed config with --cfg job; Hydra's own help with --hydra-help.")
+    print("-m runs a sweep over comma-separated values (Hydra multirun).")
+
+
 def _fail(message: str) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -67,6 +83,11 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
     """Wrap a stage's ``run`` into a Hydra command-line entry point."""
 
     def main() -> None:
+        if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+            module = sys.modules[run.__module__]
+            spec = getattr(module, "__spec__", None)
+            print_help(module.__doc__, spec.name if spec else run.__module__, find_root() / "conf")
+            return
         verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
