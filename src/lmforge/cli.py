@@ -35,11 +35,16 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Reject an override of a key the schema does not know, in one line, before Hydra composes.
-
-    Hydra's own message for this spans several lines; users get the valid keys instead.
+    """Reject an override of an unknown key, or of a value its key's type cannot hold, in one
+    line and before Hydra starts (its own messages span several lines and arrive seconds later).
+    Values that only Hydra understands (sweeps, functions, interpolations) are left to it.
     """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     known = schema_keys()
+    sweep = "-m" in argv or "--multirun" in argv
+    typed = OmegaConf.structured(Config)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -56,6 +61,17 @@ def check_overrides(argv: list[str]) -> None:
                               if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
             where = f" under '{parent}'" if parent else " at the top level"
             raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
+        value = arg.split("=", 1)[1]
+        if sweep or arg.startswith("~") or any(c in value for c in "(${[,"):
+            continue
+        node = OmegaConf.select(typed, key, default=None)
+        if OmegaConf.is_config(node) or "*" in key:
+            continue
+        try:
+            OmegaConf.update(typed, key, None if value == "null" else value, merge=True)
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0]
+            raise UserError(f"config key '{key}': {reason}") from None
 
 
 def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
