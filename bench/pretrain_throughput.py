@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmforge.data.masking import mask_tokens
+from lmforge.lit.optim import adamw
 from lmforge.models.transformer import (
     MaskedLM,
     TransformerConfig,
@@ -83,16 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write results to this file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast; MFU is then against the bf16 matmul peak")
     return p.parse_args(argv)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """AdamW with the fused kernel where this torch build has it (one kernel for all
-    parameters), falling back to the multi-tensor ``foreach`` path."""
-    try:
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, foreach=True)
+    """lmforge's own AdamW construction (fused kernel where available)."""
+    return adamw([{"params": params}], lr=lr)
 
 
 def build_peer(cfg: TransformerConfig) -> torch.nn.Module:
@@ -118,10 +118,18 @@ def build_peer(cfg: TransformerConfig) -> torch.nn.Module:
 
 
 def timed_steps(step: Callable[[int], None], first: int, n: int) -> float:
+    synchronize()
     start = time.perf_counter()
     for i in range(first, first + n):
         step(i)
+    synchronize()
     return time.perf_counter() - start
+
+
+def synchronize() -> None:
+    # CUDA runs asynchronously: without this the clock would stop before the work does.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # A few pre-masked batches, shared by both models so they do identical work.
+    peak_dtype = torch.bfloat16 if args.bf16 else torch.float32
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16,
+                              enabled=args.bf16)
+
     g = torch.Generator().manual_seed(args.seed)
     batches = []
     for _ in range(4):
@@ -154,20 +168,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         labels = torch.full_like(ids, -100)
         labels.view(-1)[positions] = targets
-        batches.append((inp, positions, targets, labels))
+        batches.append(tuple(t.to(args.device) for t in (inp, positions, targets, labels)))
     tokens_per_step = args.batch * args.seq
     masked_fraction = sum(b[1].numel() for b in batches) / (len(batches) * tokens_per_step)
     flops_per_token = training_flops_per_token(cfg, args.seq, masked_fraction)
 
     def lmforge_step(compiled: bool) -> tuple[Callable[[int], None], int]:
         torch.manual_seed(args.seed)  # eager and compiled variants start from the same weights
-        model = MaskedLM(cfg).train()
+        model = MaskedLM(cfg).to(args.device).train()
         optim = make_optimizer(list(model.parameters()), args.lr)
         forward = torch.compile(model) if compiled else model
 
         def step(i: int) -> None:
             inp, positions, targets, _ = batches[i % len(batches)]
-            loss, _ = forward(inp, positions, targets)
+            with autocast():
+                loss, _ = forward(inp, positions, targets)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -183,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         steps[name], params[name] = lmforge_step(compiled)
     ours_names = [name for name, _ in variants]
     if not args.no_peer:
-        peer = build_peer(cfg).train()
+        peer = build_peer(cfg).to(args.device).train()
         if args.peer_optim == "same":
             peer_optim = make_optimizer(list(peer.parameters()), args.lr)
         else:
@@ -191,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def peer_step(i: int) -> None:
             inp, _, _, labels = batches[i % len(batches)]
-            loss = peer(input_ids=inp, labels=labels).loss
+            with autocast():
+                loss = peer(input_ids=inp, labels=labels).loss
             peer_optim.zero_grad(set_to_none=True)
             loss.backward()
             peer_optim.step()
@@ -199,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         steps[PEER_NAME] = peer_step
         params[PEER_NAME] = sum(p.numel() for p in peer.parameters())
 
-    peak = measure_matmul_peak_flops(torch.float32, n=1024, seconds=args.peak_seconds)
+    def measure_peak() -> float:
+        return measure_matmul_peak_flops(peak_dtype, n=1024 if args.device == "cpu" else 8192,
+                                         device=args.device, seconds=args.peak_seconds)
+
+    peak = measure_peak()
 
     # Warm-up (allocator, thread pool, compilation) is never timed.
     for step in steps.values():
@@ -212,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The peak is re-measured afterwards and the best kept: a busy moment lowers it, and an
     # underestimated peak would overstate MFU.
-    peak = max(peak, measure_matmul_peak_flops(torch.float32, n=1024, seconds=args.peak_seconds))
+    peak = max(peak, measure_peak())
 
     n_timed = args.rounds * args.steps
     results = []
@@ -235,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         f"FFN {args.ffn}, mask {masked_fraction:.3f}, dropout {args.dropout}, "
         f"compile {args.compile}, peer optim {args.peer_optim}"
     )
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s; model FLOPs/token: {flops_per_token:.3e}")
+    precision = "bf16" if args.bf16 else "fp32"
+    print(f"{precision} matmul peak on {args.device}: {peak / 1e9:.1f} GFLOP/s; "
+          f"model FLOPs/token: {flops_per_token:.3e}")
     print(f"{'model':<20} {'params':>10} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}")
     for res in results:
         print(

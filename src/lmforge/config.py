@@ -192,6 +192,8 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    pin_memory: bool = False
+    compile: bool = False
 
 
 @dataclass

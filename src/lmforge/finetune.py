@@ -61,13 +61,16 @@ def run(cfg: Config) -> None:
 
     train_loader = DataLoader(train, batch_size=f.batch_size, shuffle=True, collate_fn=collate,
                               num_workers=cfg.trainer.num_workers,
+                              pin_memory=cfg.trainer.pin_memory,
                               generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(val, batch_size=cfg.eval.batch_size, collate_fn=collate,
-                            num_workers=cfg.trainer.num_workers)
+                            num_workers=cfg.trainer.num_workers, pin_memory=cfg.trainer.pin_memory)
     model_cfg = model_config(cfg, meta["vocab_size"])
     total_steps = f.max_epochs * math.ceil(len(train) / f.batch_size)
     module = LitClassifier(model_cfg, num_labels=len(labels), pooling=f.pooling, optim=cfg.optim,
                            total_steps=total_steps)
+    if cfg.trainer.compile:
+        module.model.compile()
     tags = {"lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
             "lmforge.pretrained": str(upstream.get("enabled", False)).lower()}
     if upstream.get("enabled"):

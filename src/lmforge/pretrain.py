@@ -27,6 +27,20 @@ def model_config(cfg: Config, vocab_size: int):
                              dropout=cfg.model.dropout, pad_id=0)
 
 
+def matmul_peak(cfg: Config) -> float | None:
+    """The MFU denominator, measured now on this device in the training precision."""
+    import torch
+
+    from lmforge.models.transformer import measure_matmul_peak_flops
+
+    if cfg.trainer.accelerator == "cpu":
+        return measure_matmul_peak_flops(seconds=0.5)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
+        return measure_matmul_peak_flops(dtype=dtype, n=8192, device="cuda", seconds=0.5)
+    return None
+
+
 def shard_meta(cfg: Config) -> dict:
     path = Path(cfg.paths.shards) / "meta.json"
     if not path.is_file():
@@ -57,7 +71,6 @@ def run(cfg: Config) -> None:
     from lmforge.data.tokenization import TokenShards
     from lmforge.lit.mlm import LitMaskedLM
     from lmforge.lit.trainer import build_trainer, set_threads
-    from lmforge.models.transformer import measure_matmul_peak_flops
     from lmforge.tracking import stage_run, tracking_uri
 
     L.seed_everything(cfg.seed, workers=True)
@@ -65,14 +78,17 @@ def run(cfg: Config) -> None:
     p = cfg.pretrain
     train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
     val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
-    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers}
+    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers,
+                   "pin_memory": cfg.trainer.pin_memory}
     train_loader = DataLoader(train, shuffle=True, drop_last=True,
                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
     val_loader = DataLoader(val, shuffle=False, **loader_args)
     model_cfg = model_config(cfg, meta["vocab_size"])
-    peak = measure_matmul_peak_flops(seconds=0.5) if cfg.trainer.accelerator == "cpu" else None
+    peak = matmul_peak(cfg)
     module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
                          optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
+    if cfg.trainer.compile:
+        module.model.compile()  # in place: state_dict keys stay those of the plain model
 
     with stage_run(cfg, "pretrain", pipeline) as run:
         import mlflow
