@@ -16,18 +16,65 @@ from lmforge.config import Config, SourceConfig
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, write_json
 
+# Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
+# the held-out split and drops the training one, so the test set stays as published.
+SPLIT_ORDER = ("test", "val", "train")
 
-def source_options(source: SourceConfig) -> dict:
+
+def source_options(source: SourceConfig) -> tuple[str, dict]:
+    """The reader kind and its keyword options for one source config."""
     options = asdict(source)
     kind = options.pop("kind")
-    options.pop("max_records")
-    options.pop("label_map")
+    for key in ("max_records", "splits", "label_map"):
+        options.pop(key)
     if kind == "stdlib":
-        return {"top_k": source.top_k, "stdlib_dir": source.path}
+        return kind, {"top_k": source.top_k, "stdlib_dir": source.path}
     options.pop("top_k")
+    if kind == "hf" and source.path:
+        # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
+        kind = "local"
+        options.pop("name")
+        options.pop("split")
     if kind == "url" and not options["cache_dir"]:
         options["cache_dir"] = str(Path.home() / ".cache" / "lmforge" / "downloads")
-    return {k: v for k, v in options.items() if v is not None}
+    return kind, {k: v for k, v in options.items() if v is not None}
+
+
+def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
+    """``(split, kind, options)`` for each read: one per predefined split, else one untagged."""
+    kind, options = source_options(source)
+    if not source.splits:
+        return [(None, kind, options)]
+    reads = []
+    for split in SPLIT_ORDER:
+        spec = dict(source.splits.get(split) or {})
+        if split not in source.splits:
+            continue
+        merged = dict(options)
+        file = spec.pop("file", None)
+        hub_split = spec.pop("split", None)
+        if kind != "hf":
+            # Column overrides describe the files (GLUE's dev.tsv names its text `content`);
+            # a hub dataset keeps one schema across its splits.
+            merged.update({k: v for k, v in spec.items() if v is not None})
+        if kind == "local":
+            if file is None:
+                raise UserError(f"data.source.splits.{split}: give `file` (a path under "
+                                f"data.source.path) to read this split from local files")
+            merged["path"] = str(Path(source.path) / file)
+        elif kind == "hf":
+            merged["split"] = hub_split or split
+        reads.append((split, kind, merged))
+    return reads
+
+
+def iter_source(source: SourceConfig):
+    """Every record of the source, tagged with its predefined split where there is one."""
+    from lmforge.data.sources import iter_records
+
+    for split, kind, options in split_sources(source):
+        for record in iter_records(kind, **options):
+            yield record if split is None else {**record, "split": split}
 
 
 def map_label(record: dict, label_map: dict) -> dict:
@@ -45,10 +92,8 @@ def map_label(record: dict, label_map: dict) -> dict:
 def run(cfg: Config) -> None:
     from tqdm import tqdm
 
-    from lmforge.data.sources import iter_records
-
     source = cfg.data.source
-    records = iter_records(source.kind, **source_options(source))
+    records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
     labelled = 0

@@ -42,6 +42,11 @@ class SourceConfig:
     # Optional {raw label: class name}: every label must be a key, so a typo or a stray class in
     # the data stops collect with the row that holds it instead of becoming a class of its own.
     label_map: dict[str, Any] | None = None
+    # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
+    # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
+    # path under `path`, with optional text_columns/label_column for that file (kind local, or
+    # hf with `path` set). Splits not given here are cut from train by prepare, by a seeded hash.
+    splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.kind in SOURCE_KINDS, "data.source.kind",
@@ -58,6 +63,14 @@ class SourceConfig:
                    "is empty; map each raw label to a class name, or set it to null")
             _check(self.label_column is not None, "data.source.label_map",
                    "needs data.source.label_column (the column whose values it maps)")
+        for name, spec in self.splits.items():
+            _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
+                   "split names are train, val and test")
+            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column"}
+            _check(not unknown, f"data.source.splits.{name}",
+                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, label_column")
+        if self.splits:
+            _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
 
 @dataclass
@@ -197,6 +210,8 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    pin_memory: bool = False
+    compile: bool = False
     # Periodic checkpoints of pretraining and finetuning (0 turns either trigger off); an
     # interrupted run resumes from the newest one (see docs/reliability.md).
     checkpoint_every_n_steps: int = 100
@@ -273,7 +288,11 @@ class Config:
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
-    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``."""
+    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``.
+
+    A free-form mapping (``data.source.splits``) is listed as ``"data.source.splits.*"``: any key
+    below it is accepted.
+    """
     keys: set[str] = set()
     for f in fields(schema):
         key = f"{prefix}{f.name}"
@@ -281,7 +300,14 @@ def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
         default = f.default_factory() if callable(f.default_factory) else f.default
         if is_dataclass(default):
             keys |= schema_keys(type(default), key + ".")
+        elif isinstance(default, dict):
+            keys.add(key + ".*")
     return keys
+
+
+def is_known_key(key: str, keys: set[str]) -> bool:
+    parts = key.split(".")
+    return key in keys or any(".".join(parts[:i]) + ".*" in keys for i in range(1, len(parts)))
 
 
 def validate(cfg: Any) -> Config:

@@ -62,9 +62,10 @@ def run(cfg: Config) -> None:
     sampler = ResumableSampler(len(train), cfg.seed)
     train_loader = DataLoader(train, batch_size=f.batch_size, sampler=sampler, collate_fn=collate,
                               num_workers=cfg.trainer.num_workers,
+                              pin_memory=cfg.trainer.pin_memory,
                               generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(val, batch_size=cfg.eval.batch_size, collate_fn=collate,
-                            num_workers=cfg.trainer.num_workers,
+                            num_workers=cfg.trainer.num_workers, pin_memory=cfg.trainer.pin_memory,
                             generator=torch.Generator().manual_seed(cfg.seed))
     # Texts longer than the context lose their tail: counted, printed and logged, never silent.
     truncated = {"train": train.truncated, "val": val.truncated}
@@ -75,6 +76,8 @@ def run(cfg: Config) -> None:
     total_steps = f.max_epochs * math.ceil(len(train) / f.batch_size)
     module = LitClassifier(model_cfg, num_labels=len(labels), pooling=f.pooling, optim=cfg.optim,
                            total_steps=total_steps)
+    if cfg.trainer.compile:
+        module.model.compile()
     tags = {"lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
             "lmforge.pretrained": str(upstream.get("enabled", False)).lower()}
     if upstream.get("enabled"):

@@ -27,6 +27,20 @@ def model_config(cfg: Config, vocab_size: int):
                              dropout=cfg.model.dropout, pad_id=0)
 
 
+def matmul_peak(cfg: Config) -> float | None:
+    """The MFU denominator, measured now on this device in the training precision."""
+    import torch
+
+    from lmforge.models.transformer import measure_matmul_peak_flops
+
+    if cfg.trainer.accelerator == "cpu":
+        return measure_matmul_peak_flops(seconds=0.5)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
+        return measure_matmul_peak_flops(dtype=dtype, n=8192, device="cuda", seconds=0.5)
+    return None
+
+
 def shard_meta(cfg: Config) -> dict:
     path = Path(cfg.paths.shards) / "meta.json"
     if not path.is_file():
@@ -56,7 +70,6 @@ def run(cfg: Config) -> None:
     from lmforge.lit.mlm import LitMaskedLM
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
-    from lmforge.models.transformer import measure_matmul_peak_flops
     from lmforge.tracking import stage_run, tracking_uri
 
     L.seed_everything(cfg.seed, workers=True)
@@ -68,7 +81,8 @@ def run(cfg: Config) -> None:
         raise UserError(f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
                         f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
                         f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text")
-    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers}
+    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers,
+                   "pin_memory": cfg.trainer.pin_memory}
     # A sampler that can resume mid-epoch; every loader has its own generator, so creating an
     # iterator never draws from the global RNG (which a resumed run restores for dropout).
     sampler = ResumableSampler(len(train), cfg.seed)
@@ -77,9 +91,11 @@ def run(cfg: Config) -> None:
     val_loader = DataLoader(val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
                             **loader_args)
     model_cfg = model_config(cfg, meta["vocab_size"])
-    peak = measure_matmul_peak_flops(seconds=0.5) if cfg.trainer.accelerator == "cpu" else None
+    peak = matmul_peak(cfg)
     module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
                          optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
+    if cfg.trainer.compile:
+        module.model.compile()  # in place: state_dict keys stay those of the plain model
 
     plan = plan_resume(cfg, "pretrain")
     plan.drop_missing_run(tracking_uri(cfg))

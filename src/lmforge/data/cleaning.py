@@ -35,18 +35,21 @@ def text_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
-def assign_split(text: str, cfg: SplitConfig) -> str:
+def assign_split(text: str, cfg: SplitConfig, holdout: tuple[str, ...] = ("test", "val")) -> str:
     """The split of a text, from a seeded hash of the text alone.
 
     Depending only on the text makes the split independent of record order and corpus size,
-    and identical texts (were any left) could never land in two splits.
+    and identical texts (were any left) could never land in two splits. ``holdout`` names the
+    splits still to cut (a source with its own test split only needs val).
     """
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8,
                              key=str(cfg.seed).encode()).digest()
     position = int.from_bytes(digest, "big") / 2**64
-    if position < cfg.test_fraction:
-        return "test"
-    if position < cfg.test_fraction + cfg.val_fraction:
+    if "test" in holdout:
+        if position < cfg.test_fraction:
+            return "test"
+        position -= cfg.test_fraction
+    if "val" in holdout and position < cfg.val_fraction:
         return "val"
     return "train"
 
@@ -103,7 +106,10 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
             report.dropped[reason] += 1
             continue
         seen[digest] = label
-        name = assign_split(text, split)
+        name = record.get("split") or assign_split(text, split)
+        if name == "train" and record.get("split"):
+            # A predefined train split still gives up its validation share, by the same hash.
+            name = assign_split(text, split, holdout=("val",))
         report.kept += 1
         report.per_split[name] += 1
         yield name, {**record, "text": text}
