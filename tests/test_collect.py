@@ -46,7 +46,8 @@ def test_glue_folder_keeps_dev_as_the_test_split(tmp_path: Path) -> None:
     assert len(train) + len(val) == 200 and 0 < len(val) < 30
     assert '"quoted"' in train[0] or '"quoted"' in val[0]
     cleaning = json.loads((tmp_path / "prepared/cleaning.json").read_text())
-    assert cleaning["dropped"] == {"duplicate": 1}
+    # The shared sentence is labelled 1 in train and 0 in dev: counted as a label conflict.
+    assert cleaning["dropped"] == {"duplicate_label_conflict": 1}
     assert json.loads((tmp_path / "prepared/labels.json").read_text()) == [0, 1]
 
 
