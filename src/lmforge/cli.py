@@ -141,6 +141,14 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
                 _fail(_interrupted_message(str(exc)), 128 + exc.signum)
             except KeyboardInterrupt:
                 _fail(_interrupted_message("SIGINT"), 128 + signal.SIGINT)
+            except SystemExit as exc:
+                # Lightning's own SIGTERM handling, when the signal lands after our last check
+                # in a step: a SystemExit *without a code*, which would exit 0 as if finished.
+                if type(exc).__name__ != "SIGTERMException":
+                    raise
+                if verbose:
+                    raise
+                _fail(_interrupted_message("SIGTERM"), 128 + signal.SIGTERM)
             return None
 
         _hydra_entry()
