@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
     [
         ({"eval": {"batch_size": 0}}, "config key 'eval.batch_size': must be positive"),
         ({"finetune": {"batch_size": 0}}, "config key 'finetune.batch_size': must be positive"),
-        ({"pretrain": {"optim": {"lr": -1e-3}}}, "config key 'optim.lr': -0.001 must be positive"),
+        ({"pretrain": {"optim": {"lr": -1e-3}}}, "config key 'pretrain.optim.lr': -0.001 must be positive"),
         ({"optim": {"grad_clip": -1}}, "config key 'optim.grad_clip'"),
         ({"tokenizer": {"vocab_size": 5}}, "leaves no room beyond the special tokens"),
         ({"pretrain": {"seq_len": 512}}, "config key 'pretrain.seq_len': 512 exceeds model.max_len"),

@@ -150,14 +150,17 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
 
-    def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", f"{self.lr} must be positive")
-        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+    def check(self, prefix: str) -> None:
+        """Validate under the key the user wrote: called by the parents, ``optim`` from
+        :class:`Config` and ``pretrain.optim`` from :class:`PretrainConfig`, so a message never
+        names the wrong one."""
+        _check(self.lr > 0, f"{prefix}.lr", f"{self.lr} must be positive")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{prefix}.betas",
                "give two values in [0, 1)")
-        _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
-        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
-        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+        _check(0 <= self.warmup_ratio < 1, f"{prefix}.warmup_ratio", "must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
+        _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
 
 
 @dataclass
@@ -173,6 +176,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
 
     def __post_init__(self) -> None:
+        self.optim.check("pretrain.optim")
         _check(self.objective == "mlm", "pretrain.objective", "only 'mlm' is available")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")
         _check(self.batch_size > 0, "pretrain.batch_size", "must be positive")
@@ -278,6 +282,7 @@ class Config:
     resume: bool | None = None
 
     def __post_init__(self) -> None:
+        self.optim.check("optim")
         # Cross-group checks: caught here at start-up instead of after data loading.
         _check(self.pretrain.seq_len <= self.model.max_len, "pretrain.seq_len",
                f"{self.pretrain.seq_len} exceeds model.max_len={self.model.max_len}; "
