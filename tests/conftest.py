@@ -29,3 +29,101 @@ def shared_data_dir() -> Path:
             pytest.fail(f"{reason} but LMFORGE_REQUIRE_SHARED_DATA=1 requires it")
         pytest.skip(f"{reason}; provide it or set LMFORGE_REQUIRE_SHARED_DATA=1 to fail instead")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A scratch lmforge project on the tiny experiment, shared by the experiment-tracking tests
+# (sweeps, lineage, registry, serving, UI): git + DVC repository, data and pretrained encoder
+# recorded in dvc.lock, MLflow store in its own mlflow.db. Built once per session (~2 min).
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cmd(*args: str, cwd: Path, timeout: float = 900, env: dict | None = None) -> str:
+    """Run a command with this interpreter's bin folder first on PATH (dvc, mlflow) and this
+    checkout's src importable; fail the test with its output on a non-zero exit."""
+    import subprocess
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                             os.environ.get("PYTHONPATH")])),
+                **(env or {})}
+    for name in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "LMFORGE_PIPELINE_ID"):
+        full_env.pop(name, None)
+    done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout + done.stderr
+
+
+def tiny_overrides(root: Path) -> list[str]:
+    return ["experiment=tiny", f"logger.tracking_uri=sqlite:///{root}/mlflow.db"]
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from lmforge import collect, prepare, pretrain, tokenize
+    from lmforge.config import validate
+    from lmforge.params import compose as compose_params
+
+    root = tmp_path_factory.mktemp("project")
+    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, root / name)
+    compose_params(root / "params.yaml", root, ["experiment=tiny"])
+    run_cmd("git", "init", "-q", cwd=root)
+    run_cmd("git", "config", "user.email", "test@lmforge.invalid", cwd=root)
+    run_cmd("git", "config", "user.name", "lmforge test", cwd=root)
+    run_cmd("git", "add", "-A", cwd=root)
+    run_cmd("git", "commit", "-qm", "scratch", cwd=root)
+    with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+        cfg = validate(compose("config", overrides=tiny_overrides(root)))
+    previous = Path.cwd()
+    os.chdir(root)
+    try:
+        for stage in (collect, prepare, tokenize):
+            stage.run(cfg)
+        # Recorded in dvc.lock and the DVC cache as if `dvc repro` had run them, so the pretrain
+        # run (and later ones) see DVC-verified inputs.
+        run_cmd("dvc", "commit", "-f", "-q", "collect", "prepare", "tokenize", cwd=root)
+        pretrain.run(cfg)
+        run_cmd("dvc", "commit", "-f", "-q", "pretrain", cwd=root)
+    finally:
+        os.chdir(previous)
+    return root
+
+
+SWEEP_LRS = ("3e-3", "1e-3")
+SWEEP_BATCHES = ("16", "32")
+
+
+def sweep(root: Path, experiment: str, *extra: str) -> str:
+    """A 2x2 finetuning sweep (learning rate x batch size) through the command line."""
+    return run_cmd(sys_executable(), "-m", "lmforge.finetune", "-m", "experiment=tiny",
+                   "finetune.max_epochs=1", f"logger.experiment={experiment}",
+                   f"optim.lr={','.join(SWEEP_LRS)}", f"finetune.batch_size={','.join(SWEEP_BATCHES)}",
+                   *extra, cwd=root)
+
+
+def sys_executable() -> str:
+    import sys
+
+    return sys.executable
+
+
+@pytest.fixture(scope="session")
+def swept_project(tiny_project: Path) -> Path:
+    """tiny_project plus one 2x2 sweep (basic launcher) in experiment ``basic-finetune``."""
+    sweep(tiny_project, "basic")
+    return tiny_project

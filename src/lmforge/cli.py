@@ -24,7 +24,7 @@ from lmforge.errors import UserError
 log = logging.getLogger("lmforge")
 
 CONFIG_GROUPS = ("data", "tokenizer", "model", "pretrain", "finetune", "optim", "trainer",
-                 "logger", "eval", "experiment")
+                 "logger", "eval", "experiment", "hparams_search")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -51,7 +51,7 @@ def check_overrides(argv: list[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key = arg.split("=", 1)[0].lstrip("+~")
-        if key.startswith("hydra.") or key == "hydra" or key.split(".")[0] in ("hydra",):
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
         if key in CONFIG_GROUPS or key.split("/")[0] in CONFIG_GROUPS and "." not in key:
             continue
@@ -92,6 +92,27 @@ def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
     print("-m runs a sweep over comma-separated values (Hydra multirun).")
 
 
+def check_plugins(argv: list[str]) -> None:
+    """A search config whose Hydra plugin is not installed: say which extra to install."""
+    from importlib.util import find_spec
+
+    if any(arg.startswith("hparams_search=") for arg in argv) \
+            and find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise UserError("hparams_search needs the Optuna sweeper: pip install -e '.[sweep]'")
+    if any(arg.startswith("hydra/launcher=joblib") for arg in argv) \
+            and find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        raise UserError("hydra/launcher=joblib needs the joblib launcher: pip install -e '.[sweep]'")
+
+
+def stage_name(run: Callable) -> str:
+    """``finetune`` for ``lmforge.finetune.run``, also when that module runs as ``__main__``."""
+    module = run.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else Path(sys.argv[0]).stem
+    return module.rsplit(".", 1)[-1]
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -119,6 +140,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         try:
             conf_dir = find_root() / "conf"
             check_overrides(sys.argv[1:])
+            check_plugins(sys.argv[1:])
         except UserError as exc:
             _fail(str(exc))
 
@@ -151,6 +173,10 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
                 _fail(_interrupted_message("SIGTERM"), 128 + signal.SIGTERM)
             return None
 
+        # Hydra names the job (hydra.job.name) after the module of the task function, which is
+        # this one: name it after the stage instead, for its log file and for the sweep
+        # callback, which files the sweep's parent run in the stage's MLflow experiment.
+        _hydra_entry.__wrapped__.__module__ = f"lmforge.{stage_name(run)}"  # type: ignore[attr-defined]
         _hydra_entry()
 
     return main

@@ -238,6 +238,10 @@ class TrainerConfig:
 class LoggerConfig:
     tracking_uri: str | None = None
     experiment: str = "lmforge"
+    # The Model Registry name each finetuned classifier is registered under; null: log, don't register.
+    registered_model: str | None = "lmforge-classifier"
+    # CPU, memory, disk and network of training runs, as system/* metrics.
+    system_metrics: bool = True
 
 
 @dataclass

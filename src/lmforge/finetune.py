@@ -21,7 +21,11 @@ from lmforge.io import atomic_dir, write_json
 from lmforge.pretrain import model_config, shard_meta
 
 
-def run(cfg: Config) -> None:
+def run(cfg: Config) -> float:
+    """Finetune; return the best validation macro F1 (the objective of Hydra/Optuna sweeps)."""
+    from lmforge.tracking import job_outputs
+
+    cfg = job_outputs(cfg, "finetune")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
     pretrained = Path(cfg.paths.pretrained)
     if not (pretrained / "meta.json").is_file():
@@ -37,12 +41,14 @@ def run(cfg: Config) -> None:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader
 
+    from lmforge.curves import CurveWriter
     from lmforge.data.datasets import LabelledRecords, pad_batch
     from lmforge.data.tokenization import TokenShards
     from lmforge.lit.callbacks import StopOnNonFiniteLoss
     from lmforge.lit.classifier import LitClassifier
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
+    from lmforge.registry import log_checkpoints, log_classifier, log_val_report
     from lmforge.tracking import pipeline_id, stage_run, tracking_uri
 
     L.seed_everything(cfg.seed, workers=True)
@@ -101,7 +107,8 @@ def run(cfg: Config) -> None:
         stopper = EarlyStopping(monitor="val/f1", mode="max", patience=f.patience)
         callbacks = [TrainingState(sampler, f.batch_size), checkpoints, stopper,
                      *periodic_checkpoints(cfg, plan.folder),
-                     StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr")]
+                     StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
+                     CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)]
         trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
                                 max_epochs=f.max_epochs, gradient_clip_val=cfg.optim.grad_clip or None)
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
@@ -123,9 +130,13 @@ def run(cfg: Config) -> None:
         write_json(Path(cfg.paths.metrics) / "finetune.json", metrics)
         mlflow.log_metric("best_val_f1", best_f1)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "finetune.json"))
+        log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
+        log_val_report(module.model, val_loader, labels, Path(cfg.paths.metrics) / "val_per_class.json")
+        log_classifier(cfg, Path(cfg.paths.finetuned))
     plan.clear()
     print(f"finetune: best val macro F1 {best_f1:.3f} after {trainer.current_epoch} epochs; "
           f"MLflow run {run.info.run_id}")
+    return best_f1
 
 
 main = stage(run)

@@ -49,6 +49,9 @@ def shard_meta(cfg: Config) -> dict:
 
 
 def run(cfg: Config) -> None:
+    from lmforge.tracking import job_outputs
+
+    cfg = job_outputs(cfg, "pretrain")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
     from lmforge.tracking import pipeline_id
 
@@ -64,6 +67,7 @@ def run(cfg: Config) -> None:
     import torch
     from torch.utils.data import DataLoader
 
+    from lmforge.curves import CurveWriter
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
     from lmforge.lit.callbacks import StopOnNonFiniteLoss
@@ -110,7 +114,8 @@ def run(cfg: Config) -> None:
             mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
         checkpoints = periodic_checkpoints(cfg, plan.folder)
         callbacks = [TrainingState(sampler, p.batch_size), *checkpoints,
-                     StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr")]
+                     StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
+                     CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)]
         trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
                                 max_steps=p.max_steps,
                                 val_check_interval=min(p.val_check_interval, len(train_loader)),

@@ -24,6 +24,34 @@ from lmforge.safety import check_store, redact
 
 PIPELINE_TAG = "lmforge.pipeline_id"
 STAGE_TAG = "lmforge.stage"
+# Set by the sweep callback (lmforge.sweep) for the job it wraps: the stage's run becomes a child
+# of the sweep's parent run and is named after the job's overrides.
+PARENT_ENV = "LMFORGE_PARENT_RUN_ID"
+RUN_NAME_ENV = "LMFORGE_RUN_NAME"
+# Stages whose runs record CPU/memory while they train.
+TRAINING_STAGES = ("pretrain", "finetune")
+# The job's own folder (multirun/<date>/<time>/<job>), set by the sweep callback: see job_outputs.
+JOB_DIR_ENV = "LMFORGE_JOB_DIR"
+# Checkpoints too: parallel jobs resuming from one folder would take each other's checkpoints.
+STAGE_OUTPUTS = {"pretrain": ("pretrained", "metrics", "plots", "checkpoints"),
+                 "finetune": ("finetuned", "metrics", "plots", "checkpoints"),
+                 "evaluate": ("metrics", "plots")}
+
+
+def job_outputs(cfg: Config, stage: str) -> Config:
+    """In a sweep job, ``cfg`` with the stage's output paths moved into the job's own folder.
+
+    Jobs of a parallel (joblib) sweep would otherwise overwrite each other's ``models/finetuned``
+    while another job still reads it to log its model. Inputs (shards, pretrained encoder) stay
+    shared. Outside a sweep, ``cfg`` unchanged.
+    """
+    from dataclasses import replace
+
+    job_dir = os.environ.get(JOB_DIR_ENV)
+    if not job_dir:
+        return cfg
+    moved = {key: str(Path(job_dir) / getattr(cfg.paths, key)) for key in STAGE_OUTPUTS.get(stage, ())}
+    return replace(cfg, paths=replace(cfg.paths, **moved))
 
 
 def store_root() -> Path:
@@ -85,7 +113,15 @@ def ensure_experiment(name: str) -> str:
     uri = mlflow.get_tracking_uri()
     if not uri.startswith("sqlite:"):
         artifacts = None
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException as exc:
+        # Parallel jobs (joblib sweeps, `dvc queue start -j 2`) race to create it: the loser
+        # uses the winner's.
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise exc from None
+        return experiment.experiment_id
 
 
 @contextmanager
@@ -101,15 +137,24 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
     import mlflow
     from omegaconf import OmegaConf
 
+    from lmforge.lineage import lineage_tags, log_split_inputs
+
     mlflow.set_tracking_uri(uri)
+    system_metrics = cfg.logger.system_metrics and stage in TRAINING_STAGES
+    if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+        # MLflow samples every 10 s by default: too coarse for runs of a minute or less.
+        mlflow.set_system_metrics_sampling_interval(2)
     if run_id is not None:
-        with mlflow.start_run(run_id=run_id) as run:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
             yield run
         return
     experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
-    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **(extra_tags or {})}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{stage}-{pipeline}",
-                          tags=tags) as run:
+    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
+            **(extra_tags or {})}
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{pipeline}",
+                          parent_run_id=os.environ.get(PARENT_ENV) or None, tags=tags,
+                          log_system_metrics=system_metrics) as run:
         # Credentials and home folders never reach the store (see lmforge.safety.redact).
         resolved = redact(asdict(cfg))
         params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
@@ -121,6 +166,7 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
             mlflow.log_artifact(str(path))
         log_cleaning(cfg)
+        log_split_inputs(cfg, stage)
         yield run
 
 

@@ -1,0 +1,134 @@
+"""The MLflow UI in a real browser: compare two finetuning runs of a sweep and read their F1.
+
+Starts ``mlflow server`` on 127.0.0.1 over the tiny project's store, then drives headless
+Chromium (Debian's ``chromium`` package, through Playwright) as a person would: open the
+finetune experiment's runs, expand the sweep, tick two of its jobs, press Compare, and find the
+F1 of both runs on the comparison page. A screenshot of it is kept in the test's tmp folder.
+
+Skips when Chromium or Playwright is missing, unless ``LMFORGE_REQUIRE_BROWSER=1`` (CI), where
+it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def require_browser() -> str:
+    """The Chromium executable; else skip (fail under LMFORGE_REQUIRE_BROWSER=1) saying why."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    problem = None if executable else "no Chromium executable on PATH (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "Playwright for Python is not installed (pip install playwright)"
+    if problem is None:
+        return executable
+    if os.environ.get("LMFORGE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{problem}, but LMFORGE_REQUIRE_BROWSER=1 requires the browser test")
+    pytest.skip(f"{problem}; set LMFORGE_REQUIRE_BROWSER=1 to fail instead")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(root: Path, port: int, log: Path) -> subprocess.Popen:
+    bin_dir = Path(sys.executable).parent
+    return subprocess.Popen(
+        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - child owns it
+        start_new_session=True)
+
+
+def wait_healthy(server: subprocess.Popen, base: str, log: Path, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"mlflow server not healthy in {seconds} s"
+        time.sleep(1)
+
+
+def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) -> None:
+    chromium = require_browser()
+    root: Path = request.getfixturevalue("swept_project")
+    import mlflow
+    from playwright.sync_api import sync_playwright
+
+    client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name("basic-finetune")
+    children = {r.info.run_name: r for r in client.search_runs(
+        [experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")}
+    first, second = (next(r for name, r in children.items() if name.startswith(f"#{n} "))
+                     for n in (0, 1))
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "mlflow-server.log"
+    server = start_server(root, port, log)
+    shot = tmp_path / "compare.png"
+    try:
+        wait_healthy(server, base, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
+            # The sweep's parent row, collapsed: expand it to list its four jobs.
+            parent = page.get_by_role("row").filter(has_text="sweep ")
+            parent.locator("button[data-component-id*=runnamecellrenderer]").click()
+            for run in (first, second):
+                row = page.get_by_role("row").filter(has_text=run.info.run_name)
+                row.locator("input[type=checkbox].ag-checkbox-input").check()
+            page.get_by_role("button", name="Compare").click()
+            page.wait_for_url("**/compare-runs**")
+            # The Metrics section: one grid of metric names, one of values (a column per run).
+            name = page.get_by_text("best_val_f1", exact=True).first
+            name.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
+            grids = section.locator("[role=grid]")
+            names = grids.nth(0).inner_text().split("\n")
+            values = grids.nth(1).inner_text().split("\n")
+            columns = page.url
+            browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+    # Both runs, and best_val_f1's row holds their F1 as the UI rounds it (3 decimals).
+    assert first.info.run_id in columns and second.info.run_id in columns
+    row = names.index("best_val_f1")
+    shown = sorted(float(v) for v in values[2 * row: 2 * row + 2])
+    expected = sorted(r.data.metrics["best_val_f1"] for r in (first, second))
+    assert shown == pytest.approx(expected, abs=6e-4), (names, values)
