@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
-.PHONY: help install run repro test test-all lint params mlflow-ui bench clean
+.PHONY: help install run test test-all lint params mlflow-ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ params: $(STAMP) ## rewrite params.yaml from conf/ (after editing conf/)
 
 mlflow-ui: $(STAMP) ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+
+bench: $(STAMP) ## benchmarks against peers measured in the same run (see README)
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
+	$(BIN)/python bench/pretrain_throughput.py
+	$(BIN)/python bench/data_path.py
+	$(BIN)/python bench/startup.py
 
 clean: ## remove pipeline outputs (keeps .venv, mlflow.db and the DVC cache)
 	rm -rf data/raw data/prepared data/tokenizer data/shards models metrics plots reports outputs multirun

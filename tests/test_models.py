@@ -86,12 +86,16 @@ def float64_state(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.
 
 
 def ref_mlm_loss(
-    model: MaskedLM, ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor
+    model: MaskedLM,
+    ids: torch.Tensor,
+    positions: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Full-vocabulary logits at every position, then pick the masked ones."""
     cfg = model.cfg
     sd = float64_state(model)
-    hidden = ref_encoder(float64_state(model, "encoder."), cfg, ids, None)
+    hidden = ref_encoder(float64_state(model, "encoder."), cfg, ids, mask)
     y = ref_gelu(hidden @ sd["head_dense.weight"].T + sd["head_dense.bias"])
     y = ref_layer_norm(y, sd["head_norm.weight"], sd["head_norm.bias"], cfg.norm_eps)
     logits = y @ sd["encoder.tok_emb.weight"].T + sd["decoder.bias"]  # [B, T, V]
@@ -111,13 +115,19 @@ def randomise_(model: torch.nn.Module, seed: int) -> None:
 # --- model vs reference ------------------------------------------------------------------------
 
 
-def test_masked_lm_loss_matches_naive_reference() -> None:
+@pytest.mark.parametrize("padded", [False, True])
+def test_masked_lm_loss_matches_naive_reference(padded: bool) -> None:
     torch.manual_seed(0)
     cfg = tiny_cfg()
     model = MaskedLM(cfg).eval()
     randomise_(model, 1)
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(4, cfg.vocab_size, (3, 20), generator=g)
+    mask = None
+    if padded:
+        ids[1, 12:] = PAD
+        ids[2, 5:] = PAD
+        mask = ids != PAD
     inp, positions, targets = mask_tokens(
         ids,
         mask_rate=0.3,
@@ -127,8 +137,8 @@ def test_masked_lm_loss_matches_naive_reference() -> None:
         generator=g,
     )
     with torch.no_grad():
-        loss, logits = model(inp, positions, targets)
-    expected = ref_mlm_loss(model, inp, positions, targets)
+        loss, logits = model(inp, positions, targets, attention_mask=mask)
+    expected = ref_mlm_loss(model, inp, positions, targets, mask)
     assert logits.shape == (positions.numel(), cfg.vocab_size)
     assert abs(loss.item() - expected.item()) < 1e-5, (loss.item(), expected.item())
     assert loss.item() > 1.0  # a random model must not be accidentally near-perfect

@@ -7,6 +7,9 @@ MLflow store holds the pretrain, finetune and evaluate runs with their metrics, 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +31,28 @@ def tiny_config(workdir: Path, *overrides: str) -> Config:
     return validate(raw)
 
 
+@contextmanager
+def working_dir(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> tuple[Path, Config]:
     workdir = tmp_path_factory.mktemp("pipeline")
     (workdir / "conf").symlink_to(ROOT / "conf")
     cfg = tiny_config(workdir)
-    previous = Path.cwd()
-    import os
-
-    os.chdir(workdir)
     os.environ["LMFORGE_PIPELINE_ID"] = "smoke-test"
     try:
-        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines, report):
-            stage.run(cfg)
+        with working_dir(workdir):
+            for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines,
+                          report):
+                stage.run(cfg)
     finally:
-        os.chdir(previous)
         os.environ.pop("LMFORGE_PIPELINE_ID")
     return workdir, cfg
 
@@ -122,3 +132,38 @@ def test_summary_names_the_figures_and_the_store(pipeline) -> None:
     workdir, _ = pipeline
     text = (workdir / "reports/summary.txt").read_text()
     assert "test      accuracy" in text and "mlflow ui --backend-store-uri" in text
+
+
+def test_evaluate_scores_any_labelled_file(pipeline, tmp_path) -> None:
+    """eval.file reads a CSV in another schema and reproduces the test-split figures on it."""
+    import csv
+
+    workdir, cfg = pipeline
+    test_rows = list(read_jsonl(workdir / "data/prepared/test.jsonl"))
+    labelled = [r for r in test_rows if r.get("label") is not None]
+    path = tmp_path / "held_out.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["module", "docstring"])
+        writer.writerows((r["label"], r["text"]) for r in labelled)
+    output = tmp_path / "out.json"
+    file_cfg = tiny_config(workdir, f"eval.file={path}", f"eval.output={output}",
+                           "data.source.text_columns=[docstring]", "data.source.label_column=module")
+    with working_dir(workdir):
+        evaluate.run(file_cfg)
+    scored = json.loads(output.read_text())
+    reference = json.loads((workdir / "metrics/eval.json").read_text())
+    assert scored["examples"] == reference["examples"] == len(labelled)
+    assert scored["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+    assert scored["f1"] == pytest.approx(reference["f1"], abs=1e-6)
+
+
+def test_evaluate_file_rejects_labels_the_model_does_not_know(pipeline, tmp_path) -> None:
+    from lmforge.errors import UserError
+
+    workdir, _ = pipeline
+    path = tmp_path / "odd.csv"
+    path.write_text("text,label\nsome docstring about sockets and ports,not_a_module\n")
+    file_cfg = tiny_config(workdir, f"eval.file={path}")
+    with working_dir(workdir), pytest.raises(UserError, match=r"odd.csv:2: label 'not_a_module'"):
+        evaluate.run(file_cfg)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from lmforge.config import Config, schema_keys, validate
+from lmforge import interrupts
+from lmforge.config import Config, is_known_key, schema_keys, validate
 from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
@@ -35,11 +37,16 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Reject an override of a key the schema does not know, in one line, before Hydra composes.
-
-    Hydra's own message for this spans several lines; users get the valid keys instead.
+    """Reject an override of an unknown key, or of a value its key's type cannot hold, in one
+    line and before Hydra starts (its own messages span several lines and arrive seconds later).
+    Values that only Hydra understands (sweeps, functions, interpolations) are left to it.
     """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     known = schema_keys()
+    sweep = "-m" in argv or "--multirun" in argv
+    typed = OmegaConf.structured(Config)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -48,7 +55,7 @@ def check_overrides(argv: list[str]) -> None:
             continue
         if key in CONFIG_GROUPS or key.split("/")[0] in CONFIG_GROUPS and "." not in key:
             continue
-        if key not in known:
+        if not is_known_key(key, known):
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             while parent and parent not in known:
                 parent = parent.rsplit(".", 1)[0] if "." in parent else ""
@@ -56,6 +63,33 @@ def check_overrides(argv: list[str]) -> None:
                               if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
             where = f" under '{parent}'" if parent else " at the top level"
             raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
+        value = arg.split("=", 1)[1]
+        if sweep or arg.startswith("~") or any(c in value for c in "(${[,"):
+            continue
+        node = OmegaConf.select(typed, key, default=None)
+        if OmegaConf.is_config(node) or "*" in key:
+            continue
+        try:
+            OmegaConf.update(typed, key, None if value == "null" else value, merge=True)
+        except OmegaConfBaseException as exc:
+            reason = str(exc).splitlines()[0]
+            raise UserError(f"config key '{key}': {reason}") from None
+
+
+def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
+    """Help without composing the config: Hydra's own ``--help`` scans every plugin's config
+    group and takes seconds; this reads the folder names and answers at once."""
+    groups = []
+    for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        groups.append(f"  {folder.name + ':':<13} {', '.join(options)}")
+    print(f"usage: python -m {prog} [--verbose] [-m] [key=value ...] [group=option ...]\n")
+    print((module_doc or "").strip() + "\n")
+    print("config groups (group=option):")
+    print("\n".join(groups))
+    print(f"\nDefaults: {conf_dir / 'config.yaml'}. Every key can be overridden, e.g. optim.lr=1e-4.")
+    print("Print the composed config with --cfg job; Hydra's own help with --hydra-help.")
+    print("-m runs a sweep over comma-separated values (Hydra multirun).")
 
 
 def check_plugins(argv: list[str]) -> None:
@@ -79,18 +113,30 @@ def stage_name(run: Callable) -> str:
     return module.rsplit(".", 1)[-1]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
+
+
+
+def _interrupted_message(name: str) -> str:
+    return (f"interrupted by {name}; outputs were left unchanged; run the same command again to "
+            "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)")
 
 
 def stage(run: Callable[[Config], object]) -> Callable[[], None]:
     """Wrap a stage's ``run`` into a Hydra command-line entry point."""
 
     def main() -> None:
+        if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+            module = sys.modules[run.__module__]
+            spec = getattr(module, "__spec__", None)
+            print_help(module.__doc__, spec.name if spec else run.__module__, find_root() / "conf")
+            return
         verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
+        interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.interrupts)
         try:
             conf_dir = find_root() / "conf"
             check_overrides(sys.argv[1:])
@@ -111,8 +157,20 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
                 if verbose:
                     raise
                 _fail(str(exc))
+            except interrupts.Interrupted as exc:
+                if verbose:
+                    raise
+                _fail(_interrupted_message(str(exc)), 128 + exc.signum)
             except KeyboardInterrupt:
-                _fail("interrupted")
+                _fail(_interrupted_message("SIGINT"), 128 + signal.SIGINT)
+            except SystemExit as exc:
+                # Lightning's own SIGTERM handling, when the signal lands after our last check
+                # in a step: a SystemExit *without a code*, which would exit 0 as if finished.
+                if type(exc).__name__ != "SIGTERMException":
+                    raise
+                if verbose:
+                    raise
+                _fail(_interrupted_message("SIGTERM"), 128 + signal.SIGTERM)
             return None
 
         # Hydra names the job (hydra.job.name) after the module of the task function, which is

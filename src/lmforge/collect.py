@@ -16,26 +16,84 @@ from lmforge.config import Config, SourceConfig
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, write_json
 
+# Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
+# the held-out split and drops the training one, so the test set stays as published.
+SPLIT_ORDER = ("test", "val", "train")
 
-def source_options(source: SourceConfig) -> dict:
+
+def source_options(source: SourceConfig) -> tuple[str, dict]:
+    """The reader kind and its keyword options for one source config."""
     options = asdict(source)
     kind = options.pop("kind")
-    options.pop("max_records")
+    for key in ("max_records", "splits", "label_map"):
+        options.pop(key)
     if kind == "stdlib":
-        return {"top_k": source.top_k, "stdlib_dir": source.path}
+        return kind, {"top_k": source.top_k, "stdlib_dir": source.path}
     options.pop("top_k")
+    if kind == "hf" and source.path:
+        # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
+        kind = "local"
+        options.pop("name")
+        options.pop("split")
     if kind == "url" and not options["cache_dir"]:
         options["cache_dir"] = str(Path.home() / ".cache" / "lmforge" / "downloads")
-    return {k: v for k, v in options.items() if v is not None}
+    return kind, {k: v for k, v in options.items() if v is not None}
+
+
+def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
+    """``(split, kind, options)`` for each read: one per predefined split, else one untagged."""
+    kind, options = source_options(source)
+    if not source.splits:
+        return [(None, kind, options)]
+    reads = []
+    for split in SPLIT_ORDER:
+        spec = dict(source.splits.get(split) or {})
+        if split not in source.splits:
+            continue
+        merged = dict(options)
+        file = spec.pop("file", None)
+        hub_split = spec.pop("split", None)
+        if kind != "hf":
+            # Column overrides describe the files (GLUE's dev.tsv names its text `content`);
+            # a hub dataset keeps one schema across its splits.
+            merged.update({k: v for k, v in spec.items() if v is not None})
+        if kind == "local":
+            if file is None:
+                raise UserError(f"data.source.splits.{split}: give `file` (a path under "
+                                f"data.source.path) to read this split from local files")
+            merged["path"] = str(Path(source.path) / file)
+        elif kind == "hf":
+            merged["split"] = hub_split or split
+        reads.append((split, kind, merged))
+    return reads
+
+
+def iter_source(source: SourceConfig):
+    """Every record of the source, tagged with its predefined split where there is one."""
+    from lmforge.data.sources import iter_records
+
+    for split, kind, options in split_sources(source):
+        for record in iter_records(kind, **options):
+            yield record if split is None else {**record, "split": split}
+
+
+def map_label(record: dict, label_map: dict) -> dict:
+    """Apply ``data.source.label_map``; a label it does not name is an error naming the row."""
+    label = record.get("label")
+    if label is None:
+        return record
+    if str(label) not in label_map:
+        known = ", ".join(sorted(map(str, label_map)))
+        raise UserError(f"{record.get('source', '?')}: label {label!r} is not in data.source.label_map "
+                        f"({known}); add it to the map or remove the row")
+    return {**record, "label": label_map[str(label)]}
 
 
 def run(cfg: Config) -> None:
     from tqdm import tqdm
 
-    from lmforge.data.sources import iter_records
-
     source = cfg.data.source
-    records = iter_records(source.kind, **source_options(source))
+    records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
     labelled = 0
@@ -43,7 +101,9 @@ def run(cfg: Config) -> None:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:
             for record in tqdm(records, desc=f"collect ({source.kind})", unit=" records",
-                               mininterval=1.0):
+                               mininterval=1.0, disable=None):
+                if source.label_map is not None:
+                    record = map_label(record, source.label_map)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
                 labelled += record.get("label") is not None

@@ -37,6 +37,16 @@ class SourceConfig:
     sha256: str | None = None
     cache_dir: str | None = None
     max_records: int | None = None
+    # Reader encoding (local and url files); null means UTF-8.
+    encoding: str | None = None
+    # Optional {raw label: class name}: every label must be a key, so a typo or a stray class in
+    # the data stops collect with the row that holds it instead of becoming a class of its own.
+    label_map: dict[str, Any] | None = None
+    # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
+    # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
+    # path under `path`, with optional text_columns/label_column for that file (kind local, or
+    # hf with `path` set). Splits not given here are cut from train by prepare, by a seeded hash.
+    splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.kind in SOURCE_KINDS, "data.source.kind",
@@ -46,6 +56,21 @@ class SourceConfig:
             _check(bool(self.path), "data.source.path",
                    "the local source needs a file or folder: data.source.path=DIR")
         _check(bool(self.text_columns), "data.source.text_columns", "name at least one column")
+        _check(self.max_records is None or self.max_records > 0, "data.source.max_records",
+               "must be positive (null reads everything)")
+        if self.label_map is not None:
+            _check(bool(self.label_map), "data.source.label_map",
+                   "is empty; map each raw label to a class name, or set it to null")
+            _check(self.label_column is not None, "data.source.label_map",
+                   "needs data.source.label_column (the column whose values it maps)")
+        for name, spec in self.splits.items():
+            _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
+                   "split names are train, val and test")
+            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column"}
+            _check(not unknown, f"data.source.splits.{name}",
+                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, label_column")
+        if self.splits:
+            _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
 
 @dataclass
@@ -91,6 +116,7 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         _check(self.kind in ("bpe", "wordpiece"), "tokenizer.kind", "use bpe or wordpiece")
+        _check(self.min_frequency >= 1, "tokenizer.min_frequency", "must be at least 1")
         # Five special tokens plus room for at least the byte/character alphabet.
         _check(self.vocab_size >= 300, "tokenizer.vocab_size",
                f"{self.vocab_size} leaves no room beyond the special tokens and the alphabet; "
@@ -124,14 +150,17 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
 
-    def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr", f"{self.lr} must be positive")
-        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+    def check(self, prefix: str) -> None:
+        """Validate under the key the user wrote: called by the parents, ``optim`` from
+        :class:`Config` and ``pretrain.optim`` from :class:`PretrainConfig`, so a message never
+        names the wrong one."""
+        _check(self.lr > 0, f"{prefix}.lr", f"{self.lr} must be positive")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{prefix}.betas",
                "give two values in [0, 1)")
-        _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
-        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
-        _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 turns clipping off)")
+        _check(0 <= self.warmup_ratio < 1, f"{prefix}.warmup_ratio", "must be in [0, 1)")
+        _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
+        _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
 
 
 @dataclass
@@ -147,11 +176,14 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
 
     def __post_init__(self) -> None:
+        self.optim.check("pretrain.optim")
         _check(self.objective == "mlm", "pretrain.objective", "only 'mlm' is available")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")
         _check(self.batch_size > 0, "pretrain.batch_size", "must be positive")
         _check(self.seq_len > 1, "pretrain.seq_len", "must be at least 2")
         _check(self.max_steps > 0, "pretrain.max_steps", "must be positive")
+        _check(self.val_check_interval > 0, "pretrain.val_check_interval", "must be positive")
+        _check(self.limit_val_batches > 0, "pretrain.limit_val_batches", "must be positive")
 
 
 @dataclass
@@ -166,6 +198,9 @@ class FinetuneConfig:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
         _check(self.max_epochs > 0, "finetune.max_epochs", "must be positive")
         _check(self.pooling in ("mean", "cls"), "finetune.pooling", "use mean or cls")
+        _check(self.patience >= 0, "finetune.patience", "must be >= 0")
+        # [CLS] and [SEP] take two positions; one more is needed for any text at all.
+        _check(self.max_len >= 3, "finetune.max_len", "must be at least 3 ([CLS], a token, [SEP])")
 
 
 @dataclass
@@ -179,6 +214,24 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    pin_memory: bool = False
+    compile: bool = False
+    # Periodic checkpoints of pretraining and finetuning (0 turns either trigger off); an
+    # interrupted run resumes from the newest one (see docs/reliability.md).
+    checkpoint_every_n_steps: int = 100
+    checkpoint_every_minutes: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "tpu", "auto"), "trainer.accelerator",
+               f"'{self.accelerator}' is not one of cpu, gpu, cuda, mps, tpu, auto")
+        _check(self.num_workers >= 0, "trainer.num_workers", "must be >= 0")
+        _check(self.num_threads is None or self.num_threads > 0, "trainer.num_threads",
+               "must be positive (null uses every core)")
+        _check(self.log_every_n_steps > 0, "trainer.log_every_n_steps", "must be positive")
+        _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
+               "must be >= 0 (0 turns step checkpoints off)")
+        _check(self.checkpoint_every_minutes >= 0, "trainer.checkpoint_every_minutes",
+               "must be >= 0 (0 turns timed checkpoints off)")
 
 
 @dataclass
@@ -197,6 +250,9 @@ class EvalConfig:
     output: str | None = None
     batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "eval.batch_size", "must be positive")
+
 
 @dataclass
 class PathsConfig:
@@ -208,6 +264,8 @@ class PathsConfig:
     finetuned: str = "models/finetuned"
     metrics: str = "metrics"
     plots: str = "plots"
+    # One stable folder per training stage (checkpoints + resume.json), so a rerun finds them.
+    checkpoints: str = "outputs/checkpoints"
 
 
 @dataclass
@@ -223,10 +281,27 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # null: resume an interrupted pretrain/finetune run when its checkpoint and config hash match,
+    # else start fresh; true: resume or fail; false: always start fresh (checkpoints discarded).
+    resume: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.optim.check("optim")
+        # Cross-group checks: caught here at start-up instead of after data loading.
+        _check(self.pretrain.seq_len <= self.model.max_len, "pretrain.seq_len",
+               f"{self.pretrain.seq_len} exceeds model.max_len={self.model.max_len}; "
+               "lower one or raise the other")
+        _check(self.finetune.max_len <= self.model.max_len, "finetune.max_len",
+               f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
+               "lower one or raise the other")
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
-    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``."""
+    """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``.
+
+    A free-form mapping (``data.source.splits``) is listed as ``"data.source.splits.*"``: any key
+    below it is accepted.
+    """
     keys: set[str] = set()
     for f in fields(schema):
         key = f"{prefix}{f.name}"
@@ -234,7 +309,14 @@ def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
         default = f.default_factory() if callable(f.default_factory) else f.default
         if is_dataclass(default):
             keys |= schema_keys(type(default), key + ".")
+        elif isinstance(default, dict):
+            keys.add(key + ".*")
     return keys
+
+
+def is_known_key(key: str, keys: set[str]) -> bool:
+    parts = key.split(".")
+    return key in keys or any(".".join(parts[:i]) + ".*" in keys for i in range(1, len(parts)))
 
 
 def validate(cfg: Any) -> Config:

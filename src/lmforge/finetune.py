@@ -35,9 +35,6 @@ def run(cfg: Config) -> float:
     if len(labels) < 2:
         raise UserError(f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
                         "finetuning needs a labelled source with at least two classes")
-    if cfg.finetune.max_len > cfg.model.max_len:
-        raise UserError(f"finetune.max_len={cfg.finetune.max_len} exceeds model.max_len="
-                        f"{cfg.model.max_len}")
 
     import lightning as L
     import torch
@@ -47,7 +44,9 @@ def run(cfg: Config) -> float:
     from lmforge.curves import CurveWriter
     from lmforge.data.datasets import LabelledRecords, pad_batch
     from lmforge.data.tokenization import TokenShards
+    from lmforge.lit.callbacks import StopOnNonFiniteLoss
     from lmforge.lit.classifier import LitClassifier
+    from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
     from lmforge.registry import log_checkpoints, log_classifier, log_val_report
     from lmforge.tracking import pipeline_id, stage_run, tracking_uri
@@ -65,15 +64,26 @@ def run(cfg: Config) -> float:
     def collate(items):
         return pad_batch(items, pad)
 
-    train_loader = DataLoader(train, batch_size=f.batch_size, shuffle=True, collate_fn=collate,
+    # Resumable mid-epoch; own generators keep the global RNG for dropout alone (lit/resume.py).
+    sampler = ResumableSampler(len(train), cfg.seed)
+    train_loader = DataLoader(train, batch_size=f.batch_size, sampler=sampler, collate_fn=collate,
                               num_workers=cfg.trainer.num_workers,
+                              pin_memory=cfg.trainer.pin_memory,
                               generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = DataLoader(val, batch_size=cfg.eval.batch_size, collate_fn=collate,
-                            num_workers=cfg.trainer.num_workers)
+                            num_workers=cfg.trainer.num_workers, pin_memory=cfg.trainer.pin_memory,
+                            generator=torch.Generator().manual_seed(cfg.seed))
+    # Texts longer than the context lose their tail: counted, printed and logged, never silent.
+    truncated = {"train": train.truncated, "val": val.truncated}
+    if any(truncated.values()):
+        print(f"finetune: {truncated['train']} of {len(train)} train and {truncated['val']} of "
+              f"{len(val)} val texts exceed finetune.max_len={f.max_len} tokens and are truncated")
     model_cfg = model_config(cfg, meta["vocab_size"])
     total_steps = f.max_epochs * math.ceil(len(train) / f.batch_size)
     module = LitClassifier(model_cfg, num_labels=len(labels), pooling=f.pooling, optim=cfg.optim,
                            total_steps=total_steps)
+    if cfg.trainer.compile:
+        module.model.compile()
     tags = {"lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
             "lmforge.pretrained": str(upstream.get("enabled", False)).lower()}
     if upstream.get("enabled"):
@@ -81,21 +91,27 @@ def run(cfg: Config) -> float:
         module.model.encoder.load_state_dict(state)
         tags["lmforge.pretrain_checkpoint"] = str(pretrained / "encoder.pt")
 
+    plan = plan_resume(cfg, "finetune")
+    plan.drop_missing_run(tracking_uri(cfg))
     with stage_run(cfg, "finetune", pipeline_id(pretrained / "meta.json"),
-                   extra_tags=tags) as run:
+                   extra_tags=tags, run_id=plan.run_id) as run:
         import mlflow
 
-        mlflow.log_params({"data.train_examples": len(train), "data.val_examples": len(val),
-                           "data.num_labels": len(labels)})
-        checkpoints = ModelCheckpoint(dirpath=Path("outputs/checkpoints") / run.info.run_id,
-                                      monitor="val/f1", mode="max", save_top_k=1, save_last=True,
-                                      filename="best")
+        plan.record(run.info.run_id, pipeline_id(pretrained / "meta.json"))
+        if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
+            mlflow.log_params({"data.train_examples": len(train), "data.val_examples": len(val),
+                               "data.num_labels": len(labels)})
+            mlflow.log_metrics({f"data/truncated_{k}": v for k, v in truncated.items()})
+        checkpoints = ModelCheckpoint(dirpath=plan.folder, monitor="val/f1", mode="max",
+                                      save_top_k=1, save_last=True, filename="best")
         stopper = EarlyStopping(monitor="val/f1", mode="max", patience=f.patience)
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg),
-                                callbacks=[checkpoints, stopper, CurveWriter(
-                                    Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)],
-                                max_epochs=f.max_epochs)
-        trainer.fit(module, train_loader, val_loader)
+        callbacks = [TrainingState(sampler, f.batch_size), checkpoints, stopper,
+                     *periodic_checkpoints(cfg, plan.folder),
+                     StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
+                     CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)]
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
+                                max_epochs=f.max_epochs, gradient_clip_val=cfg.optim.grad_clip or None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         best_path = checkpoints.best_model_path
         if best_path:
             best = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -117,6 +133,7 @@ def run(cfg: Config) -> float:
         log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
         log_val_report(module.model, val_loader, labels, Path(cfg.paths.metrics) / "val_per_class.json")
         log_classifier(cfg, Path(cfg.paths.finetuned))
+    plan.clear()
     print(f"finetune: best val macro F1 {best_f1:.3f} after {trainer.current_epoch} epochs; "
           f"MLflow run {run.info.run_id}")
     return best_f1

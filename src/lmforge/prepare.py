@@ -17,10 +17,15 @@ from lmforge.io import atomic_dir, read_jsonl, write_json
 
 
 def label_names(labels: set) -> list:
-    """Class names in a stable order: numeric when every label is an int, else as strings."""
-    if all(isinstance(label, int) for label in labels):
-        return sorted(labels)
-    return sorted(labels, key=str)
+    """Class names in a stable order: ints in numeric order when every label is an integer
+    (``3`` or ``"3"``, since CSV/TSV labels arrive as text), else strings in text order.
+
+    Classes are matched by ``str(label)`` downstream, so ``1`` and ``"1"`` are one class.
+    """
+    from lmforge.data.readers import normalize_labels
+
+    names = normalize_labels(sorted({str(label) for label in labels}))
+    return sorted(names) if all(isinstance(n, int) for n in names) else names
 
 
 def run(cfg: Config) -> None:
@@ -33,24 +38,24 @@ def run(cfg: Config) -> None:
         raise UserError(f"{raw} is missing; run the collect stage first (dvc repro collect)")
     total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
     report = CleaningReport()
-    labels_seen: dict[str, set] = {name: set() for name in SPLITS}
+    labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
     with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
         handles = {name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8"))
                    for name in SPLITS}
         records = tqdm(read_jsonl(raw), total=total, desc="prepare (clean, dedup, split)",
-                       unit=" records", mininterval=1.0)
+                       unit=" records", mininterval=1.0, disable=None)
         for split, record in clean_and_split(records, cfg.data.clean, cfg.data.split, report):
             handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
             if record.get("label") is not None:
-                labels_seen[split].add(record["label"])
+                labels_seen[split].add(str(record["label"]))
         report.check_balance()
         names = label_names(labels_seen["train"])
         if len(names) == 1:
             raise UserError(f"{raw}: the train split holds one class only ({names[0]!r}); "
                             "a classifier needs at least two labels")
-        unseen = (labels_seen["val"] | labels_seen["test"]) - set(names)
+        unseen = (labels_seen["val"] | labels_seen["test"]) - {str(n) for n in names}
         if unseen:
-            raise UserError(f"{raw}: labels {sorted(map(str, unseen))} occur in val/test but not "
+            raise UserError(f"{raw}: labels {sorted(unseen)} occur in val/test but not "
                             "in train; add examples or raise data.split fractions")
         write_json(out / "labels.json", names)
         write_json(out / "cleaning.json", report.as_dict())

@@ -27,6 +27,20 @@ def model_config(cfg: Config, vocab_size: int):
                              dropout=cfg.model.dropout, pad_id=0)
 
 
+def matmul_peak(cfg: Config) -> float | None:
+    """The MFU denominator, measured now on this device in the training precision."""
+    import torch
+
+    from lmforge.models.transformer import measure_matmul_peak_flops
+
+    if cfg.trainer.accelerator == "cpu":
+        return measure_matmul_peak_flops(seconds=0.5)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
+        return measure_matmul_peak_flops(dtype=dtype, n=8192, device="cuda", seconds=0.5)
+    return None
+
+
 def shard_meta(cfg: Config) -> dict:
     path = Path(cfg.paths.shards) / "meta.json"
     if not path.is_file():
@@ -39,9 +53,6 @@ def run(cfg: Config) -> None:
 
     cfg = job_outputs(cfg, "pretrain")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
-    if cfg.pretrain.seq_len > cfg.model.max_len:
-        raise UserError(f"pretrain.seq_len={cfg.pretrain.seq_len} exceeds model.max_len="
-                        f"{cfg.model.max_len}; lower one or raise the other")
     from lmforge.tracking import pipeline_id
 
     pipeline = pipeline_id()
@@ -59,9 +70,10 @@ def run(cfg: Config) -> None:
     from lmforge.curves import CurveWriter
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
+    from lmforge.lit.callbacks import StopOnNonFiniteLoss
     from lmforge.lit.mlm import LitMaskedLM
+    from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
-    from lmforge.models.transformer import measure_matmul_peak_flops
     from lmforge.tracking import stage_run, tracking_uri
 
     L.seed_everything(cfg.seed, workers=True)
@@ -69,28 +81,49 @@ def run(cfg: Config) -> None:
     p = cfg.pretrain
     train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
     val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
-    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers}
-    train_loader = DataLoader(train, shuffle=True, drop_last=True,
+    if len(train) < p.batch_size:
+        raise UserError(f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
+                        f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
+                        f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text")
+    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers,
+                   "pin_memory": cfg.trainer.pin_memory}
+    # A sampler that can resume mid-epoch; every loader has its own generator, so creating an
+    # iterator never draws from the global RNG (which a resumed run restores for dropout).
+    sampler = ResumableSampler(len(train), cfg.seed)
+    train_loader = DataLoader(train, sampler=sampler, drop_last=True,
                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    val_loader = DataLoader(val, shuffle=False, **loader_args)
+    val_loader = DataLoader(val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
+                            **loader_args)
     model_cfg = model_config(cfg, meta["vocab_size"])
-    peak = measure_matmul_peak_flops(seconds=0.5) if cfg.trainer.accelerator == "cpu" else None
+    peak = matmul_peak(cfg)
     module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
                          optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
+    if cfg.trainer.compile:
+        module.model.compile()  # in place: state_dict keys stay those of the plain model
 
-    with stage_run(cfg, "pretrain", pipeline) as run:
+    plan = plan_resume(cfg, "pretrain")
+    plan.drop_missing_run(tracking_uri(cfg))
+    pipeline = plan.pipeline_id or pipeline
+    with stage_run(cfg, "pretrain", pipeline, run_id=plan.run_id) as run:
         import mlflow
 
-        mlflow.log_params({"model.parameters": module.model.num_parameters(),
-                           "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
-        mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
-        curve = CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=[curve],
+        plan.record(run.info.run_id, pipeline)
+        if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
+            mlflow.log_params({"model.parameters": module.model.num_parameters(),
+                               "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
+            mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        checkpoints = periodic_checkpoints(cfg, plan.folder)
+        callbacks = [TrainingState(sampler, p.batch_size), *checkpoints,
+                     StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
+                     CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)]
+        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
                                 max_steps=p.max_steps,
                                 val_check_interval=min(p.val_check_interval, len(train_loader)),
                                 check_val_every_n_epoch=None,
-                                limit_val_batches=p.limit_val_batches, enable_checkpointing=False)
-        trainer.fit(module, train_loader, val_loader)
+                                limit_val_batches=p.limit_val_batches,
+                                enable_checkpointing=bool(checkpoints),
+                                gradient_clip_val=p.optim.grad_clip or None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
                    "val_mlm_accuracy": final.get("val/mlm_accuracy"),
@@ -103,6 +136,7 @@ def run(cfg: Config) -> None:
                                            "mlflow_run_id": run.info.run_id, **metrics})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
+    plan.clear()
     print(f"pretrain: {trainer.global_step} steps, val loss {metrics['val_loss']:.3f}, "
           f"MLM accuracy {metrics['val_mlm_accuracy']:.3f}; MLflow run {run.info.run_id}")
 

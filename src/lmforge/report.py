@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmforge.cli import stage
 from lmforge.config import Config
+from lmforge.io import atomic_file
 
 
 def _load(path: Path) -> dict:
@@ -49,9 +50,8 @@ def summary(cfg: Config) -> str:
 
 def run(cfg: Config) -> None:
     text = summary(cfg)
-    out = Path("reports")
-    out.mkdir(exist_ok=True)
-    (out / "summary.txt").write_text(text + "\n")
+    with atomic_file(Path("reports") / "summary.txt") as tmp:
+        tmp.write_text(text + "\n")
     print(text)
 
 

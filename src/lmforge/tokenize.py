@@ -27,11 +27,11 @@ def run(cfg: Config) -> None:
         raise UserError(f"{prepared} is incomplete; run the prepare stage first (dvc repro prepare)")
     counts = json.loads((prepared / "cleaning.json").read_text())["per_split"]
     names = json.loads((prepared / "labels.json").read_text())
-    index = {json.dumps(name): i for i, name in enumerate(names)}
+    index = {str(name): i for i, name in enumerate(names)}
 
     texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
     tokenizer = train_tokenizer(tqdm(texts, total=counts["train"], desc="tokenizer (train)",
-                                     unit=" records", mininterval=1.0),
+                                     unit=" records", mininterval=1.0, disable=None),
                                 cfg.tokenizer, length=counts["train"])
     with atomic_dir(cfg.paths.tokenizer) as out:
         tokenizer.save(str(out / "tokenizer.json"))
@@ -39,13 +39,13 @@ def run(cfg: Config) -> None:
     def pairs(split: str):
         for record in read_jsonl(prepared / f"{split}.jsonl"):
             label = record.get("label")
-            yield record["text"], (-1 if label is None else index[json.dumps(label)])
+            yield record["text"], (-1 if label is None else index[str(label)])
 
     with atomic_dir(cfg.paths.shards) as out:
         stats = {}
         for split in SPLITS:
             with tqdm(total=counts[split], desc=f"encode ({split})", unit=" records",
-                      mininterval=1.0) as bar:
+                      mininterval=1.0, disable=None) as bar:
                 stats[split] = encode_to_shards(tokenizer, pairs(split), out, split, progress=bar)
         vocab = tokenizer.get_vocab_size()
         write_json(out / "meta.json", {

@@ -20,6 +20,7 @@ from typing import Any
 
 from lmforge.cli import find_root
 from lmforge.config import Config
+from lmforge.safety import check_store, redact
 
 PIPELINE_TAG = "lmforge.pipeline_id"
 STAGE_TAG = "lmforge.stage"
@@ -31,8 +32,10 @@ RUN_NAME_ENV = "LMFORGE_RUN_NAME"
 TRAINING_STAGES = ("pretrain", "finetune")
 # The job's own folder (multirun/<date>/<time>/<job>), set by the sweep callback: see job_outputs.
 JOB_DIR_ENV = "LMFORGE_JOB_DIR"
-STAGE_OUTPUTS = {"pretrain": ("pretrained", "metrics", "plots"),
-                 "finetune": ("finetuned", "metrics", "plots"), "evaluate": ("metrics", "plots")}
+# Checkpoints too: parallel jobs resuming from one folder would take each other's checkpoints.
+STAGE_OUTPUTS = {"pretrain": ("pretrained", "metrics", "plots", "checkpoints"),
+                 "finetune": ("finetuned", "metrics", "plots", "checkpoints"),
+                 "evaluate": ("metrics", "plots")}
 
 
 def job_outputs(cfg: Config, stage: str) -> Config:
@@ -123,26 +126,37 @@ def ensure_experiment(name: str) -> str:
 
 @contextmanager
 def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = None,
-              extra_tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error."""
+              extra_tags: dict[str, str] | None = None, run_id: str | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error.
+
+    ``run_id`` continues that run (a resumed training stage): its params, tags and config were
+    logged when it was created and are left as they are.
+    """
+    uri = tracking_uri(cfg)
+    check_store(uri)
     import mlflow
     from omegaconf import OmegaConf
 
     from lmforge.lineage import lineage_tags, log_split_inputs
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
-    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
-            **(extra_tags or {})}
+    mlflow.set_tracking_uri(uri)
     system_metrics = cfg.logger.system_metrics and stage in TRAINING_STAGES
     if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
         # MLflow samples every 10 s by default: too coarse for runs of a minute or less.
         mlflow.set_system_metrics_sampling_interval(2)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
+            yield run
+        return
+    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
+    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
+            **(extra_tags or {})}
     with mlflow.start_run(experiment_id=experiment_id,
                           run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{pipeline}",
                           parent_run_id=os.environ.get(PARENT_ENV) or None, tags=tags,
                           log_system_metrics=system_metrics) as run:
-        resolved = asdict(cfg)
+        # Credentials and home folders never reach the store (see lmforge.safety.redact).
+        resolved = redact(asdict(cfg))
         params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
         items = list(params.items())
         for start in range(0, len(items), 100):

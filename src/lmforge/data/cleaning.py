@@ -1,8 +1,8 @@
 """Cleaning, deduplication and the deterministic train/val/test split.
 
 Everything streams: records go through one at a time, and the only state that grows with the
-corpus is a set of 16-byte digests for deduplication. Every dropped record is counted under a
-reason, so ``input = kept + sum(dropped)`` always holds and is reported.
+corpus is a map from 16-byte text digests to labels, for deduplication. Every dropped record is
+counted under a reason, so ``input = kept + sum(dropped)`` always holds and is reported.
 """
 
 from __future__ import annotations
@@ -35,18 +35,21 @@ def text_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 
-def assign_split(text: str, cfg: SplitConfig) -> str:
+def assign_split(text: str, cfg: SplitConfig, holdout: tuple[str, ...] = ("test", "val")) -> str:
     """The split of a text, from a seeded hash of the text alone.
 
     Depending only on the text makes the split independent of record order and corpus size,
-    and identical texts (were any left) could never land in two splits.
+    and identical texts (were any left) could never land in two splits. ``holdout`` names the
+    splits still to cut (a source with its own test split only needs val).
     """
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8,
                              key=str(cfg.seed).encode()).digest()
     position = int.from_bytes(digest, "big") / 2**64
-    if position < cfg.test_fraction:
-        return "test"
-    if position < cfg.test_fraction + cfg.val_fraction:
+    if "test" in holdout:
+        if position < cfg.test_fraction:
+            return "test"
+        position -= cfg.test_fraction
+    if "val" in holdout and position < cfg.val_fraction:
         return "val"
     return "train"
 
@@ -74,8 +77,15 @@ class CleaningReport:
 
 def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitConfig,
                     report: CleaningReport) -> Iterator[tuple[str, dict]]:
-    """Yield ``(split, record)`` for every record that survives cleaning, counting the rest."""
-    seen: set[bytes] = set()
+    """Yield ``(split, record)`` for every record that survives cleaning, counting the rest.
+
+    Reasons: ``empty`` (None, non-string or whitespace-only text), ``too_short``, ``too_long``
+    (characters, after normalisation), ``duplicate`` (same normalised text and label as an
+    earlier record) and ``duplicate_label_conflict`` (same text, another label: the first wins,
+    and the count tells the user their labels disagree). Deduplicating before the split is what
+    keeps any text out of two splits.
+    """
+    seen: dict[bytes, object] = {}
     for record in records:
         report.input_rows += 1
         raw = record.get("text")
@@ -90,11 +100,16 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
             report.dropped["too_long"] += 1
             continue
         digest = text_digest(text)
+        label = record.get("label")
         if digest in seen:
-            report.dropped["duplicate"] += 1
+            reason = "duplicate" if seen[digest] == label else "duplicate_label_conflict"
+            report.dropped[reason] += 1
             continue
-        seen.add(digest)
-        name = assign_split(text, split)
+        seen[digest] = label
+        name = record.get("split") or assign_split(text, split)
+        if name == "train" and record.get("split"):
+            # A predefined train split still gives up its validation share, by the same hash.
+            name = assign_split(text, split, holdout=("val",))
         report.kept += 1
         report.per_split[name] += 1
         yield name, {**record, "text": text}

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lmforge.data.tokenization import TokenShards
+from lmforge.errors import UserError
 
 
 class PackedSequences(Dataset):
@@ -23,8 +24,8 @@ class PackedSequences(Dataset):
         self.window = seq_len - 1
         self.cls = cls
         if len(self.stream) < self.window:
-            raise ValueError(f"only {len(self.stream)} tokens: fewer than one sequence of "
-                             f"{seq_len}; lower pretrain.seq_len or add text")
+            raise UserError(f"{shards.path}: only {len(self.stream)} tokens, fewer than one "
+                            f"sequence of {seq_len}; lower pretrain.seq_len or add text")
 
     def __len__(self) -> int:
         return len(self.stream) // self.window
@@ -44,6 +45,12 @@ class LabelledRecords(Dataset):
         special = shards.meta["special_ids"]
         self.cls, self.sep, self.pad = special["cls"], special["sep"], special["pad"]
         self.max_len = max_len
+
+    @property
+    def truncated(self) -> int:
+        """How many records are longer than ``max_len`` and lose their tail."""
+        lengths = np.diff(self.shards.offsets)[self.rows]
+        return int((lengths > self.max_len - 2).sum())
 
     def __len__(self) -> int:
         return len(self.rows)

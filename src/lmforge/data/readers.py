@@ -181,7 +181,7 @@ def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 raise UserError(
                     f"{path} line {number}: bytes are not valid {encoding} "
                     f"(byte {e.start + 1} of the line); re-encode the file as {encoding} "
-                    "or set encoding (e.g. 'latin-1')"
+                    "or set data.source.encoding (e.g. latin-1)"
                 ) from None
             if number == 1 and strip_bom:
                 # Spreadsheet exports often start with a BOM, which would glue itself to the
@@ -367,7 +367,16 @@ def _read_parquet(
     row_number = 0
     # Row groups are read batch by batch and only the needed columns are decoded, so a
     # multi-GB file never sits in memory whole.
-    for batch in file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted):
+    batches = file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted)
+    while True:
+        # A file whose footer is intact but whose pages are damaged fails only here, mid-read.
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path} row {row_number + 1}: parquet data is corrupt "
+                            f"({str(e).splitlines()[0][:200]}); re-export the file") from None
+        if batch is None:
+            break
         texts = [batch.column(c).to_pylist() for c in columns]
         labels = batch.column(label_column).to_pylist() if label_column is not None else None
         for i in range(batch.num_rows):

@@ -112,6 +112,7 @@ class TokenShards:
 
     def __init__(self, shard_dir: str | Path, split: str) -> None:
         shard_dir = Path(shard_dir)
+        self.path = shard_dir / f"{split}.ids.bin"
         meta = json.loads((shard_dir / "meta.json").read_text())
         self.meta = meta
         self.ids = np.memmap(shard_dir / f"{split}.ids.bin", dtype=np.dtype(meta["dtype"]),

@@ -30,10 +30,19 @@ def warmup_linear(step: int, total: int, warmup: int, floor: float) -> float:
     return max(floor, 1.0 - (1.0 - floor) * progress)
 
 
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999)
+          ) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel (one kernel for all parameters, CPU and GPU alike) where this
+    torch build has it, else the multi-tensor ``foreach`` path: no per-parameter Python loop."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
 def configure(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
     """What ``LightningModule.configure_optimizers`` returns: AdamW plus a per-step schedule."""
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=tuple(cfg.betas), foreach=True)
+    optimizer = adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_linear(step, total_steps, warmup, cfg.min_lr_ratio))

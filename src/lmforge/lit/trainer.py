@@ -21,6 +21,8 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Several checkpoint callbacks (periodic, best) share one folder on purpose (lit/resume.py).
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
 
 
 def set_threads(cfg: Config) -> None:
@@ -30,13 +32,14 @@ def set_threads(cfg: Config) -> None:
 
 def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None,
                   **overrides: Any) -> L.Trainer:
-    from lightning.pytorch.loggers import MLFlowLogger
+    from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
 
     quiet_lightning()
 
     # Lightning's MLFlowLogger defaults to a file store, which MLflow 3.13+ rejects: always hand
-    # it the run we opened ourselves, in the store we resolved.
-    logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+    # it the run we opened ourselves, in the store we resolved. This one also skips steps a
+    # resumed run already holds.
+    logger = ResumableMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
     options: dict[str, Any] = {
         "accelerator": cfg.trainer.accelerator,
         "devices": cfg.trainer.devices,
@@ -46,9 +49,11 @@ def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list |
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
         "fast_dev_run": cfg.trainer.fast_dev_run,
         "logger": logger,
-        "callbacks": callbacks or [],
+        "callbacks": [*(callbacks or []), InterruptAtBatchEnd()],
         "enable_model_summary": False,
         "default_root_dir": "outputs/lightning",
+        # Checkpoints written by rename (never half-written) and loaded with weights_only=True.
+        "plugins": [AtomicCheckpointIO()],
     }
     options.update(overrides)
     return L.Trainer(**options)

@@ -166,9 +166,8 @@ class Encoder(nn.Module):
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
 
         Returns hidden states [B, T, D]. Pass ``attention_mask=None`` for unpadded (packed)
-        batches: SDPA then gets no mask and can use its fastest kernel. Every row of a mask
-        must contain at least one real token, otherwise attention for that row is undefined.
-        Hidden states at padded positions are computed but meaningless; ignore them.
+        batches: SDPA then gets no mask and can use its fastest kernel. Hidden states at padded
+        positions, and for rows with no real token at all, are finite but meaningless.
         """
         t = input_ids.shape[1]
         if t > self.cfg.max_len:
@@ -219,7 +218,8 @@ class MaskedLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids``: long [B, T] (already masked); ``positions``: long [N] flat indices
-        into B*T; ``targets``: long [N] original token ids at those positions.
+        into B*T; ``targets``: long [N] original token ids at those positions;
+        ``attention_mask``: optional bool [B, T] for padded batches (None for packed ones).
 
         Returns ``(loss, logits)``: mean cross-entropy over the N positions and logits [N, V].
         """

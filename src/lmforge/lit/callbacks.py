@@ -1,0 +1,114 @@
+"""Fault handling for the training stages: non-finite losses, atomic checkpoints, MLflow logging
+that survives a resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from lmforge import interrupts
+from lmforge.errors import UserError
+from lmforge.io import atomic_file
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stop at the first NaN or infinite training loss, before it reaches the weights.
+
+    Checked before the backward pass, so no optimizer step (and no checkpoint) ever holds a
+    poisoned model: the last checkpoint stays the last good one.
+    """
+
+    def __init__(self, stage: str, folder: Path, lr_key: str) -> None:
+        self.stage = stage
+        self.folder = Path(folder)
+        self.lr_key = lr_key
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           loss: torch.Tensor) -> None:
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        last = self.folder / "last.ckpt"
+        kept = (f"the last good checkpoint is kept in {last}" if last.is_file()
+                else "no checkpoint had been saved yet")
+        raise UserError(
+            f"{self.stage}: the training loss became {loss.item()} after {trainer.global_step} "
+            f"steps (epoch {trainer.current_epoch}); {kept}; lower {self.lr_key} or check the data")
+
+
+class InterruptAtBatchEnd(Callback):
+    """While training, Ctrl-C/SIGTERM wait for the end of the current batch (see
+    :mod:`lmforge.interrupts`): never inside an MLflow write or a checkpoint save."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interrupts.enter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        interrupts.check()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        interrupts.check()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        interrupts.leave()  # the exception is already unwinding; teardown is not called then
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            interrupts.leave()
+            interrupts.check()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, fsynced, then renamed.
+
+    Lightning's own save goes through an fsspec transaction that writes to the system temp
+    folder and *moves* it into place: a copy, not a rename, when that is another filesystem, so a
+    crash can still leave a truncated ``last.ckpt``. A rename within one folder cannot.
+    Loading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def logged_steps(tracking_uri: str, run_id: str) -> dict[str, int]:
+    """The last step of every metric already in the run (empty for a new run)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    keys = client.get_run(run_id).data.metrics
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
+
+
+class ResumableMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger that skips steps the run already holds.
+
+    A run killed after its last checkpoint logged some steps past it; the resumed run recomputes
+    them (identically, on the CPU) and would log each a second time. Dropping them keeps every
+    metric history one value per step.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id)
+        self._done = logged_steps(tracking_uri, run_id)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._done and step is not None:
+            metrics = {k: v for k, v in metrics.items() if step > self._done.get(k, -1)}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
