@@ -145,10 +145,15 @@ def log_classifier(cfg: Config, folder: Path) -> Any:
 
 
 def log_checkpoints(best: str | None, last: str | None) -> None:
-    """Lightning's best (by val F1) and last checkpoints, under ``checkpoints/`` of the run."""
-    for path in (best, last):
-        if path and Path(path).is_file():
-            mlflow.log_artifact(path, "checkpoints")
+    """Lightning's best (by val F1) and last checkpoints, as ``checkpoints/best.ckpt`` and
+    ``checkpoints/last.ckpt`` of the run, whatever Lightning named them (it versions a file name
+    another callback already uses in the folder: ``last-v1.ckpt``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in (("best.ckpt", best), ("last.ckpt", last)):
+            if path and Path(path).is_file():
+                link = Path(tmp) / name
+                link.symlink_to(Path(path).resolve())  # logged as the file's content, not copied here
+                mlflow.log_artifact(str(link), "checkpoints")
 
 
 def log_val_report(model: Any, loader: Any, labels: list, path: Path) -> dict:
