@@ -48,15 +48,22 @@ def encode_throughput(records: list[dict], repeats: int = 3) -> dict:
 
 
 def peak_rss_mb(workdir: Path, stage: str) -> float:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", f"lmforge.{stage}",
-                                "hydra.run.dir=outputs/bench", "hydra.output_subdir=null"],
-                               cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"lmforge.{stage} failed in {workdir} (status {status})")
-    return usage.ru_maxrss / 1024
+    """Peak RSS of one stage process, read by a small intermediate Python.
+
+    Linux carries a process's RSS high-water mark across exec, so a stage forked straight from
+    this (large) benchmark process would report this process's size, not its own.
+    """
+    probe = ("import resource, subprocess, sys\n"
+             "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+             "sys.exit(done.returncode) if done.returncode else "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", f"lmforge.{stage}",
+                           "hydra.run.dir=outputs/bench", "hydra.output_subdir=null"],
+                          cwd=workdir, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"lmforge.{stage} failed in {workdir} (status {done.returncode})")
+    return int(done.stdout.strip()) / 1024
 
 
 def memory_scaling(records: list[dict], factor: int) -> dict:
