@@ -62,18 +62,13 @@ def tiny_overrides(root: Path) -> list[str]:
     return ["experiment=tiny", f"logger.tracking_uri=sqlite:///{root}/mlflow.db"]
 
 
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
-    """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""
+def scratch_repo(root: Path, params: list[str]) -> None:
+    """A git repository in ``root`` holding this project's pipeline (conf, src, dvc.yaml) with
+    ``params.yaml`` composed from ``params`` overrides, committed once."""
     import shutil
 
-    from hydra import compose, initialize_config_dir
-
-    from lmforge import collect, prepare, pretrain, tokenize
-    from lmforge.config import validate
     from lmforge.params import compose as compose_params
 
-    root = tmp_path_factory.mktemp("project")
     for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml"):
         source = ROOT / name
         if source.is_dir():
@@ -81,12 +76,37 @@ def tiny_project(tmp_path_factory) -> Path:
         else:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, root / name)
-    compose_params(root / "params.yaml", root, ["experiment=tiny"])
+    compose_params(root / "params.yaml", root, params)
     run_cmd("git", "init", "-q", cwd=root)
     run_cmd("git", "config", "user.email", "test@lmforge.invalid", cwd=root)
     run_cmd("git", "config", "user.name", "lmforge test", cwd=root)
     run_cmd("git", "add", "-A", cwd=root)
     run_cmd("git", "commit", "-qm", "scratch", cwd=root)
+
+
+def stop_server(server) -> None:
+    """Stop a server started in its own process group, killing it if SIGTERM is not enough."""
+    import signal
+    import subprocess
+
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""
+    from hydra import compose, initialize_config_dir
+
+    from lmforge import collect, prepare, pretrain, tokenize
+    from lmforge.config import validate
+
+    root = tmp_path_factory.mktemp("project")
+    scratch_repo(root, ["experiment=tiny"])
     with initialize_config_dir(str(root / "conf"), version_base="1.3"):
         cfg = validate(compose("config", overrides=tiny_overrides(root)))
     previous = Path.cwd()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.params import compose
+from conftest import scratch_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
@@ -45,21 +45,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml"):
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, repo / name)
-    compose(repo / "params.yaml", repo, ["experiment=tiny"])
+    scratch_repo(repo, ["experiment=tiny"])
     remote = tmp_path_factory.mktemp("remote")
-    sh("git", "init", "-q", cwd=repo)
-    sh("git", "config", "user.email", "test@lmforge.invalid", cwd=repo)
-    sh("git", "config", "user.name", "lmforge test", cwd=repo)
     sh("dvc", "remote", "modify", "--local", "local", "url", str(remote), cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "scratch", cwd=repo)
     return repo
 
 

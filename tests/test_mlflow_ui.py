@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
@@ -118,12 +119,7 @@ def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) 
             columns = page.url
             browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     # Both runs, and best_val_f1's row holds their F1 as the UI rounds it (3 decimals).

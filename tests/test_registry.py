@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, stop_server
 from lmforge.config import Config, LoggerConfig
 from lmforge.io import read_jsonl
 
@@ -128,10 +127,5 @@ def test_served_model_answers_over_http_like_the_loaded_one(champion, tmp_path: 
                 for column in expected.columns[1:]:
                     assert row[column] == pytest.approx(want[column], abs=1e-6)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
         log.close()
