@@ -119,6 +119,28 @@ def lineage_tags(cfg: Config, stage: str, root: Path | None = None) -> dict[str,
     return tags
 
 
+def log_input_retrying(dataset: Any, context: str, attempts: int = 5) -> None:
+    """``mlflow.log_input``, retried when a parallel job inserted the same dataset first.
+
+    MLflow's SQL store checks for the dataset, then inserts it: two sweep jobs logging the same
+    split at once can both miss it, and the second insert fails on the unique constraint. On
+    the retry the dataset exists and is only linked to the run.
+    """
+    import time
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint failed: datasets" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
     """Log the prepared splits a stage reads as MLflow dataset inputs (text and label columns).
 
@@ -146,6 +168,6 @@ def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
             warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
             dataset = mlflow.data.from_pandas(frame, source=str(path.resolve()), name=split,
                                               targets="label" if has_labels else None)
-        mlflow.log_input(dataset, context=split)
+        log_input_retrying(dataset, split)
         logged.append(dataset)
     return logged
