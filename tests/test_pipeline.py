@@ -167,3 +167,15 @@ def test_evaluate_file_rejects_labels_the_model_does_not_know(pipeline, tmp_path
     file_cfg = tiny_config(workdir, f"eval.file={path}")
     with working_dir(workdir), pytest.raises(UserError, match=r"odd.csv:2: label 'not_a_module'"):
         evaluate.run(file_cfg)
+
+
+def test_disabled_pretraining_writes_every_declared_output(pipeline, tmp_path) -> None:
+    """`pretrain.enabled=false` (the ablation) must still produce each output dvc.yaml declares."""
+    workdir, _ = pipeline
+    cfg = tiny_config(workdir, "pretrain.enabled=false", f"paths.pretrained={tmp_path}/pretrained",
+                      f"paths.metrics={tmp_path}/metrics", f"paths.plots={tmp_path}/plots")
+    with working_dir(workdir):
+        pretrain.run(cfg)
+    assert json.loads((tmp_path / "pretrained/meta.json").read_text())["enabled"] is False
+    assert json.loads((tmp_path / "metrics/pretrain.json").read_text()) == {"enabled": False}
+    assert (tmp_path / "plots/pretrain_loss.csv").read_text().startswith("step,")

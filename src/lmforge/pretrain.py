@@ -60,6 +60,10 @@ def run(cfg: Config) -> None:
         with atomic_dir(cfg.paths.pretrained) as out:
             write_json(out / "meta.json", {"enabled": False, "pipeline_id": pipeline})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", {"enabled": False})
+        # dvc.yaml declares the loss curve as an output of this stage: an empty curve, not none.
+        curve = Path(cfg.paths.plots) / "pretrain_loss.csv"
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        curve.write_text("step,train_loss\n")
         print("pretrain: disabled (pretrain.enabled=false); finetuning starts from scratch")
         return
 
