@@ -97,6 +97,24 @@ def stop_server(server) -> None:
         server.wait()
 
 
+def wait_until_up(server, url: str, log: Path, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it dies or never does."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
+        time.sleep(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
     """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""

@@ -15,13 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import stop_server
+from conftest import stop_server, wait_until_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
@@ -61,20 +59,6 @@ def start_server(root: Path, port: int, log: Path) -> subprocess.Popen:
         start_new_session=True)
 
 
-def wait_healthy(server: subprocess.Popen, base: str, log: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        assert server.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"mlflow server not healthy in {seconds} s"
-        time.sleep(1)
-
-
 def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) -> None:
     chromium = require_browser()
     root: Path = request.getfixturevalue("swept_project")
@@ -94,7 +78,7 @@ def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) 
     server = start_server(root, port, log)
     shot = tmp_path / "compare.png"
     try:
-        wait_healthy(server, base, log)
+        wait_until_up(server, f"{base}/health", log, seconds=180)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

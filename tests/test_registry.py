@@ -12,13 +12,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, stop_server
+from conftest import ROOT, stop_server, wait_until_up
 from lmforge.config import Config, LoggerConfig
 from lmforge.io import read_jsonl
 
@@ -108,17 +107,7 @@ def test_served_model_answers_over_http_like_the_loaded_one(champion, tmp_path: 
         cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /ping in 240 s"
-            time.sleep(1)
+        wait_until_up(server, f"{base}/ping", tmp_path / "serve.log", seconds=240)
         for payload in ({"dataframe_records": [{"text": t} for t in SENTENCES]},
                         {"inputs": SENTENCES}):
             rows = post_json(f"{base}/invocations", payload)["predictions"]

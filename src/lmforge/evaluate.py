@@ -83,6 +83,7 @@ def confusion_png(matrix, labels: list, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     size = max(4.0, 0.6 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -93,7 +94,7 @@ def confusion_png(matrix, labels: list, path: Path, title: str) -> None:
     ax.set_ylabel("actual")
     ax.set_title(title)
     peak = matrix.max() or 1
-    for (row, col), value in __import__("numpy").ndenumerate(matrix):
+    for (row, col), value in np.ndenumerate(matrix):
         ax.text(col, row, int(value), ha="center", va="center",
                 color="white" if value > peak / 2 else "black", fontsize=8)
     fig.tight_layout()
@@ -154,15 +155,13 @@ def run(cfg: Config) -> None:
 def file_batches(records: list[dict], tokenizer, index: dict[str, int], max_len: int,
                  batch_size: int, special: dict[str, int]):
     """Encode raw labelled records the way the shards were (no specials, then [CLS] ... [SEP])."""
-    import torch
-
-    from lmforge.data.datasets import pad_batch
+    from lmforge.data.datasets import frame_record, pad_batch
 
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         encodings = tokenizer.encode_batch_fast([r["text"] for r in chunk],
                                                 add_special_tokens=False)
-        items = [(torch.tensor([special["cls"], *e.ids[: max_len - 2], special["sep"]]),
+        items = [(frame_record(e.ids, max_len, special["cls"], special["sep"]),
                   index[str(r["label"])]) for e, r in zip(encodings, chunk, strict=True)]
         yield pad_batch(items, special["pad"])
 

@@ -21,10 +21,8 @@ from lmforge.io import atomic_dir, write_json
 def model_config(cfg: Config, vocab_size: int):
     from lmforge.models.transformer import TransformerConfig
 
-    return TransformerConfig(vocab_size=vocab_size, d_model=cfg.model.d_model,
-                             n_layers=cfg.model.n_layers, n_heads=cfg.model.n_heads,
-                             d_ff=cfg.model.d_ff, max_len=cfg.model.max_len,
-                             dropout=cfg.model.dropout, pad_id=0)
+    # `model.*` keys are TransformerConfig's own field names; the vocabulary comes from the data.
+    return TransformerConfig(vocab_size=vocab_size, pad_id=0, **asdict(cfg.model))
 
 
 def matmul_peak(cfg: Config) -> float | None:

@@ -57,9 +57,14 @@ class LabelledRecords(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.rows[index]
-        ids = self.shards.record(row)[: self.max_len - 2].astype(np.int64)
-        return torch.from_numpy(np.concatenate(([self.cls], ids, [self.sep]))), \
+        return frame_record(self.shards.record(row), self.max_len, self.cls, self.sep), \
             int(self.shards.labels[row])
+
+
+def frame_record(ids, max_len: int, cls: int, sep: int) -> torch.Tensor:
+    """``[CLS] ids [SEP]``, the ids truncated so the whole fits in ``max_len``."""
+    body = np.asarray(ids[: max_len - 2], dtype=np.int64)
+    return torch.from_numpy(np.concatenate(([cls], body, [sep])))
 
 
 def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int
