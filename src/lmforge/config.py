@@ -168,6 +168,10 @@ class PretrainConfig:
     enabled: bool = True
     objective: str = "mlm"
     mask_rate: float = 0.15
+    # ELECTRA only: depth of the generator that fills the masks, and the weight of the
+    # replaced-token-detection loss next to the generator's MLM loss (50 in the paper).
+    generator_layers: int = 1
+    disc_weight: float = 50.0
     seq_len: int = 128
     batch_size: int = 32
     max_steps: int = 300
@@ -177,7 +181,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.optim.check("pretrain.optim")
-        _check(self.objective == "mlm", "pretrain.objective", "only 'mlm' is available")
+        _check(self.objective in ("mlm", "electra"), "pretrain.objective",
+               f"'{self.objective}' is not one of mlm, electra")
+        _check(self.generator_layers > 0, "pretrain.generator_layers", "must be positive")
+        _check(self.disc_weight > 0, "pretrain.disc_weight", "must be positive")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")
         _check(self.batch_size > 0, "pretrain.batch_size", "must be positive")
         _check(self.seq_len > 1, "pretrain.seq_len", "must be at least 2")
@@ -193,6 +200,8 @@ class FinetuneConfig:
     patience: int = 2
     pooling: str = "mean"
     max_len: int = 128
+    # Batch texts of similar length together (less padding: ~3x fewer tokens on SST-2).
+    group_by_length: bool = True
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")

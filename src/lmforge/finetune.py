@@ -65,7 +65,9 @@ def run(cfg: Config) -> float:
         return pad_batch(items, pad)
 
     # Resumable mid-epoch; own generators keep the global RNG for dropout alone (lit/resume.py).
-    sampler = ResumableSampler(len(train), cfg.seed)
+    sampler = ResumableSampler(len(train), cfg.seed,
+                               lengths=train.lengths if f.group_by_length else None,
+                               batch_size=f.batch_size)
     train_loader = DataLoader(train, batch_size=f.batch_size, sampler=sampler, collate_fn=collate,
                               num_workers=cfg.trainer.num_workers,
                               pin_memory=cfg.trainer.pin_memory,

@@ -1,4 +1,5 @@
-"""Stage 4, pretrain: masked-language-model pretraining of a Transformer encoder from scratch.
+"""Stage 4, pretrain: self-supervised pretraining of a Transformer encoder from scratch, by masked
+language modelling (``pretrain.objective=mlm``) or ELECTRA replaced-token detection (``electra``).
 
 Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy) and writes
 ``models/pretrained/`` (``encoder.pt`` state dict, ``config.json``, ``meta.json``) and
@@ -99,7 +100,9 @@ def run(cfg: Config) -> None:
     model_cfg = model_config(cfg, meta["vocab_size"])
     peak = matmul_peak(cfg)
     module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
-                         optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak)
+                         optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak,
+                         objective=p.objective, generator_layers=p.generator_layers,
+                         disc_weight=p.disc_weight)
     if cfg.trainer.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model
 
@@ -129,6 +132,7 @@ def run(cfg: Config) -> None:
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
                    "val_mlm_accuracy": final.get("val/mlm_accuracy"),
+                   "val_disc_accuracy": final.get("val/disc_accuracy"),
                    "tokens_per_s": final.get("perf/tokens_per_s"), "mfu": final.get("perf/mfu"),
                    "steps": trainer.global_step}
         with atomic_dir(cfg.paths.pretrained) as out:
@@ -139,8 +143,11 @@ def run(cfg: Config) -> None:
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
     plan.clear()
-    print(f"pretrain: {trainer.global_step} steps, val loss {metrics['val_loss']:.3f}, "
-          f"MLM accuracy {metrics['val_mlm_accuracy']:.3f}; MLflow run {run.info.run_id}")
+    shown = ", ".join(f"{name} {metrics[key]:.3f}" for name, key in (
+        ("val loss", "val_loss"), ("MLM accuracy", "val_mlm_accuracy"),
+        ("replaced-token accuracy", "val_disc_accuracy")) if metrics[key] is not None)
+    print(f"pretrain: {p.objective}, {trainer.global_step} steps"
+          f"{', ' + shown if shown else ''}; MLflow run {run.info.run_id}")
 
 
 main = stage(run)

@@ -47,6 +47,11 @@ class LabelledRecords(Dataset):
         self.max_len = max_len
 
     @property
+    def lengths(self) -> np.ndarray:
+        """Each record's framed length (with [CLS] and [SEP], after truncation)."""
+        return np.minimum(np.diff(self.shards.offsets)[self.rows] + 2, self.max_len)
+
+    @property
     def truncated(self) -> int:
         """How many records are longer than ``max_len`` and lose their tail."""
         lengths = np.diff(self.shards.offsets)[self.rows]
@@ -79,3 +84,26 @@ def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int
     attention_mask = torch.arange(longest)[None, :] < lengths[:, None]
     return {"input_ids": input_ids, "attention_mask": attention_mask,
             "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
+
+
+def length_grouped_order(lengths, batch_size: int, generator: torch.Generator,
+                         group: int = 50) -> list[int]:
+    """A shuffled order in which each run of ``batch_size`` indices holds texts of similar length.
+
+    Padding to the longest text in a batch wastes most of a batch of short and long texts alike
+    (SST-2's train phrases: 13.5 tokens on average, 46 padded per random batch of 64). As in
+    Hugging Face's ``group_by_length``: shuffle, cut into groups of ``group`` batches, sort each
+    group by length, cut it into batches and shuffle the batches, so batches stay random in
+    content and order while their lengths are nearly uniform. A short last batch stays last, so
+    every batch the DataLoader cuts from this order is one of these batches.
+    """
+    lengths = torch.as_tensor(np.asarray(lengths))
+    order = torch.randperm(len(lengths), generator=generator)
+    batches = []
+    for start in range(0, len(order), batch_size * group):
+        chunk = order[start:start + batch_size * group]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return torch.cat(shuffled + tail).tolist() if shuffled or tail else []

@@ -1,4 +1,5 @@
-"""Masked-language-model pretraining as a LightningModule."""
+"""Self-supervised pretraining as a LightningModule: masked LM (BERT) or replaced-token
+detection (ELECTRA), chosen by ``pretrain.objective``."""
 
 from __future__ import annotations
 
@@ -11,19 +12,32 @@ import torch
 from lmforge.config import OptimConfig
 from lmforge.data.masking import mask_tokens
 from lmforge.lit.optim import configure
+from lmforge.models.electra import Electra, electra_flops_per_token
 from lmforge.models.transformer import MaskedLM, TransformerConfig, training_flops_per_token
+
+OBJECTIVES = ("mlm", "electra")
 
 
 class LitMaskedLM(L.LightningModule):
-    """BERT-style MLM. Masks are drawn inside the step from a generator seeded by
-    ``(seed, step)``, so a resumed run sees exactly the masks an uninterrupted one would."""
+    """BERT-style MLM, or ELECTRA (``objective="electra"``: a ``generator_layers``-deep generator
+    fills the masks, the encoder learns to spot replaced tokens at every position). Masks and
+    the generator's samples are drawn inside the step from generators seeded by ``(seed, step)``,
+    so a resumed run sees exactly the masks an uninterrupted one would."""
 
     def __init__(self, model_cfg: TransformerConfig, *, mask_rate: float, special_ids: dict,
                  optim: OptimConfig, total_steps: int, seed: int = 0,
-                 peak_flops: float | None = None) -> None:
+                 peak_flops: float | None = None, objective: str = "mlm",
+                 generator_layers: int = 1, disc_weight: float = 50.0) -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.model_cfg = model_cfg
-        self.model = MaskedLM(model_cfg)
+        self.objective = objective
+        if objective == "electra":
+            self.model = Electra(model_cfg, generator_layers, disc_weight)
+            self.generator_layers = generator_layers
+        else:
+            self.model = MaskedLM(model_cfg)
         self.mask_rate = mask_rate
         self.special_ids = special_ids
         self.optim = optim
@@ -40,11 +54,30 @@ class LitMaskedLM(L.LightningModule):
             generator=generator)
         return inputs.to(self.device), positions.to(self.device), targets.to(self.device)
 
+    def _forward(self, batch: torch.Tensor, salt: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor, dict]:
+        """``(loss, mlm_loss, mlm_accuracy, extra metrics)`` of one batch."""
+        inputs, positions, targets = self._mask(batch, salt)
+        if self.objective == "mlm":
+            loss, logits = self.model(inputs, positions, targets)
+            extra = {}
+            mlm_loss = loss
+        else:
+            sampler = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_033 + salt)
+            out = self.model(inputs, positions, targets, batch.to(self.device, torch.long),
+                             generator=sampler)
+            loss, mlm_loss, logits = out.loss, out.mlm_loss, out.mlm_logits
+            extra = {"disc_loss": out.disc_loss, "disc_accuracy": out.disc_accuracy,
+                     "replaced_fraction": out.replaced_fraction}
+        accuracy = (logits.detach().argmax(-1) == targets).float().mean()
+        return loss, mlm_loss, accuracy, extra
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        inputs, positions, targets = self._mask(batch, self.global_step)
-        loss, _ = self.model(inputs, positions, targets)
+        loss, mlm_loss, _, extra = self._forward(batch, self.global_step)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/perplexity", torch.exp(loss.detach().clamp(max=20)))
+        self.log("train/perplexity", torch.exp(mlm_loss.detach().clamp(max=20)))
+        for name, value in extra.items():
+            self.log(f"train/{name}", value)
         self._log_throughput(batch)
         return loss
 
@@ -54,18 +87,25 @@ class LitMaskedLM(L.LightningModule):
             tokens_per_s = batch.numel() / (now - self._tick)
             self.log("perf/tokens_per_s", tokens_per_s, prog_bar=True)
             if self.peak_flops:
-                flops = training_flops_per_token(self.model_cfg, batch.shape[1], self.mask_rate)
+                flops = self.flops_per_token(batch.shape[1])
                 self.log("perf/mfu", tokens_per_s * flops / self.peak_flops)
         self._tick = now
 
+    def flops_per_token(self, seq_len: int) -> float:
+        if self.objective == "electra":
+            return electra_flops_per_token(self.model_cfg, self.generator_layers, seq_len,
+                                           self.mask_rate)
+        return training_flops_per_token(self.model_cfg, seq_len, self.mask_rate)
+
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # Fixed masks per validation batch: evaluations at different steps compare like for like.
-        inputs, positions, targets = self._mask(batch, 10**9 + batch_idx)
-        loss, logits = self.model(inputs, positions, targets)
-        accuracy = (logits.argmax(-1) == targets).float().mean()
+        # Fixed masks (and samples) per validation batch: evaluations at different steps compare
+        # like for like.
+        loss, mlm_loss, accuracy, extra = self._forward(batch, 10**9 + batch_idx)
         self.log("val/loss", loss, prog_bar=True)
-        self.log("val/perplexity", math.exp(min(loss.item(), 20)))
+        self.log("val/perplexity", math.exp(min(mlm_loss.item(), 20)))
         self.log("val/mlm_accuracy", accuracy)
+        for name, value in extra.items():
+            self.log(f"val/{name}", value)
 
     def on_validation_epoch_start(self) -> None:
         self._tick = None

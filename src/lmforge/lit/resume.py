@@ -134,9 +134,13 @@ class ResumableSampler(Sampler[int]):
     """Shuffles with a generator seeded by ``(seed, epoch)``; after a resume, the first epoch skips
     the samples the interrupted run had consumed."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, lengths=None, batch_size: int | None = None) -> None:
+        """With ``lengths`` and ``batch_size``, each epoch's order groups texts of similar
+        length into the same batch (:func:`lmforge.data.datasets.length_grouped_order`)."""
         self.size = size
         self.seed = seed
+        self.lengths = lengths
+        self.batch_size = batch_size
         self.epoch = 0
         self._skip: tuple[int, int] | None = None  # (epoch, samples)
 
@@ -154,7 +158,12 @@ class ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is not None and self.batch_size:
+            from lmforge.data.datasets import length_grouped_order
+
+            order = length_grouped_order(self.lengths, self.batch_size, generator)
+        else:
+            order = torch.randperm(self.size, generator=generator).tolist()
         start = 0
         if self._skip is not None and self._skip[0] == self.epoch:
             start = self._skip[1]
