@@ -176,7 +176,7 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     every = max(1, per_epoch // spec["evals_per_epoch"])
     history, best = [], None
     step = 0
-    for epoch in range(spec["epochs"]):
+    for _epoch in range(spec["epochs"]):
         for batch in epoch_batches():
             logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
             loss = torch.nn.functional.cross_entropy(logits, batch["labels"].to(device))

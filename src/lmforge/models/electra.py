@@ -27,7 +27,7 @@ __all__ = ["Electra", "ElectraOutput", "electra_flops_per_token", "generator_con
 
 def generator_config(cfg: TransformerConfig, layers: int) -> TransformerConfig:
     """The generator: the discriminator's width (so embeddings can be shared), ``layers`` deep."""
-    if not 1 <= layers:
+    if layers < 1:
         raise ValueError(f"the ELECTRA generator needs at least one layer, got {layers}")
     return replace(cfg, n_layers=layers)
 
