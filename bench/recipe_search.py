@@ -167,7 +167,9 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     torch.manual_seed(seed)
     model = SequenceClassifier(model_cfg, num_labels=labels, pooling=spec["pooling"])
     if encoder is not None:
-        model.encoder.load_state_dict(encoder)
+        missing, unexpected = model.encoder.load_state_dict(encoder, strict=False)
+        if unexpected or (missing and len(encoder) > 2):
+            raise RuntimeError(f"encoder state does not fit: missing {missing}, unexpected {unexpected}")
     model.to(device)
     per_epoch = math.ceil(len(lengths) / spec["batch"])
     total = spec["epochs"] * per_epoch
@@ -216,6 +218,8 @@ def run_trial(trial: dict, shards: str, device: str) -> dict:
     if p["steps"] > 0:
         out = pretrain(p, model_cfg, shards, dev, seed)
         encoder = out.pop("encoder")
+        if trial.get("transfer", "all") == "embeddings":  # keep only what the embeddings learnt
+            encoder = {k: v for k, v in encoder.items() if k.startswith(("tok_emb", "pos_emb"))}
         result.update(out)
     result["pretrain_seconds"] = round(time.perf_counter() - start, 1)
     for ft in trial.get("finetune", [{}]):
