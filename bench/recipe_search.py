@@ -249,15 +249,50 @@ def expand(grid: list[dict]) -> list[dict]:
     return trials
 
 
+def table(paths: list[Path]) -> str:
+    """A Markdown table of result files: one row per trial and finetuning recipe, test accuracy
+    per seed and their mean, with the pretraining's last logged (generator) MLM loss."""
+    from collections import defaultdict
+    from statistics import mean
+
+    rows: dict[tuple, dict[int, float]] = defaultdict(dict)
+    loss: dict[tuple, float | None] = {}
+    for path in paths:
+        for result in json.loads(path.read_text()):
+            if "error" in result:
+                continue
+            for ft in result["finetunes"]:
+                spec = {**DEFAULT_FINETUNE, **ft["finetune"]}
+                key = (path.stem, result["name"], spec["lr"], spec["epochs"])
+                rows[key][result["seed"]] = ft["best"]["test_acc"]
+                curve = result.get("mlm_loss_curve")
+                loss[key] = curve[-1][1] if curve else None
+    lines = ["| results | trial | finetune lr | epochs | MLM loss at end | test acc by seed | mean |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3])):
+        seeds = ", ".join(f"s{s} {100 * a:.1f}" for s, a in sorted(rows[key].items()))
+        end = "—" if loss[key] is None else f"{loss[key]:.2f}"
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {key[3]} | {end} | {seeds} | "
+                     f"{100 * mean(rows[key].values()):.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shards", default="data/shards")
-    ap.add_argument("--grid", type=Path, required=True, help="JSON list of trials")
+    ap.add_argument("--grid", type=Path, help="JSON list of trials")
+    ap.add_argument("--table", type=Path, nargs="+", metavar="RESULTS",
+                    help="print a Markdown table of earlier --out files instead of running")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--jobs", type=int, default=1, help="trials run at once")
     ap.add_argument("--only", default=None, help="run only trials whose name contains this")
     ap.add_argument("--out", type=Path, default=Path("reports/recipe_search.json"))
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
+    if args.grid is None:
+        ap.error("--grid is required to run trials")
     trials = expand(json.loads(args.grid.read_text())["trials"])
     if args.only:
         trials = [t for t in trials if args.only in t["name"]]

@@ -44,7 +44,7 @@ def run(cfg: Config) -> float:
     from lmforge.curves import CurveWriter
     from lmforge.data.datasets import LabelledRecords, pad_batch
     from lmforge.data.tokenization import TokenShards
-    from lmforge.lit.callbacks import StopOnNonFiniteLoss
+    from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
     from lmforge.lit.classifier import LitClassifier
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
@@ -107,7 +107,8 @@ def run(cfg: Config) -> float:
         checkpoints = ModelCheckpoint(dirpath=plan.folder, monitor="val/f1", mode="max",
                                       save_top_k=1, save_last=True, filename="best")
         stopper = EarlyStopping(monitor="val/f1", mode="max", patience=f.patience)
-        callbacks = [TrainingState(sampler, f.batch_size), checkpoints, stopper,
+        loader_wait = LoaderWait()
+        callbacks = [TrainingState(sampler, f.batch_size), checkpoints, stopper, loader_wait,
                      *periodic_checkpoints(cfg, plan.folder),
                      StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
                      CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)]
@@ -121,7 +122,7 @@ def run(cfg: Config) -> float:
         best_f1 = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None \
             else float(trainer.callback_metrics["val/f1"])
         metrics = {"best_val_f1": best_f1, "epochs": trainer.current_epoch,
-                   "steps": trainer.global_step}
+                   "steps": trainer.global_step, "loader_wait_fraction": loader_wait.fraction}
         with atomic_dir(cfg.paths.finetuned) as out:
             torch.save(module.model.state_dict(), out / "model.pt")
             write_json(out / "config.json", {"model": asdict(model_cfg), "labels": labels,

@@ -73,7 +73,7 @@ def run(cfg: Config) -> None:
     from lmforge.curves import CurveWriter
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
-    from lmforge.lit.callbacks import StopOnNonFiniteLoss
+    from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
     from lmforge.lit.mlm import LitMaskedLM
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
@@ -118,7 +118,8 @@ def run(cfg: Config) -> None:
                                "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
             mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
         checkpoints = periodic_checkpoints(cfg, plan.folder)
-        callbacks = [TrainingState(sampler, p.batch_size), *checkpoints,
+        loader_wait = LoaderWait()
+        callbacks = [TrainingState(sampler, p.batch_size), *checkpoints, loader_wait,
                      StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
                      CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)]
         trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
@@ -134,6 +135,7 @@ def run(cfg: Config) -> None:
                    "val_mlm_accuracy": final.get("val/mlm_accuracy"),
                    "val_disc_accuracy": final.get("val/disc_accuracy"),
                    "tokens_per_s": final.get("perf/tokens_per_s"), "mfu": final.get("perf/mfu"),
+                   "loader_wait_fraction": loader_wait.fraction,
                    "steps": trainer.global_step}
         with atomic_dir(cfg.paths.pretrained) as out:
             torch.save(module.model.encoder.state_dict(), out / "encoder.pt")

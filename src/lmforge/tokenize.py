@@ -7,6 +7,7 @@ Outputs: ``data/tokenizer/tokenizer.json`` and ``data/shards/`` (see
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def run(cfg: Config) -> None:
     counts = json.loads((prepared / "cleaning.json").read_text())["per_split"]
     names = json.loads((prepared / "labels.json").read_text())
     index = {str(name): i for i, name in enumerate(names)}
+    if cfg.tokenizer.kind == "wordpiece":
+        print("tokenize: note: the WordPiece trainer is not deterministic (tokenizers#1794): "
+              "a rerun can give a slightly different vocabulary; tokenizer=bpe reproduces exactly",
+              file=sys.stderr)
 
     texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
     tokenizer = train_tokenizer(tqdm(texts, total=counts["train"], desc="tokenizer (train)",

@@ -1,8 +1,9 @@
-"""Fault handling for the training stages: non-finite losses, atomic checkpoints, MLflow logging
-that survives a resume."""
+"""Callbacks of the training stages: non-finite losses, atomic checkpoints, MLflow logging that
+survives a resume, and how long training waits for its data loader."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,52 @@ class ResumableMLFlowLogger(MLFlowLogger):
             if not metrics:
                 return
         super().log_metrics(metrics, step)
+
+
+class LoaderWait(Callback):
+    """Logs ``perf/loader_wait_fraction``: the share of training wall time spent between one
+    batch's end and the next batch's start, i.e. waiting for the data loader (plus Lightning's
+    own bookkeeping), over each ``window`` steps; ``fraction`` holds it for the whole run. Near
+    0: the model is the bottleneck, as it should be; a large share calls for more
+    ``trainer.num_workers`` or a cheaper dataset. On a GPU this is the host's wait: kernels still
+    queued may keep the device busy meanwhile.
+    """
+
+    def __init__(self, window: int = 50) -> None:
+        self.window = window
+        self._end: float | None = None  # when the previous batch ended (None: no previous)
+        self._start = 0.0
+        self._gap: float | None = None
+        self._window = [0.0, 0.0]  # waited, total over the current window
+        self.waited = self.total = 0.0
+        self.steps = 0
+
+    @property
+    def fraction(self) -> float | None:
+        return self.waited / self.total if self.total else None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end = None  # an epoch boundary's gap holds validation and setup, not loading
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+        self._gap = None if self._end is None else self._start - self._end
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._end = time.perf_counter()
+        if self._gap is None:
+            return
+        step = self._end - self._start + self._gap
+        self.waited += self._gap
+        self.total += step
+        self._window[0] += self._gap
+        self._window[1] += step
+        self.steps += 1
+        if self.steps % self.window == 0:
+            pl_module.log("perf/loader_wait_fraction", self._window[0] / self._window[1])
+            self._window = [0.0, 0.0]
