@@ -180,6 +180,19 @@ def test_single_class_training_split_is_an_error_and_writes_nothing(tmp_path: Pa
     assert not (workdir / "data/prepared").exists()
 
 
+def test_text_column_empty_for_most_rows_is_an_error_naming_file_and_column(tmp_path: Path) -> None:
+    workdir = project(tmp_path)
+    # The text is in 'body'; 'title' (the configured column) is filled in 5 rows of 30 only.
+    content = "title,body,label\n" + "".join(
+        f"{'headline number ' + str(i) if i < 5 else ''},body text of row {i} here,{'ab'[i % 2]}\n"
+        for i in range(30))
+    collect, prepare = collect_then_prepare(workdir, content, "data.source.text_columns=[title]")
+    assert collect.returncode == 0, collect.stderr
+    assert_one_line_error(prepare, "in.csv: text column(s) title are empty in 25 of 30 rows (83%); "
+                                   "point data.source.text_columns at the column(s) that hold the text")
+    assert not (workdir / "data/prepared").exists()
+
+
 def test_dirty_rows_are_dropped_counted_by_reason_and_balance(tmp_path: Path) -> None:
     workdir = project(tmp_path)
     content = ("text,label\n" + rows(20, "a") + rows(20, "b").replace("document", "paper")

@@ -28,6 +28,22 @@ def label_names(labels: set) -> list:
     return sorted(names) if all(isinstance(n, int) for n in names) else names
 
 
+# More than this share of rows with no text means the text column is the wrong one, not that the
+# data is a little dirty: stop and say so rather than train on what is left.
+MOSTLY_EMPTY = 0.5
+
+
+def check_mostly_empty(cfg: Config, summary: dict) -> None:
+    empty, rows = summary["dropped"].get("empty", 0), summary["input_rows"]
+    if rows and empty / rows > MOSTLY_EMPTY:
+        source = cfg.data.source
+        where = source.path or source.name or source.url or source.kind
+        columns = ", ".join(source.text_columns)
+        raise UserError(f"{where}: text column(s) {columns} are empty in {empty} of {rows} rows "
+                        f"({empty / rows:.0%}); point data.source.text_columns at the column(s) "
+                        "that hold the text")
+
+
 def run(cfg: Config) -> None:
     from tqdm import tqdm
 
@@ -49,6 +65,7 @@ def run(cfg: Config) -> None:
             if record.get("label") is not None:
                 labels_seen[split].add(str(record["label"]))
         report.check_balance()
+        check_mostly_empty(cfg, report.as_dict())
         names = label_names(labels_seen["train"])
         if len(names) == 1:
             raise UserError(f"{raw}: the train split holds one class only ({names[0]!r}); "
