@@ -25,7 +25,15 @@ TOPICS = {  # AG News' classes: 1 World, 2 Sports, 3 Business, 4 Sci/Tech
     3: "shares profit merger investors quarterly earnings market bank revenue stocks",
     4: "software chip researchers internet launch satellite browser data genome processor",
 }
-FILLER = "the a of in on after new says report week today its with over for as".split()
+FILLER = ["the", "a", "of", "in", "on", "after", "new", "says", "report", "week", "today", "its",
+          "with", "over", "for", "as"]
+
+
+def phrase(rng: random.Random, words: list[str], other: list[str], n: int) -> str:
+    picks = [rng.choice(words) for _ in range(n)] + [rng.choice(other)]
+    picks += [rng.choice(FILLER) for _ in range(n)]
+    rng.shuffle(picks)
+    return " ".join(picks)
 
 
 def news(rng: random.Random, rows: int) -> list[tuple[int, str, str]]:
@@ -35,14 +43,8 @@ def news(rng: random.Random, rows: int) -> list[tuple[int, str, str]]:
         words = TOPICS[label].split()
         # Some noise: a word from another topic, so the task is not a lookup.
         other = TOPICS[rng.choice([k for k in TOPICS if k != label])].split()
-
-        def phrase(n: int) -> str:
-            picks = [rng.choice(words) for _ in range(n)] + [rng.choice(other)]
-            picks += [rng.choice(FILLER) for _ in range(n)]
-            rng.shuffle(picks)
-            return " ".join(picks)
-
-        out.append((label, phrase(3).capitalize(), phrase(8).capitalize() + "."))
+        out.append((label, phrase(rng, words, other, 3).capitalize(),
+                    phrase(rng, words, other, 8).capitalize() + "."))
     return out
 
 
