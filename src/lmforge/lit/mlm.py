@@ -33,11 +33,9 @@ class LitMaskedLM(L.LightningModule):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         self.model_cfg = model_cfg
         self.objective = objective
-        if objective == "electra":
-            self.model = Electra(model_cfg, generator_layers, disc_weight)
-            self.generator_layers = generator_layers
-        else:
-            self.model = MaskedLM(model_cfg)
+        self.generator_layers = generator_layers  # ELECTRA only
+        self.model = (Electra(model_cfg, generator_layers, disc_weight) if objective == "electra"
+                      else MaskedLM(model_cfg))
         self.mask_rate = mask_rate
         self.special_ids = special_ids
         self.optim = optim
