@@ -112,7 +112,6 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
 @torch.no_grad()
 def score(model, loader, device) -> tuple[float, float]:
     model.eval()
-    tp = torch.zeros(2)
     preds, golds = [], []
     for batch in loader:
         logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))

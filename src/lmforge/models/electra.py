@@ -82,15 +82,12 @@ class Electra(nn.Module):
             replaced = (corrupted != original_ids).float()
         hidden = self.encoder(corrupted, attention_mask)
         logits = self.disc_out(F.gelu(self.disc_dense(hidden))).squeeze(-1)
-        if attention_mask is None:
-            disc_loss = F.binary_cross_entropy_with_logits(logits, replaced)
-            correct = ((logits > 0).float() == replaced).float().mean()
-            replaced_fraction = replaced.mean()
-        else:
+        if attention_mask is not None:  # score real tokens only
             real = attention_mask.to(torch.bool)
-            disc_loss = F.binary_cross_entropy_with_logits(logits[real], replaced[real])
-            correct = ((logits[real] > 0).float() == replaced[real]).float().mean()
-            replaced_fraction = replaced[real].mean()
+            logits, replaced = logits[real], replaced[real]
+        disc_loss = F.binary_cross_entropy_with_logits(logits, replaced)
+        correct = ((logits > 0).float() == replaced).float().mean()
+        replaced_fraction = replaced.mean()
         loss = mlm_loss + self.disc_weight * disc_loss
         return ElectraOutput(loss, mlm_loss, disc_loss, mlm_logits, correct, replaced_fraction)
 
