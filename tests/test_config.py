@@ -60,7 +60,7 @@ def run_stage(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["model.d_modl=3"], "unknown config key 'model.d_modl'; valid keys under 'model': d_ff"),
+        (["model.d_modl=3"], "unknown config key 'model.d_modl'; valid keys under 'model': causal, d_ff"),
         (["nonsense=1"], "unknown config key 'nonsense'; valid keys at the top level"),
         (["model.d_model=wide"], "config key 'model.d_model'"),
         (["pretrain.mask_rate=0"], "config key 'pretrain.mask_rate'"),

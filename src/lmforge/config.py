@@ -132,6 +132,7 @@ class ModelConfig:
     d_ff: int = 512
     max_len: int = 128
     dropout: float = 0.1
+    causal: bool = False
 
     def __post_init__(self) -> None:
         for key in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
@@ -181,8 +182,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.optim.check("pretrain.optim")
-        _check(self.objective in ("mlm", "electra"), "pretrain.objective",
-               f"'{self.objective}' is not one of mlm, electra")
+        _check(self.objective in ("mlm", "electra", "clm"), "pretrain.objective",
+               f"'{self.objective}' is not one of mlm, electra, clm")
         _check(self.generator_layers > 0, "pretrain.generator_layers", "must be positive")
         _check(self.disc_weight > 0, "pretrain.disc_weight", "must be positive")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")

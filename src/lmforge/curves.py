@@ -14,7 +14,7 @@ import lightning as L
 
 # Validation figures copied from Lightning's callback metrics into the curve, in this order.
 VAL_KEYS = ("val/loss", "val/f1", "val/precision", "val/recall", "val/accuracy",
-            "val/perplexity", "val/mlm_accuracy")
+            "val/perplexity", "val/mlm_accuracy", "val/next_token_accuracy")
 
 
 def _column(key: str) -> str:

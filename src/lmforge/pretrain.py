@@ -1,5 +1,6 @@
 """Stage 4, pretrain: self-supervised pretraining of a Transformer encoder from scratch, by masked
-language modelling (``pretrain.objective=mlm``) or ELECTRA replaced-token detection (``electra``).
+language modelling (``pretrain.objective=mlm``), ELECTRA replaced-token detection (``electra``)
+or causal language modelling, next-token prediction (``clm``).
 
 Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy) and writes
 ``models/pretrained/`` (``encoder.pt`` state dict, ``config.json``, ``meta.json``) and
@@ -132,14 +133,14 @@ def run(cfg: Config) -> None:
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
-                   "val_mlm_accuracy": final.get("val/mlm_accuracy"),
+                   f"val_{module.accuracy_name}": final.get(f"val/{module.accuracy_name}"),
                    "val_disc_accuracy": final.get("val/disc_accuracy"),
                    "tokens_per_s": final.get("perf/tokens_per_s"), "mfu": final.get("perf/mfu"),
                    "loader_wait_fraction": loader_wait.fraction,
                    "steps": trainer.global_step}
         with atomic_dir(cfg.paths.pretrained) as out:
             torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
-            write_json(out / "config.json", asdict(model_cfg))
+            write_json(out / "config.json", asdict(module.model_cfg))
             write_json(out / "meta.json", {"enabled": True, "pipeline_id": pipeline,
                                            "mlflow_run_id": run.info.run_id, **metrics})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
@@ -147,7 +148,8 @@ def run(cfg: Config) -> None:
     plan.clear()
     shown = ", ".join(f"{name} {metrics[key]:.3f}" for name, key in (
         ("val loss", "val_loss"), ("MLM accuracy", "val_mlm_accuracy"),
-        ("replaced-token accuracy", "val_disc_accuracy")) if metrics[key] is not None)
+        ("next-token accuracy", "val_next_token_accuracy"),
+        ("replaced-token accuracy", "val_disc_accuracy")) if metrics.get(key) is not None)
     print(f"pretrain: {p.objective}, {trainer.global_step} steps"
           f"{', ' + shown if shown else ''}; MLflow run {run.info.run_id}")
 

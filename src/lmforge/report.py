@@ -28,8 +28,12 @@ def summary(cfg: Config) -> str:
     if pretrain.get("enabled") is False:
         lines.append("pretrain  disabled")
     elif pretrain:
-        lines.append(f"pretrain  {pretrain['steps']} steps, val MLM loss {pretrain['val_loss']:.3f},"
-                     f" MLM accuracy {pretrain['val_mlm_accuracy']:.3f}")
+        if "val_next_token_accuracy" in pretrain:
+            accuracy = f"next-token accuracy {pretrain['val_next_token_accuracy']:.3f}"
+        else:
+            accuracy = f"MLM accuracy {pretrain['val_mlm_accuracy']:.3f}"
+        lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f},"
+                     f" {accuracy}")
     if finetune:
         lines.append(f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} "
                      f"({finetune['epochs']} epochs)")

@@ -1,10 +1,11 @@
-"""Self-supervised pretraining as a LightningModule: masked LM (BERT) or replaced-token
-detection (ELECTRA), chosen by ``pretrain.objective``."""
+"""Self-supervised pretraining as a LightningModule: masked LM (BERT), replaced-token
+detection (ELECTRA) or next-token prediction (causal LM, GPT), chosen by ``pretrain.objective``."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -15,14 +16,17 @@ from lmforge.lit.optim import configure
 from lmforge.models.electra import Electra, electra_flops_per_token
 from lmforge.models.transformer import MaskedLM, TransformerConfig, training_flops_per_token
 
-OBJECTIVES = ("mlm", "electra")
+OBJECTIVES = ("mlm", "electra", "clm")
 
 
 class LitMaskedLM(L.LightningModule):
-    """BERT-style MLM, or ELECTRA (``objective="electra"``: a ``generator_layers``-deep generator
-    fills the masks, the encoder learns to spot replaced tokens at every position). Masks and
-    the generator's samples are drawn inside the step from generators seeded by ``(seed, step)``,
-    so a resumed run sees exactly the masks an uninterrupted one would."""
+    """BERT-style MLM; ELECTRA (``objective="electra"``: a ``generator_layers``-deep generator
+    fills the masks, the encoder learns to spot replaced tokens at every position); or a causal
+    LM (``objective="clm"``: the same head predicts the next token at every position, under
+    causal attention whatever ``model_cfg.causal`` says, since with bidirectional attention
+    the next token is in view). Masks and the generator's samples are drawn inside the step
+    from generators seeded by ``(seed, step)``, so a resumed run sees exactly the masks an
+    uninterrupted one would."""
 
     def __init__(self, model_cfg: TransformerConfig, *, mask_rate: float, special_ids: dict,
                  optim: OptimConfig, total_steps: int, seed: int = 0,
@@ -31,11 +35,15 @@ class LitMaskedLM(L.LightningModule):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        self.model_cfg = model_cfg
         self.objective = objective
         self.generator_layers = generator_layers  # ELECTRA only
+        if objective == "clm":
+            model_cfg = replace(model_cfg, causal=True)
+        self.model_cfg = model_cfg
         self.model = (Electra(model_cfg, generator_layers, disc_weight) if objective == "electra"
                       else MaskedLM(model_cfg))
+        # What the head's accuracy measures: masked tokens recovered, or next tokens predicted.
+        self.accuracy_name = "next_token_accuracy" if objective == "clm" else "mlm_accuracy"
         self.mask_rate = mask_rate
         self.special_ids = special_ids
         self.optim = optim
@@ -45,6 +53,11 @@ class LitMaskedLM(L.LightningModule):
         self._tick: float | None = None
 
     def _mask(self, batch: torch.Tensor, salt: int):
+        if self.objective == "clm":  # every position but the last, its target the next token
+            b, t = batch.shape
+            positions = (torch.arange(b)[:, None] * t + torch.arange(t - 1)[None, :]).reshape(-1)
+            return (batch.to(self.device), positions.to(self.device),
+                    batch[:, 1:].reshape(-1).to(self.device, torch.long))
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + salt)
         inputs, positions, targets = mask_tokens(
             batch.cpu(), mask_rate=self.mask_rate, mask_id=self.special_ids["mask"],
@@ -56,7 +69,7 @@ class LitMaskedLM(L.LightningModule):
                                                                    torch.Tensor, dict]:
         """``(loss, mlm_loss, mlm_accuracy, extra metrics)`` of one batch."""
         inputs, positions, targets = self._mask(batch, salt)
-        if self.objective == "mlm":
+        if self.objective != "electra":
             loss, logits = self.model(inputs, positions, targets)
             extra = {}
             mlm_loss = loss
@@ -93,7 +106,8 @@ class LitMaskedLM(L.LightningModule):
         if self.objective == "electra":
             return electra_flops_per_token(self.model_cfg, self.generator_layers, seq_len,
                                            self.mask_rate)
-        return training_flops_per_token(self.model_cfg, seq_len, self.mask_rate)
+        head_fraction = (seq_len - 1) / seq_len if self.objective == "clm" else self.mask_rate
+        return training_flops_per_token(self.model_cfg, seq_len, head_fraction)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Fixed masks (and samples) per validation batch: evaluations at different steps compare
@@ -101,7 +115,7 @@ class LitMaskedLM(L.LightningModule):
         loss, mlm_loss, accuracy, extra = self._forward(batch, 10**9 + batch_idx)
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/perplexity", math.exp(min(mlm_loss.item(), 20)))
-        self.log("val/mlm_accuracy", accuracy)
+        self.log(f"val/{self.accuracy_name}", accuracy)
         for name, value in extra.items():
             self.log(f"val/{name}", value)
 

@@ -49,6 +49,8 @@ class TransformerConfig:
     dropout: float = 0.1
     pad_id: int = 0
     norm_eps: float = 1e-5
+    # Causal (GPT) attention: each position sees itself and the positions before it only.
+    causal: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
@@ -76,7 +78,7 @@ class TransformerConfig:
 
 
 class SelfAttention(nn.Module):
-    """Multi-head bidirectional self-attention.
+    """Multi-head self-attention: bidirectional, or causal when ``cfg.causal``.
 
     One fused ``qkv`` Linear (one GEMM instead of three). Its output features are laid out as
     ``[q | k | v]``, each ``d_model`` wide and split into ``n_heads`` contiguous head slices.
@@ -86,6 +88,7 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
+        self.causal = cfg.causal
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -94,8 +97,15 @@ class SelfAttention(nn.Module):
         """``x``: [B, T, D]; ``key_mask``: bool [B, 1, 1, T] (True = attend) or None."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        mask, is_causal = key_mask, False
+        if self.causal:
+            if key_mask is None:
+                is_causal = True  # lets SDPA pick a kernel that skips the masked half
+            else:
+                mask = key_mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(b, t, d)
         return self.resid_dropout(self.proj(y))
