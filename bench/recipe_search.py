@@ -10,7 +10,7 @@ tokens/s and the minutes the CPU run may spend (the grid file says how it was do
     python bench/recipe_search.py --shards data/shards --grid bench/grids/sst2.json \\
         --device cuda --jobs 8 --out reports/recipe_search.json
 
-Each trial: optional pretraining (``objective`` mlm or electra), then one or more finetuning
+Each trial: optional pretraining (``objective`` mlm, electra or clm), then one or more finetuning
 runs from that encoder (or from scratch), each scored on the val split after every epoch; the
 test accuracy/F1 reported is that of the epoch with the best val F1, as the finetune stage does.
 No Lightning, Hydra or MLflow: only torch and lmforge's plain modules, so it runs on a bare
@@ -61,7 +61,7 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
     from dataclasses import replace
 
     from lmforge.data.datasets import PackedSequences
-    from lmforge.data.masking import mask_tokens
+    from lmforge.data.masking import mask_tokens, next_token_targets
     from lmforge.data.tokenization import TokenShards
     from lmforge.models.electra import Electra
     from lmforge.models.transformer import MaskedLM
@@ -70,6 +70,8 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
     special = shard.meta["special_ids"]
     data = PackedSequences(shard, spec["seq"])
     cfg = replace(model_cfg, dropout=spec["dropout"]) if spec["dropout"] is not None else model_cfg
+    if spec["objective"] == "clm":  # as LitMaskedLM: next-token prediction needs causal attention
+        cfg = replace(cfg, causal=True)
     torch.manual_seed(seed)
     if spec["objective"] == "electra":
         model = Electra(cfg, spec["generator_layers"], spec["disc_weight"]).to(device)
@@ -87,17 +89,21 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
             perm, cursor = torch.randperm(len(data), generator=order), 0
         batch = torch.stack([data[int(i)] for i in perm[cursor:cursor + spec["batch"]]])
         cursor += spec["batch"]
-        inputs, positions, targets = mask_tokens(
-            batch, mask_rate=spec["mask_rate"], mask_id=special["mask"],
-            vocab_size=cfg.vocab_size, special_ids=list(special.values()), generator=masks)
-        inputs, positions, targets = (t.to(device, non_blocking=True)
-                                      for t in (inputs, positions, targets))
-        if spec["objective"] == "electra":
-            out = model(inputs, positions, targets, batch.to(device), generator=sampler)
-            loss, mlm_loss = out.loss, out.mlm_loss
-        else:
-            loss, _ = model(inputs, positions, targets)
+        if spec["objective"] == "clm":  # the head at every position but the last: next token
+            loss, _ = model(*(t.to(device) for t in next_token_targets(batch)))
             mlm_loss = loss
+        else:
+            inputs, positions, targets = mask_tokens(
+                batch, mask_rate=spec["mask_rate"], mask_id=special["mask"],
+                vocab_size=cfg.vocab_size, special_ids=list(special.values()), generator=masks)
+            inputs, positions, targets = (t.to(device, non_blocking=True)
+                                          for t in (inputs, positions, targets))
+            if spec["objective"] == "electra":
+                out = model(inputs, positions, targets, batch.to(device), generator=sampler)
+                loss, mlm_loss = out.loss, out.mlm_loss
+            else:
+                loss, _ = model(inputs, positions, targets)
+                mlm_loss = loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

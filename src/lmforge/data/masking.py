@@ -1,4 +1,4 @@
-"""BERT-style dynamic masking for masked-language-model pretraining."""
+"""Pretraining targets: BERT-style dynamic masking (masked LM), and next-token targets (causal LM)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["mask_tokens"]
+__all__ = ["mask_tokens", "next_token_targets"]
 
 # Of the selected positions: this share becomes [MASK], the next share a random token, the rest
 # stays unchanged (Devlin et al. 2019, section 3.1). The unchanged/random shares stop the model
@@ -76,3 +76,15 @@ def mask_tokens(
     positions = selected.view(-1).nonzero().squeeze(1)
     targets = ids.reshape(-1).index_select(0, positions)
     return input_ids, positions, targets
+
+
+def next_token_targets(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Causal-LM targets in :func:`mask_tokens`' layout, so one LM head serves both objectives.
+
+    Returns ``(inputs, positions, targets)``: the batch unchanged, the flat indices
+    (``b * T + t``) of every position but each row's last, and the token that follows each.
+    """
+    b, t = batch.shape
+    positions = (torch.arange(b, device=batch.device)[:, None] * t
+                 + torch.arange(t - 1, device=batch.device)[None, :]).reshape(-1)
+    return batch, positions, batch[:, 1:].reshape(-1).long()

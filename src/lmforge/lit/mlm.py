@@ -11,7 +11,7 @@ import lightning as L
 import torch
 
 from lmforge.config import OptimConfig
-from lmforge.data.masking import mask_tokens
+from lmforge.data.masking import mask_tokens, next_token_targets
 from lmforge.lit.optim import configure
 from lmforge.models.electra import Electra, electra_flops_per_token
 from lmforge.models.transformer import MaskedLM, TransformerConfig, training_flops_per_token
@@ -53,11 +53,8 @@ class LitMaskedLM(L.LightningModule):
         self._tick: float | None = None
 
     def _mask(self, batch: torch.Tensor, salt: int):
-        if self.objective == "clm":  # every position but the last, its target the next token
-            b, t = batch.shape
-            positions = (torch.arange(b)[:, None] * t + torch.arange(t - 1)[None, :]).reshape(-1)
-            return (batch.to(self.device), positions.to(self.device),
-                    batch[:, 1:].reshape(-1).to(self.device, torch.long))
+        if self.objective == "clm":
+            return tuple(t.to(self.device) for t in next_token_targets(batch))
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + salt)
         inputs, positions, targets = mask_tokens(
             batch.cpu(), mask_rate=self.mask_rate, mask_id=self.special_ids["mask"],
