@@ -151,7 +151,10 @@ def sweep(root: Path, experiment: str, *extra: str) -> str:
     return run_cmd(sys_executable(), "-m", "lmforge.finetune", "-m", "experiment=tiny",
                    "finetune.max_epochs=1", f"logger.experiment={experiment}",
                    f"optim.lr={','.join(SWEEP_LRS)}", f"finetune.batch_size={','.join(SWEEP_BATCHES)}",
-                   *extra, cwd=root)
+                   *extra, cwd=root,
+                   # MLflow logs system metrics only after a full sampling interval (the stages'
+                   # default: 2 s); a tiny job on an idle machine can finish sooner.
+                   env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"})
 
 
 def sys_executable() -> str:
