@@ -103,6 +103,8 @@ class LitMaskedLM(L.LightningModule):
         if self.objective == "electra":
             return electra_flops_per_token(self.model_cfg, self.generator_layers, seq_len,
                                            self.mask_rate)
+        # clm: the head runs at every position but the last. Its attention is counted in full,
+        # though half the scores are masked: MFU reads slightly high, more so at long sequences.
         head_fraction = (seq_len - 1) / seq_len if self.objective == "clm" else self.mask_rate
         return training_flops_per_token(self.model_cfg, seq_len, head_fraction)
 
