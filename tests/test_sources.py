@@ -500,8 +500,10 @@ class FileServer:
                     server.truncate_next = False
                     payload = payload[: len(payload) // 2]
                     self.close_connection = True
-                self.wfile.write(payload)
+                # Recorded before writing: the client may have read it all and the test moved on
+                # to check this entry before a write-then-record would have recorded it.
                 entry["sent"] = len(payload)
+                self.wfile.write(payload)
 
         self.httpd = QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
