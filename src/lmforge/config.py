@@ -164,6 +164,10 @@ class OptimConfig:
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
 
 
+# Masked LM (BERT), replaced-token detection (ELECTRA), next-token prediction (GPT).
+PRETRAIN_OBJECTIVES = ("mlm", "electra", "clm")
+
+
 @dataclass
 class PretrainConfig:
     enabled: bool = True
@@ -182,8 +186,8 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.optim.check("pretrain.optim")
-        _check(self.objective in ("mlm", "electra", "clm"), "pretrain.objective",
-               f"'{self.objective}' is not one of mlm, electra, clm")
+        _check(self.objective in PRETRAIN_OBJECTIVES, "pretrain.objective",
+               f"'{self.objective}' is not one of {', '.join(PRETRAIN_OBJECTIVES)}")
         _check(self.generator_layers > 0, "pretrain.generator_layers", "must be positive")
         _check(self.disc_weight > 0, "pretrain.disc_weight", "must be positive")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")

@@ -94,17 +94,14 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x``: [B, T, D]; ``key_mask``: bool [B, 1, 1, T] (True = attend) or None."""
+        """``x``: [B, T, D]; ``key_mask``: bool, broadcastable to [B, 1, T, T] (True = attend),
+        or None."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        mask, is_causal = key_mask, False
-        if self.causal:
-            if key_mask is None:
-                is_causal = True  # lets SDPA pick a kernel that skips the masked half
-            else:
-                mask = key_mask & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        # A padded causal batch arrives with the causal triangle already in key_mask (Encoder);
+        # an unpadded one lets SDPA apply it, with a kernel that skips the masked half.
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
+            q, k, v, attn_mask=key_mask, is_causal=self.causal and key_mask is None,
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(b, t, d)
@@ -190,6 +187,9 @@ class Encoder(nn.Module):
             # [B, 1, 1, T] broadcasts over heads and query positions: a padded key is hidden
             # from every query, which is all that is needed for padded positions not to leak.
             key_mask = attention_mask.to(torch.bool)[:, None, None, :]
+            if self.cfg.causal:  # built once here rather than in every block
+                key_mask = key_mask & torch.ones(t, t, dtype=torch.bool,
+                                                 device=input_ids.device).tril()
         pos = torch.arange(t, device=input_ids.device)
         x = self.dropout(self.tok_emb(input_ids) + self.pos_emb(pos))
         for block in self.blocks:
