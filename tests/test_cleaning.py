@@ -54,3 +54,46 @@ def test_input_rows_always_equal_kept_plus_dropped(texts: list) -> None:
     survivors = [r["text"] for _, r in kept]
     assert len(survivors) == len(set(survivors)), "duplicates survived"
     assert all(len(t) >= CLEAN.min_chars and t == t.strip() for t in survivors)
+
+
+def test_phrases_follow_their_sentence_into_its_split() -> None:
+    from lmforge.data.cleaning import group_substrings
+
+    texts = ["a gripping , funny film", "gripping , funny", "funny", "a dull film", "dull film",
+             "film", "funniest"]
+    own = ["val", "train", "test", "train", "val", "val", "val"]
+    splits = dict(zip(texts, group_substrings(texts, own), strict=True))
+    # Roots (inside no longer text) keep their own split; their pieces follow them.
+    assert splits["a gripping , funny film"] == "val" and splits["a dull film"] == "train"
+    assert splits["gripping , funny"] == "val" and splits["funny"] == "val"
+    assert splits["dull film"] == "train"
+    # Inside a val root and a train root: train, or validation would hold a piece of training text.
+    assert splits["film"] == "train"
+    # Containment is by whole words: "funniest" is no piece of anything, so keeps its own split.
+    assert splits["funniest"] == "val"
+    reordered = texts[::-1]
+    again = dict(zip(reordered, group_substrings(reordered, own[::-1]), strict=True))
+    assert again == splits
+
+
+def test_grouped_split_leaves_given_splits_alone_and_still_balances() -> None:
+    records = [{"text": "the plot is thin", "label": 0, "split": "train"},
+               {"text": "plot is thin", "label": 0, "split": "train"},
+               {"text": "thin", "label": 0, "split": "train"},
+               {"text": "the plot is thin", "label": 0, "split": "train"},
+               {"text": "is thin", "label": 1, "split": "test"}]
+    drawn = set()
+    for seed in range(8):  # ungrouped, three texts at val_fraction 0.5 rarely agree 8 times
+        report = CleaningReport()
+        cfg = SplitConfig(val_fraction=0.5, test_fraction=0.1, seed=seed, group_substrings=True)
+        names = {(r["text"], r.get("split")): name
+                 for name, r in clean_and_split(records, CLEAN, cfg, report)}
+        # The given test row stays test, though it is a piece of a train text; the train rows
+        # form one group, whatever its root drew.
+        assert names[("is thin", "test")] == "test"
+        group = {names[(t, "train")] for t in ("the plot is thin", "plot is thin", "thin")}
+        assert len(group) == 1, (seed, names)
+        drawn |= group
+        assert report.kept == 4 and dict(report.dropped) == {"duplicate": 1}
+        report.check_balance()
+    assert drawn == {"train", "val"}

@@ -60,6 +60,14 @@ def test_shared_sst2_reads_in_full(shared_data_dir: Path, tmp_path: Path) -> Non
     cleaning = json.loads((tmp_path / "prepared/cleaning.json").read_text())
     assert cleaning["per_split"]["test"] == 872
     assert cleaning["input_rows"] == cleaning["kept"] + cleaning["dropped_total"]
+    # Every phrase of a training sentence is a row of train.tsv: validation must hold whole
+    # held-out sentences and their own phrases, never a piece of a training row.
+    train = [r["text"] for r in read_jsonl(tmp_path / "prepared/train.jsonl")]
+    val = [r["text"] for r in read_jsonl(tmp_path / "prepared/val.jsonl")]
+    haystack = "\n".join(f" {text} " for text in train)
+    inside = [text for text in val if f" {text} " in haystack]
+    assert not inside, f"{len(inside)} of {len(val)} validation rows are pieces of train rows"
+    assert cleaning["per_split"]["val"] > 0.03 * len(train)
 
 
 def test_a_predefined_split_needs_a_file_for_local_sources(tmp_path: Path) -> None:

@@ -92,6 +92,10 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
+    # Phrase-level data (SST-2: every phrase of every sentence is a row): a text found inside a
+    # longer text, as whole words, goes to that text's split, never held out apart from it.
+    # Holds the records in memory; enumerates every word span of each longest text.
+    group_substrings: bool = False
 
     def __post_init__(self) -> None:
         _check(0 < self.val_fraction < 1, "data.split.val_fraction", "must be in (0, 1)")

@@ -3,6 +3,11 @@
 Everything streams: records go through one at a time, and the only state that grows with the
 corpus is a map from 16-byte text digests to labels, for deduplication. Every dropped record is
 counted under a reason, so ``input = kept + sum(dropped)`` always holds and is reported.
+
+The one exception is ``data.split.group_substrings``: for phrase-level data such as SST-2, where
+every phrase of every training sentence is a row of its own, a phrase must follow its sentence
+into the same split, or validation measures recall of the training sentences. That needs every
+text at once, so those records are held in memory until the split is decided.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+from tqdm import tqdm
 
 from lmforge.config import CleanConfig, SplitConfig
 
@@ -75,6 +82,47 @@ class CleaningReport:
             raise AssertionError(f"cleaning lost rows: {self.as_dict()}")
 
 
+def group_substrings(texts: list[str], own: list[str]) -> list[str]:
+    """The split of every text when a text that occurs inside a longer one (as whole words) must
+    not be held out apart from it; ``own[i]`` is the split ``texts[i]`` takes on its own.
+
+    Roots — texts inside no longer text — keep their own split. Any other text goes to train if
+    a train root contains it (held out, it would be a piece of a training text), else to the
+    split of the first root, longest first, that contains it. Held-out rows are then whole
+    held-out texts and their own pieces, as a benchmark's dev sentences are. Texts are
+    whitespace-normalised, so a word span is a slice between two spaces.
+    """
+    index = {text: i for i, text in enumerate(texts)}
+    lengths = {text.count(" ") + 1 for text in texts}
+    splits: list[str | None] = [None] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), texts[i]))
+    for i in tqdm(order, desc="prepare (phrases follow their sentences)", unit=" texts",
+                  mininterval=1.0, disable=None):
+        if splits[i] is not None:
+            continue  # inside a longer text: placed when that text was
+        text, name = texts[i], own[i]
+        splits[i] = name
+        spaces = [m.start() for m in re.finditer(" ", text)]
+        starts, ends = [0] + [p + 1 for p in spaces], spaces + [len(text)]
+        for a, start in enumerate(starts):
+            for b in range(a, len(ends)):
+                if b - a + 1 not in lengths or (a, b) == (0, len(ends) - 1):
+                    continue
+                j = index.get(text[start:ends[b]])
+                if j is not None and (splits[j] is None or name == "train"):
+                    splits[j] = name
+    return splits
+
+
+def _own_split(text: str, given: str | None, cfg: SplitConfig) -> str:
+    if not given:
+        return assign_split(text, cfg)
+    if given == "train":
+        # A predefined train split still gives up its validation share, by the same hash.
+        return assign_split(text, cfg, holdout=("val",))
+    return given
+
+
 def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitConfig,
                     report: CleaningReport) -> Iterator[tuple[str, dict]]:
     """Yield ``(split, record)`` for every record that survives cleaning, counting the rest.
@@ -83,8 +131,27 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
     (characters, after normalisation), ``duplicate`` (same normalised text and label as an
     earlier record) and ``duplicate_label_conflict`` (same text, another label: the first wins,
     and the count tells the user their labels disagree). Deduplicating before the split is what
-    keeps any text out of two splits.
+    keeps any text out of two splits. With ``split.group_substrings`` the records whose split
+    prepare decides (no predefined split, or train) are split by :func:`group_substrings`.
     """
+    kept = _clean(records, clean, report)
+    if split.group_substrings:
+        kept = list(kept)
+        free = [i for i, record in enumerate(kept) if record.get("split") in (None, "", "train")]
+        texts = [kept[i]["text"] for i in free]
+        placed = dict(zip(free, group_substrings(
+            texts, [_own_split(kept[i]["text"], kept[i].get("split"), split) for i in free]),
+            strict=True))
+    else:
+        placed = {}
+    for i, record in enumerate(kept):
+        name = placed.get(i) or _own_split(record["text"], record.get("split"), split)
+        report.kept += 1
+        report.per_split[name] += 1
+        yield name, record
+
+
+def _clean(records: Iterable[dict], clean: CleanConfig, report: CleaningReport) -> Iterator[dict]:
     seen: dict[bytes, object] = {}
     for record in records:
         report.input_rows += 1
@@ -106,10 +173,4 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
             report.dropped[reason] += 1
             continue
         seen[digest] = label
-        name = record.get("split") or assign_split(text, split)
-        if name == "train" and record.get("split"):
-            # A predefined train split still gives up its validation share, by the same hash.
-            name = assign_split(text, split, holdout=("val",))
-        report.kept += 1
-        report.per_split[name] += 1
-        yield name, {**record, "text": text}
+        yield {**record, "text": text}
