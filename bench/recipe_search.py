@@ -39,7 +39,7 @@ DEFAULT_PRETRAIN = {"objective": "mlm", "steps": 0, "batch": 64, "seq": 64, "lr"
                     "disc_weight": 50.0, "dropout": None}
 DEFAULT_FINETUNE = {"lr": 2e-4, "epochs": 2, "batch": 64, "warmup": 0.05, "weight_decay": 0.01,
                     "pooling": "mean", "max_len": 66, "evals_per_epoch": 1,
-                    "group_by_length": True}
+                    "group_by_length": True, "layer_decay": 1.0}
 
 
 def schedule(optimizer, total: int, warmup_ratio: float):
@@ -50,10 +50,10 @@ def schedule(optimizer, total: int, warmup_ratio: float):
         optimizer, lambda step: warmup_linear(step, total, warmup, 0.0))
 
 
-def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98)):
+def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), layer_decay: float = 1.0):
     from lmforge.lit.optim import adamw, param_groups
 
-    return adamw(param_groups(model, weight_decay), lr=lr, betas=betas)
+    return adamw(param_groups(model, weight_decay, lr, layer_decay), lr=lr, betas=betas)
 
 
 def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int) -> dict:
@@ -178,7 +178,7 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     model.to(device)
     per_epoch = math.ceil(len(lengths) / spec["batch"])
     total = spec["epochs"] * per_epoch
-    optimizer = make_optimizer(model, spec["lr"], spec["weight_decay"])
+    optimizer = make_optimizer(model, spec["lr"], spec["weight_decay"], layer_decay=spec["layer_decay"])
     lr_schedule = schedule(optimizer, total, spec["warmup"])
     every = max(1, per_epoch // spec["evals_per_epoch"])
     history, best = [], None

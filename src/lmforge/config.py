@@ -154,6 +154,9 @@ class OptimConfig:
     warmup_ratio: float = 0.06
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    # Layer-wise lr decay for finetuning a pretrained encoder: block i of L trains at
+    # lr * layer_decay ** (L - i), the embeddings at lr * layer_decay ** (L + 1). 1.0 turns it off.
+    layer_decay: float = 1.0
 
     def check(self, prefix: str) -> None:
         """Validate under the key the user wrote: called by the parents, ``optim`` from
@@ -166,6 +169,7 @@ class OptimConfig:
         _check(0 <= self.warmup_ratio < 1, f"{prefix}.warmup_ratio", "must be in [0, 1)")
         _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
+        _check(0 < self.layer_decay <= 1, f"{prefix}.layer_decay", "must be in (0, 1] (1 turns it off)")
 
 
 # Masked LM (BERT), replaced-token detection (ELECTRA), next-token prediction (GPT).
@@ -211,9 +215,14 @@ class FinetuneConfig:
     max_len: int = 128
     # Batch texts of similar length together (less padding: ~3x fewer tokens on SST-2).
     group_by_length: bool = True
+    # Validate (and keep the best checkpoint, count patience) this many times per epoch: 0.5
+    # scores every half epoch. A fraction of an epoch, as Lightning's val_check_interval.
+    val_check_interval: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
+        _check(0 < self.val_check_interval <= 1, "finetune.val_check_interval",
+               "a fraction of an epoch in (0, 1], e.g. 0.5 to validate every half epoch")
         _check(self.max_epochs > 0, "finetune.max_epochs", "must be positive")
         _check(self.pooling in ("mean", "cls"), "finetune.pooling", "use mean or cls")
         _check(self.patience >= 0, "finetune.patience", "must be >= 0")

@@ -113,7 +113,8 @@ def run(cfg: Config) -> float:
                      StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
                      CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)]
         trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
-                                max_epochs=f.max_epochs, gradient_clip_val=cfg.optim.grad_clip or None)
+                                max_epochs=f.max_epochs, val_check_interval=f.val_check_interval,
+                                gradient_clip_val=cfg.optim.grad_clip or None)
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         best_path = checkpoints.best_model_path
         if best_path:
