@@ -58,3 +58,14 @@ def test_layer_depth_reads_block_numbers() -> None:
     assert layer_depth("encoder.blocks.0.attn.qkv.weight", 4) == 1
     assert layer_depth("encoder.blocks.11.attn.qkv.weight", 12) == 12
     assert layer_depth("classifier.bias", 4) == 5
+
+
+def test_layer_decay_is_checked_and_kept_to_finetuning() -> None:
+    from lmforge.config import OptimConfig
+    from lmforge.errors import UserError
+
+    OptimConfig(layer_decay=0.8).check("optim")
+    with pytest.raises(UserError, match=r"'optim.layer_decay': must be in \(0, 1\]"):
+        OptimConfig(layer_decay=0.0).check("optim")
+    with pytest.raises(UserError, match="'pretrain.optim.layer_decay': layer-wise decay is for finetuning"):
+        OptimConfig(layer_decay=0.8).check("pretrain.optim")

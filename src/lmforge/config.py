@@ -170,6 +170,8 @@ class OptimConfig:
         _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
         _check(0 < self.layer_decay <= 1, f"{prefix}.layer_decay", "must be in (0, 1] (1 turns it off)")
+        _check(prefix == "optim" or self.layer_decay == 1, f"{prefix}.layer_decay",
+               "layer-wise decay is for finetuning a pretrained encoder; set optim.layer_decay")
 
 
 # Masked LM (BERT), replaced-token detection (ELECTRA), next-token prediction (GPT).
