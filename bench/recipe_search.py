@@ -135,6 +135,19 @@ def score(model, loader, device) -> tuple[float, float]:
     return float((pred == gold).float().mean()), sum(f1s) / len(f1s)
 
 
+def whole_texts(path: Path):
+    """A boolean mask over the rows of a prepared split: True where the text is no word span of
+    another text of the split. None when the file is not there (shards without ``../prepared``)."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    haystack = "\n".join(f" {text} " for text in texts)
+    return np.array([haystack.count(f" {text} ") == 1 for text in texts])
+
+
 def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dict | None) -> dict:
     """The finetune stage's loop: shuffled records, padded per batch, best epoch by val F1."""
     from torch.utils.data import DataLoader
@@ -145,6 +158,11 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
 
     splits = {name: LabelledRecords(TokenShards(shards, name), spec["max_len"])
               for name in ("train", "val", "test")}
+    sentences = whole_texts(Path(shards).parent / "prepared" / "val.jsonl")
+    if sentences is not None and len(sentences) == len(splits["val"]):
+        # Validation rows that are no piece of another validation row (SST-2: its sentences).
+        splits["val_sentences"] = LabelledRecords(TokenShards(shards, "val"), spec["max_len"])
+        splits["val_sentences"].rows = splits["val"].rows[sentences]
     pad = splits["train"].pad
     labels = len(splits["train"].shards.meta["labels"])
 
@@ -198,6 +216,8 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
                 test_acc, test_f1 = score(model, loader("test"), device)
                 point = {"step": step, "epoch": round(step / per_epoch, 2), "val_acc": val_acc,
                          "val_f1": val_f1, "test_acc": test_acc, "test_f1": test_f1}
+                if "val_sentences" in splits:
+                    point["val_sentences_acc"], _ = score(model, loader("val_sentences"), device)
                 history.append(point)
                 if best is None or val_f1 > best["val_f1"]:
                     best = point
