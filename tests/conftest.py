@@ -115,6 +115,24 @@ def wait_until_up(server, url: str, log: Path, seconds: float) -> None:
         time.sleep(1)
 
 
+@pytest.fixture
+def tiny_stage_config(tiny_project: Path, tmp_path: Path):
+    """Make an ``experiment=tiny`` config, composed from tiny_project's conf/ with extra
+    overrides, whose ``outputs`` and MLflow store lie under ``tmp_path``: a stage run on
+    tiny_project (inside ``contextlib.chdir(tiny_project)``) that leaves the project's own outputs
+    alone. Leave ``pretrained`` out of ``outputs`` to finetune tiny_project's pretrained encoder."""
+    from hydra import compose, initialize_config_dir
+
+    from lmforge.config import validate
+
+    def make(*overrides: str, outputs=("pretrained", "finetuned", "metrics", "plots", "checkpoints")):
+        paths = [f"paths.{key}={tmp_path / key}" for key in outputs]
+        with initialize_config_dir(str(tiny_project / "conf"), version_base="1.3"):
+            return validate(compose("config", overrides=[*tiny_overrides(tmp_path), *overrides, *paths]))
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
     """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""

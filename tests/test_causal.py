@@ -4,8 +4,8 @@ and the pretrain stage picks it by config and hands finetuning a causal encoder.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -98,23 +98,12 @@ def test_clm_learns_a_sequence_it_can_only_predict_from_the_left() -> None:
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_pretrain_stage_runs_clm_by_config_and_finetune_loads_its_encoder(tiny_project: Path,
-                                                                          tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
+def test_pretrain_stage_runs_clm_by_config_and_finetune_loads_its_encoder(
+        tiny_project: Path, tmp_path: Path, tiny_stage_config) -> None:
     from lmforge import finetune, pretrain
-    from lmforge.config import validate
 
-    out = {key: str(tmp_path / key) for key in ("pretrained", "finetuned", "metrics", "plots",
-                                                "checkpoints")}
-    overrides = ["experiment=tiny", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                 "pretrain=clm", "model.causal=true", "finetune.max_epochs=1",
-                 *(f"paths.{key}={value}" for key, value in out.items())]
-    with initialize_config_dir(str(tiny_project / "conf"), version_base="1.3"):
-        cfg = validate(compose("config", overrides=overrides))
-    previous = Path.cwd()
-    os.chdir(tiny_project)
-    try:
+    cfg = tiny_stage_config("pretrain=clm", "model.causal=true", "finetune.max_epochs=1")
+    with contextlib.chdir(tiny_project):
         pretrain.run(cfg)
         metrics = json.loads((tmp_path / "metrics" / "pretrain.json").read_text())
         assert metrics["steps"] == cfg.pretrain.max_steps
@@ -122,8 +111,6 @@ def test_pretrain_stage_runs_clm_by_config_and_finetune_loads_its_encoder(tiny_p
         saved = json.loads((tmp_path / "pretrained" / "config.json").read_text())
         assert saved["causal"] is True
         finetune.run(cfg)
-    finally:
-        os.chdir(previous)
     finetuned = json.loads((tmp_path / "finetuned" / "config.json").read_text())
     assert finetuned["model"]["causal"] is True
     meta = json.loads((tmp_path / "finetuned" / "meta.json").read_text())

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,24 +12,15 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 
-def test_half_epoch_validation_scores_twice_per_epoch(tiny_project: Path, tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
+def test_half_epoch_validation_scores_twice_per_epoch(tiny_project: Path, tmp_path: Path,
+                                                       tiny_stage_config) -> None:
     from lmforge import finetune
-    from lmforge.config import validate
 
-    out = {key: str(tmp_path / key) for key in ("finetuned", "metrics", "plots", "checkpoints")}
-    overrides = ["experiment=tiny", f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                 "finetune.max_epochs=2", "finetune.patience=10", "finetune.val_check_interval=0.5",
-                 *(f"paths.{key}={value}" for key, value in out.items())]
-    with initialize_config_dir(str(tiny_project / "conf"), version_base="1.3"):
-        cfg = validate(compose("config", overrides=overrides))
-    previous = Path.cwd()
-    os.chdir(tiny_project)
-    try:
+    cfg = tiny_stage_config("finetune.max_epochs=2", "finetune.patience=10",
+                            "finetune.val_check_interval=0.5",
+                            outputs=("finetuned", "metrics", "plots", "checkpoints"))
+    with contextlib.chdir(tiny_project):
         best = finetune.run(cfg)
-    finally:
-        os.chdir(previous)
     rows = list(csv.DictReader((tmp_path / "plots" / "finetune_curves.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "0", "1", "1"]
     steps = [int(r["step"]) for r in rows]
