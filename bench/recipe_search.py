@@ -140,10 +140,11 @@ def whole_texts(path: Path):
     another text of the split. None when the file is not there (shards without ``../prepared``)."""
     import numpy as np
 
+    from lmforge.io import read_jsonl
+
     if not path.is_file():
         return None
-    with path.open(encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f]
+    texts = [record["text"] for record in read_jsonl(path)]
     haystack = "\n".join(f" {text} " for text in texts)
     return np.array([haystack.count(f" {text} ") == 1 for text in texts])
 
