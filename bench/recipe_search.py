@@ -28,6 +28,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -36,10 +37,10 @@ DEFAULT_MODEL = {"d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "max
                  "dropout": 0.1}
 DEFAULT_PRETRAIN = {"objective": "mlm", "steps": 0, "batch": 64, "seq": 64, "lr": 1e-3,
                     "mask_rate": 0.15, "warmup": 0.06, "weight_decay": 0.01, "generator_layers": 1,
-                    "disc_weight": 50.0, "dropout": None}
+                    "disc_weight": 50.0, "dropout": None, "text": "all"}
 DEFAULT_FINETUNE = {"lr": 2e-4, "epochs": 2, "batch": 64, "warmup": 0.05, "weight_decay": 0.01,
                     "pooling": "mean", "max_len": 66, "evals_per_epoch": 1,
-                    "group_by_length": True, "layer_decay": 1.0}
+                    "group_by_length": True, "layer_decay": 1.0, "ema": 0.0}
 
 
 def schedule(optimizer, total: int, warmup_ratio: float):
@@ -69,6 +70,13 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
     shard = TokenShards(shards, "train")
     special = shard.meta["special_ids"]
     data = PackedSequences(shard, spec["seq"])
+    if spec["text"] == "roots":  # only the texts inside no other one: each sentence once, no pieces
+        keep = whole_texts(Path(shards).parent / "prepared" / "train.jsonl")
+        if keep is None or len(keep) != len(shard.offsets) - 1:
+            raise RuntimeError("text=roots needs the prepared train split beside the shards")
+        starts, ends = shard.offsets[:-1][keep], shard.offsets[1:][keep]
+        rows = [shard.ids[a:b] for a, b in zip(starts, ends, strict=True)]
+        data.stream = np.concatenate([np.append(r, special["sep"]) for r in rows]).astype(np.int64)
     cfg = replace(model_cfg, dropout=spec["dropout"]) if spec["dropout"] is not None else model_cfg
     if spec["objective"] == "clm":  # as LitMaskedLM: next-token prediction needs causal attention
         cfg = replace(cfg, causal=True)
@@ -138,15 +146,15 @@ def score(model, loader, device) -> tuple[float, float]:
 def whole_texts(path: Path):
     """A boolean mask over the rows of a prepared split: True where the text is no word span of
     another text of the split. None when the file is not there (shards without ``../prepared``)."""
-    import numpy as np
-
+    from lmforge.data.cleaning import group_substrings
     from lmforge.io import read_jsonl
 
     if not path.is_file():
         return None
     texts = [record["text"] for record in read_jsonl(path)]
-    haystack = "\n".join(f" {text} " for text in texts)
-    return np.array([haystack.count(f" {text} ") == 1 for text in texts])
+    # Each text its own split: a text inside a longer one is sent to that one's split.
+    own = [str(i) for i in range(len(texts))]
+    return np.array([placed == mine for placed, mine in zip(group_substrings(texts, own), own, strict=True)])
 
 
 def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dict | None) -> dict:
@@ -200,6 +208,12 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     optimizer = make_optimizer(model, spec["lr"], spec["weight_decay"], layer_decay=spec["layer_decay"])
     lr_schedule = schedule(optimizer, total, spec["warmup"])
     every = max(1, per_epoch // spec["evals_per_epoch"])
+    averaged = None
+    if spec["ema"]:  # scored instead of the live weights: an exponential moving average of them
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(spec["ema"]))
+    scored = model if averaged is None else averaged.module
     history, best = [], None
     step = 0
     for _epoch in range(spec["epochs"]):
@@ -211,14 +225,16 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             lr_schedule.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
             if step % every == 0 or step == total:
-                val_acc, val_f1 = score(model, loader("val"), device)
-                test_acc, test_f1 = score(model, loader("test"), device)
+                val_acc, val_f1 = score(scored, loader("val"), device)
+                test_acc, test_f1 = score(scored, loader("test"), device)
                 point = {"step": step, "epoch": round(step / per_epoch, 2), "val_acc": val_acc,
                          "val_f1": val_f1, "test_acc": test_acc, "test_f1": test_f1}
                 if "val_sentences" in splits:
-                    point["val_sentences_acc"], _ = score(model, loader("val_sentences"), device)
+                    point["val_sentences_acc"], _ = score(scored, loader("val_sentences"), device)
                 history.append(point)
                 if best is None or val_f1 > best["val_f1"]:
                     best = point
@@ -289,7 +305,13 @@ def table(paths: list[Path]) -> str:
                 continue
             for ft in result["finetunes"]:
                 spec = {**DEFAULT_FINETUNE, **ft["finetune"]}
-                key = (path.stem, result["name"], spec["lr"], spec["epochs"])
+                # Finetuning settings other than lr and epochs that are not the defaults, so that
+                # two finetunes of one encoder (say with and without "ema") keep a row each.
+                extra = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in ft["finetune"].items()
+                                  if k not in ("lr", "epochs") and v != DEFAULT_FINETUNE.get(k))
+                name = f"{result['name']} ({extra})" if extra else result["name"]
+                key = (path.stem, name, spec["lr"], spec["epochs"])
                 rows[key][result["seed"]] = ft["best"]["test_acc"]
                 curve = result.get("mlm_loss_curve")
                 loss[key] = curve[-1][1] if curve else None
