@@ -10,9 +10,11 @@ tokens/s and the minutes the CPU run may spend (the grid file says how it was do
     python bench/recipe_search.py --shards data/shards --grid bench/grids/sst2.json \\
         --device cuda --jobs 8 --out reports/recipe_search.json
 
-Each trial: optional pretraining (``objective`` mlm, electra or clm), then one or more finetuning
-runs from that encoder (or from scratch), each scored on the val split after every epoch; the
-test accuracy/F1 reported is that of the epoch with the best val F1, as the finetune stage does.
+Each trial: optional pretraining (``objective`` mlm, electra or clm; ``"text": "roots"`` for only
+the texts that lie inside no other one), then one or more finetuning runs from that encoder (or
+from scratch; ``layer_decay``, ``ema`` to score a moving average of the weights), each scored on
+the val split ``evals_per_epoch`` times an epoch; the test accuracy/F1 reported is that of the
+check with the best val F1, as the finetune stage does.
 No Lightning, Hydra or MLflow: only torch and lmforge's plain modules, so it runs on a bare
 PyTorch image. Not part of the pipeline; a tool for choosing a conf/experiment/*.yaml.
 """
