@@ -22,6 +22,7 @@ PyTorch image. Not part of the pipeline; a tool for choosing a conf/experiment/*
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -76,9 +77,8 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
         keep = whole_texts(Path(shards).parent / "prepared" / "train.jsonl")
         if keep is None or len(keep) != len(shard.offsets) - 1:
             raise RuntimeError("text=roots needs the prepared train split beside the shards")
-        starts, ends = shard.offsets[:-1][keep], shard.offsets[1:][keep]
-        rows = [shard.ids[a:b] for a, b in zip(starts, ends, strict=True)]
-        data.stream = np.concatenate([np.append(r, special["sep"]) for r in rows]).astype(np.int64)
+        # The packed stream holds each record followed by its [SEP]: keep the kept records' spans.
+        data.stream = data.stream[np.repeat(keep, np.diff(shard.offsets) + 1)]
     cfg = replace(model_cfg, dropout=spec["dropout"]) if spec["dropout"] is not None else model_cfg
     if spec["objective"] == "clm":  # as LitMaskedLM: next-token prediction needs causal attention
         cfg = replace(cfg, causal=True)
@@ -145,9 +145,11 @@ def score(model, loader, device) -> tuple[float, float]:
     return float((pred == gold).float().mean()), sum(f1s) / len(f1s)
 
 
+@functools.lru_cache(maxsize=4)
 def whole_texts(path: Path):
     """A boolean mask over the rows of a prepared split: True where the text is no word span of
-    another text of the split. None when the file is not there (shards without ``../prepared``)."""
+    another text of the split. None when the file is not there (shards without ``../prepared``).
+    Cached: every finetune of a trial asks for the same validation split."""
     from lmforge.data.cleaning import group_substrings
     from lmforge.io import read_jsonl
 
