@@ -250,6 +250,7 @@ def test_target_loss_and_log_likelihood_score_only_the_targets() -> None:
     torch.testing.assert_close(alone_ll[0], log_likelihood[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_target_loss_trains_a_copy_task() -> None:
     """Source -> the same tokens reversed: learnable only by reading the whole source."""
     torch.manual_seed(0)
@@ -306,7 +307,7 @@ def test_cached_and_uncached_decoding_give_the_same_tokens(mode: str, prefix_lm:
 
 def test_a_prompt_decodes_the_same_alone_and_in_a_batch() -> None:
     model = stopping_model()
-    for options in ({}, {"num_beams": 3}, {"prefix_lm": True}):
+    for options in ({}, {"num_beams": 3, "prefix_lm": True}):
         batched = generate(model, PROMPTS, max_new_tokens=10, **options)
         for i, prompt in enumerate(PROMPTS):
             alone = generate(model, [prompt], max_new_tokens=10, **options)
