@@ -45,6 +45,7 @@ mlflow-ui: $(STAMP) ## open the MLflow UI on the project's store at http://127.0
 bench: $(STAMP) ## benchmarks against peers measured in the same run (see README)
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
 	$(BIN)/python bench/pretrain_throughput.py
+	$(BIN)/python bench/generate_throughput.py
 	$(BIN)/python bench/data_path.py
 	$(BIN)/python bench/startup.py
 

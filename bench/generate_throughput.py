@@ -172,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
           f"vocab {args.vocab}, d {args.width}, L {args.layers}, H {args.heads}, FFN {args.ffn}, "
           f"context {args.context}, prompt {args.prompt_len} + {n} new tokens, greedy, KV cache, "
           f"median of {args.runs} runs")
-    print(f"{'model':<20} {'params':>10} {'batch':>5} {'new tok/s':>10} {'run s':>8}")
+    # The spread of the runs shows how steady the machine was (a shared one is not).
+    print(f"{'model':<20} {'params':>10} {'batch':>5} {'new tok/s':>10} {'run s':>8} "
+          f"{'runs min-max s':>15}")
     for res in results:
         print(f"{res.name:<20} {res.params:>10,} {res.batch:>5} {res.new_tokens_per_s:>10.0f} "
-              f"{res.run_s:>8.2f}")
+              f"{res.run_s:>8.2f} {min(res.runs):>7.2f}-{max(res.runs):<7.2f}")
     ratios: dict[int, float] = {}
     if peer is not None:
         by_key = {(r.name, r.batch): r for r in results}

@@ -410,3 +410,21 @@ def test_generate_validates_its_options_and_restores_training_mode() -> None:
     with pytest.raises(ValueError, match="prompt 0 is empty"):
         generate(model, [[]])
     assert generate(model, PROMPTS[:2], max_new_tokens=0).stop_reasons == ["max_new_tokens"] * 2
+
+
+def test_decoding_modules_do_not_import_training_frameworks() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    code = ("import lmforge.models.generation, lmforge.data.prefix_lm, sys; "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'lightning', 'hydra', 'mlflow', 'pytorch_lightning', 'transformers'}); "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
