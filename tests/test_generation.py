@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data.masking import next_token_targets
-from lmforge.data.prefix_lm import IGNORE_INDEX, text_to_text_batch
+from lmforge.data.prefix_lm import IGNORE_INDEX, text_to_text_batch, text_to_text_prompt
 from lmforge.models.decoder import PrefixLM, prefix_lm_mask
 from lmforge.models.generation import EOS_ID, DecodingConfig, generate
 from lmforge.models.transformer import Encoder, KVCache, MaskedLM, TransformerConfig
@@ -223,6 +223,16 @@ def test_text_to_text_batch_on_a_hand_worked_example() -> None:
         text_to_text_batch([[10, 11], [12]], [[20, 21, 22], []], max_len=7)
     with pytest.raises(ValueError, match="2 sources but 1 targets"):
         text_to_text_batch([[1], [2]], [[3]])
+
+
+def test_a_prompt_is_framed_as_the_training_prefix() -> None:
+    batch = text_to_text_batch([[10, 11, 12]], [[20]])
+    prompt = text_to_text_prompt([10, 11, 12])
+    assert prompt == batch.input_ids[0][batch.prefix_mask[0]].tolist() == [CLS, 10, 11, 12, SEP]
+    assert text_to_text_prompt([10, 11, 12, 13], max_len=8, max_new_tokens=4) == [CLS, 10, 11,
+                                                                                  SEP]
+    with pytest.raises(ValueError, match="leaves no room"):
+        text_to_text_prompt([10], max_len=4, max_new_tokens=3)
 
 
 def test_target_loss_and_log_likelihood_score_only_the_targets() -> None:

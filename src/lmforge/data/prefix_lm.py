@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "TextToTextBatch", "text_to_text_batch"]
+__all__ = ["IGNORE_INDEX", "TextToTextBatch", "text_to_text_batch", "text_to_text_prompt"]
 
 IGNORE_INDEX = -100  # no loss at this position (F.cross_entropy's default ignore_index)
 
@@ -88,3 +88,26 @@ def text_to_text_batch(
     lengths_t = torch.as_tensor(lengths)
     attention_mask = torch.arange(t)[None, :] < lengths_t[:, None]
     return TextToTextBatch(input_ids, attention_mask, prefix_mask, labels)
+
+
+def text_to_text_prompt(source: Sequence[int], *, max_len: int | None = None,
+                        max_new_tokens: int = 0, special: Mapping[str, int] | None = None
+                        ) -> list[int]:
+    """The decoding prompt of a source, framed as in training: ``[CLS] source [SEP]``.
+
+    With ``max_len`` (the model's context), the source is cut from the end so that the prompt
+    leaves room for ``max_new_tokens`` (:func:`lmforge.models.generation.generate` stops a row
+    at the context limit otherwise). Returns the ids; ``len(result) - 2`` of the source kept.
+    """
+    if special is None:
+        from lmforge.data.tokenization import special_ids
+
+        special = special_ids()
+    source = list(source)
+    if max_len is not None:
+        budget = max_len - max_new_tokens - 2
+        if budget < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for [CLS] [SEP] "
+                             f"in max_len={max_len}")
+        source = source[:budget]
+    return [special["cls"], *source, special["sep"]]
