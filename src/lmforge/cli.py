@@ -23,8 +23,8 @@ from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
 
-CONFIG_GROUPS = ("data", "tokenizer", "model", "pretrain", "finetune", "optim", "trainer",
-                 "logger", "eval", "experiment", "hparams_search")
+CONFIG_GROUPS = ("data", "tokenizer", "model", "pretrain", "finetune", "task", "generate", "optim",
+                 "trainer", "logger", "eval", "experiment", "hparams_search")
 
 
 def find_root(start: Path | None = None) -> Path:

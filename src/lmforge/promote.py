@@ -1,7 +1,8 @@
 """Point a Model Registry alias at the best finetuned classifier: ``python -m lmforge.promote``.
 
 Picks, among the finished finetune runs that registered a model version, the one with the highest
-``best_val_f1`` (validation macro F1), within a sweep (``--sweep latest`` or ``--sweep RUN_ID``
+figure its task is judged by (``best_val_f1``, validation macro F1, for a classifier; the lowest
+``best_val_loss`` for a text-to-text model), within a sweep (``--sweep latest`` or ``--sweep RUN_ID``
 of its parent run) or within the whole finetune experiment, and sets the alias on its version:
 
     python -m lmforge.promote                       # alias "champion", best of the experiment
@@ -21,7 +22,26 @@ from typing import Any
 from lmforge.config import Config, LoggerConfig
 from lmforge.errors import UserError
 
+# Finetune runs carry the figure their task is judged by (tags lmforge.objective and
+# lmforge.objective_mode: best_val_f1, max for classifiers); runs from before tasks existed are
+# classifiers.
 METRIC = "best_val_f1"
+
+
+def run_objective(run: Any) -> tuple[str, str]:
+    """``(metric, "max" | "min")`` a finetune run is ranked by."""
+    tags = run.data.tags
+    return tags.get("lmforge.objective", METRIC), tags.get("lmforge.objective_mode", "max")
+
+
+def ranked(runs: list) -> list:
+    """Runs that logged their objective, best first (all runs of one task share it)."""
+    scored = [r for r in runs if run_objective(r)[0] in r.data.metrics]
+    if not scored:
+        return []
+    metric, mode = run_objective(scored[0])
+    scored = [r for r in scored if run_objective(r)[0] == metric]
+    return sorted(scored, key=lambda r: r.data.metrics[metric], reverse=mode == "max")
 
 
 @dataclass
@@ -31,6 +51,7 @@ class Promotion:
     version: str
     run_id: str
     score: float
+    metric: str = METRIC
 
 
 def _sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
@@ -63,17 +84,15 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     if sweep:
         parent = _sweep_parent(client, experiment.experiment_id, sweep)
         query += f" and tags.mlflow.parentRunId = '{parent}'"
-    runs = client.search_runs([experiment.experiment_id], filter_string=query,
-                              order_by=[f"metrics.{METRIC} DESC"], max_results=1000)
-    for run in runs:
-        if METRIC not in run.data.metrics:
-            continue
+    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=1000)
+    for run in ranked(runs):
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
         if versions:
             version = max(versions, key=lambda v: int(v.version))
             client.set_registered_model_alias(name, alias, version.version)
+            metric = run_objective(run)[0]
             return Promotion(name, alias, str(version.version), run.info.run_id,
-                             run.data.metrics[METRIC])
+                             run.data.metrics[metric], metric)
     where = f"sweep {sweep}" if sweep else f"experiment {experiment.name}"
     raise UserError(f"no finished finetune run with a registered '{name}' version in {where}")
 
@@ -100,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     print(f"promote: {done.model}@{done.alias} -> version {done.version} (run {done.run_id}, "
-          f"{METRIC} {done.score:.4f})")
+          f"{done.metric} {done.score:.4f})")
     return 0
 
 
