@@ -10,6 +10,7 @@ that finetuning should start from scratch, so the ablation changes nothing else.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -128,6 +129,8 @@ def run(cfg: Config) -> None:
             torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
             if p.objective != "electra":  # the whole LM (head too), where text-to-text starts
                 torch.save(module.model.state_dict(), out / "lm.pt")
+            # A self-contained folder: `python -m lmforge.generate` continues text with it.
+            shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
             write_json(out / "config.json", asdict(module.model_cfg))
             write_json(out / "meta.json", {"enabled": True, "pipeline_id": pipeline,
                                            "mlflow_run_id": run.info.run_id, **metrics})

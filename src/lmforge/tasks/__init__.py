@@ -107,7 +107,8 @@ def finetuned_task(folder: Path) -> Task:
 
     from lmforge.errors import UserError
 
+    for name in ("model.pt", "config.json"):
+        if not (Path(folder) / name).is_file():
+            raise UserError(f"{Path(folder) / name} is missing; run the finetune stage first")
     config = Path(folder) / "config.json"
-    if not config.is_file():
-        raise UserError(f"{config} is missing; run the finetune stage first")
     return get_task(json.loads(config.read_text()).get("task", "classification"))
