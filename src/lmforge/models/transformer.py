@@ -7,7 +7,9 @@ Deliberately free of Lightning, Hydra and MLflow so it can be used from a notebo
 
 Contents: :class:`TransformerConfig`, :class:`Encoder` (pre-LN blocks), :class:`MaskedLM` (MLM
 pretraining head, computed only at masked positions), :class:`SequenceClassifier` (finetuning
-head), plus :func:`training_flops_per_token` and :func:`measure_matmul_peak_flops` for MFU.
+head), :class:`KVCache` (keys and values kept between incremental decoding steps, used by
+:class:`lmforge.models.decoder.PrefixLM`), plus :func:`training_flops_per_token` and
+:func:`measure_matmul_peak_flops` for MFU.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "MLP",
     "Block",
     "Encoder",
+    "KVCache",
     "MaskedLM",
     "SelfAttention",
     "SequenceClassifier",
@@ -77,6 +80,51 @@ class TransformerConfig:
         return self.d_model // self.n_heads
 
 
+class KVCache:
+    """Keys and values of every layer for incremental (token-by-token) decoding.
+
+    Preallocated to ``capacity`` positions per row, one ``[B, H, capacity, head_dim]`` buffer per
+    layer for keys and one for values: a decoding step writes its new keys in place instead of
+    concatenating (which would copy the whole cache at every step). ``length`` is how many
+    columns are filled; every row has the same number of columns (left-pad rows of different
+    lengths). :meth:`select` keeps/reorders rows (beam search, dropping finished rows).
+    """
+
+    def __init__(self, cfg: TransformerConfig, batch_size: int, capacity: int, *,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        if batch_size < 1 or capacity < 1:
+            raise ValueError(f"KVCache needs batch_size >= 1 and capacity >= 1, got "
+                             f"{batch_size} and {capacity}")
+        shape = (batch_size, cfg.n_heads, capacity, cfg.head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``/``v`` [B, H, t, hd] after the filled columns of ``layer`` and return that
+        layer's keys and values so far (views, [B, H, length + t, hd]). :meth:`advance` moves
+        ``length`` once every layer has been written."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KVCache is full: {end} columns needed, capacity {self.capacity}; "
+                             "allocate a larger cache")
+        keys, values = self.keys[layer], self.values[layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep rows ``rows`` (long [B'], may repeat or reorder) of every layer, in place."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: bidirectional, or causal when ``cfg.causal``.
 
@@ -93,15 +141,22 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x``: [B, T, D]; ``key_mask``: bool, broadcastable to [B, 1, T, T] (True = attend),
-        or None."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """``x``: [B, T, D]; ``key_mask``: bool, broadcastable to [B, 1, T, T_keys] (True =
+        attend), or None; ``cache``: keys/values of earlier positions (``layer`` indexes it),
+        which this call extends by T, so ``T_keys = cache.length + T``."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         # A padded causal batch arrives with the causal triangle already in key_mask (Encoder);
-        # an unpadded one lets SDPA apply it, with a kernel that skips the masked half.
+        # an unpadded one lets SDPA apply it, with a kernel that skips the masked half. SDPA's
+        # is_causal aligns the triangle top-left, which is only right while no earlier keys are
+        # cached; a cached step without a mask is a single query, which may see every key.
+        is_causal = self.causal and key_mask is None and (cache is None or cache.length == 0)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, is_causal=self.causal and key_mask is None,
+            q, k, v, attn_mask=key_mask, is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(b, t, d)
@@ -130,8 +185,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), key_mask)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_mask, cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -168,32 +224,53 @@ class Encoder(nn.Module):
         _init_weights(self, cfg.n_layers)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        key_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
 
         Returns hidden states [B, T, D]. Pass ``attention_mask=None`` for unpadded (packed)
         batches: SDPA then gets no mask and can use its fastest kernel. Hidden states at padded
         positions, and for rows with no real token at all, are finite but meaningless.
+
+        For decoding (:class:`lmforge.models.decoder.PrefixLM`): ``key_mask`` is a complete
+        visibility mask, bool broadcastable to [B, 1, T, T_keys] (True = query may attend to
+        key), used instead of one built from ``attention_mask``; ``position_ids`` long [B, T]
+        replaces ``cache.length + arange(T)`` (the caller keeps them below ``max_len``);
+        ``cache`` holds earlier positions' keys and values (``T_keys = cache.length + T``) and
+        is extended by this call.
         """
         t = input_ids.shape[1]
-        if t > self.cfg.max_len:
-            raise ValueError(
-                f"sequence length {t} exceeds TransformerConfig.max_len={self.cfg.max_len}; "
-                "truncate the input or raise max_len"
-            )
-        key_mask = None
-        if attention_mask is not None:
+        past = 0 if cache is None else cache.length
+        if position_ids is None:
+            if past + t > self.cfg.max_len:
+                raise ValueError(
+                    f"sequence length {past + t} exceeds TransformerConfig.max_len="
+                    f"{self.cfg.max_len}; truncate the input or raise max_len"
+                )
+            pos = torch.arange(past, past + t, device=input_ids.device)
+        else:  # not checked here: that would cost a device sync per decoding step
+            pos = position_ids
+        if key_mask is None and attention_mask is not None:
+            if past:
+                raise ValueError("Encoder: with a non-empty cache pass key_mask (the mask of "
+                                 "the new queries over every cached key), not attention_mask")
             # [B, 1, 1, T] broadcasts over heads and query positions: a padded key is hidden
             # from every query, which is all that is needed for padded positions not to leak.
             key_mask = attention_mask.to(torch.bool)[:, None, None, :]
             if self.cfg.causal:  # built once here rather than in every block
                 key_mask = key_mask & torch.ones(t, t, dtype=torch.bool,
                                                  device=input_ids.device).tril()
-        pos = torch.arange(t, device=input_ids.device)
         x = self.dropout(self.tok_emb(input_ids) + self.pos_emb(pos))
-        for block in self.blocks:
-            x = block(x, key_mask)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, key_mask, cache, layer)
+        if cache is not None:
+            cache.advance(t)
         return self.ln_f(x)
 
 
