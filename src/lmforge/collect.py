@@ -32,10 +32,6 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
         return kind, {"top_k": source.top_k, "stdlib_dir": source.path,
                       "target_column": source.target_column}
     options.pop("top_k")
-    if source.target_column is not None or source.parallel is not None:
-        # Text-to-text records have a target, not a label; the default label_column ("label")
-        # names no column of such data.
-        options["label_column"] = None
     if kind == "hf" and source.path:
         # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
         kind = "local"
@@ -43,7 +39,12 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
         options.pop("split")
     if kind == "url" and not options["cache_dir"]:
         options["cache_dir"] = str(Path.home() / ".cache" / "lmforge" / "downloads")
-    return kind, {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None}
+    if source.target_column is not None or source.parallel is not None:
+        # Text-to-text records have a target, not a label; the default label_column ("label")
+        # names no column of such data. None (not absent) tells the reader: no label.
+        options["label_column"] = None
+    return kind, options
 
 
 def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
