@@ -202,6 +202,23 @@ def test_prepare_writes_pairs_without_labels(tmp_path: Path) -> None:
     assert {r["target"] for r in kept} == {f"target {i}" for i in range(40)}
 
 
+def test_prepare_stops_when_most_targets_are_empty(tmp_path: Path) -> None:
+    rows = [{"text": f"source sentence number {i}", "target": "" if i % 4 else "t"}
+            for i in range(40)]
+    cfg = config(tmp_path, "data.source.kind=local", "data.source.path=pairs.csv",
+                 "data.source.target_column=title", "data.clean.min_chars=5")
+    with working_dir(tmp_path):
+        Path(cfg.paths.raw).mkdir(parents=True)
+        (Path(cfg.paths.raw) / "records.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+        (Path(cfg.paths.raw) / "meta.json").write_text(json.dumps({"records": len(rows)}))
+        with pytest.raises(UserError, match=re.escape(
+                "pairs.csv: target title is empty in 30 of 40 rows (75%); point "
+                "data.source.target_column at the column")):
+            prepare.run(cfg)
+        assert not Path(cfg.paths.prepared).exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenize
 
