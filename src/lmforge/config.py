@@ -45,10 +45,18 @@ class SourceConfig:
     # Optional {raw label: class name}: every label must be a key, so a typo or a stray class in
     # the data stops collect with the row that holds it instead of becoming a class of its own.
     label_map: dict[str, Any] | None = None
+    # Text-to-text data: the column (csv/tsv/jsonl/parquet/hf) holding the target text; records
+    # then carry `target` and no label. On the stdlib source, `summary` pairs each docstring's
+    # summary line (target) with the rest of the docstring (text): the docsum task.
+    target_column: str | None = None
+    # Line-aligned parallel files (kind local): two file suffixes [source, target], e.g. [de, en]
+    # reads PATH.de + PATH.en, where PATH (or a split's `file`) is the file stem, e.g. DIR/train.
+    parallel: list[str] | None = None
     # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
     # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
-    # path under `path`, with optional text_columns/label_column for that file (kind local, or
-    # hf with `path` set). Splits not given here are cut from train by prepare, by a seeded hash.
+    # path under `path` (a file stem with `parallel`), with optional text_columns/label_column/
+    # target_column for that file (kind local, or hf with `path` set). Splits not given here are
+    # cut from train by prepare, by a seeded hash.
     splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,9 +77,34 @@ class SourceConfig:
         for name, spec in self.splits.items():
             _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
                    "split names are train, val and test")
-            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column"}
+            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column",
+                                         "target_column"}
             _check(not unknown, f"data.source.splits.{name}",
-                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, label_column")
+                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, "
+                   "label_column, target_column")
+        if self.target_column is not None:
+            _check(bool(self.target_column), "data.source.target_column",
+                   "is empty; name the column holding the target text, or set it to null")
+            _check(self.target_column not in self.text_columns, "data.source.target_column",
+                   f"'{self.target_column}' is also in data.source.text_columns; the source text "
+                   "and the target must be different columns")
+            _check(self.kind != "stdlib" or self.target_column == "summary",
+                   "data.source.target_column",
+                   f"the stdlib source has one target, 'summary' (docsum), not "
+                   f"'{self.target_column}'")
+        if self.parallel is not None:
+            suffixes = [str(s) for s in self.parallel]
+            _check(len(suffixes) == 2 and all(s.strip(". ") for s in suffixes)
+                   and suffixes[0] != suffixes[1], "data.source.parallel",
+                   f"{suffixes} must be two different file suffixes [source, target], e.g. [de, en]")
+            _check(self.kind == "local", "data.source.parallel",
+                   f"parallel files are read by kind local, not '{self.kind}'; set "
+                   "data.source.kind=local")
+            _check(self.target_column is None, "data.source.parallel",
+                   "reads its targets from the second file; set data.source.target_column=null")
+        if self.target_column is not None or self.parallel is not None:
+            _check(self.label_map is None, "data.source.label_map",
+                   "text-to-text records have no labels; set it to null")
         if self.splits:
             _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
