@@ -20,7 +20,7 @@ class PackedSequences(Dataset):
         sep, cls = shards.meta["special_ids"]["sep"], shards.meta["special_ids"]["cls"]
         # One [SEP] after every record; a single vectorised insert, not a Python loop.
         self.stream = np.insert(np.asarray(shards.ids), shards.offsets[1:], sep).astype(np.int64)
-        if getattr(shards, "has_targets", False):
+        if shards.has_targets:
             # Text-to-text data: the targets follow as records of their own, never next to their
             # source, so pretraining sees both languages' text without the pairing.
             targets = np.insert(np.asarray(shards.target_ids), shards.target_offsets[1:], sep)
