@@ -130,7 +130,7 @@ class MlflowSweep(Callback):
         children = client.search_runs(
             [self.parent["experiment_id"]],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent['run_id']}'")
-        from lmforge.promote import ranked, run_objective
+        from lmforge.tracking import ranked, run_objective
 
         scored = ranked(children)
         run_id = self.parent["run_id"]
