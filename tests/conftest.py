@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,49 @@ def wait_until_up(server, url: str, log: Path, seconds: float) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
         time.sleep(1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post_json(url: str, payload: dict) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def served_model(model_uri: str, tracking_uri: str, cwd: Path, log: Path) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` on a free loopback port (this checkout's lmforge
+    importable, no new environment); yields its base URL once ``/ping`` answers."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "--host", "127.0.0.1", "-p", str(port)],
+            cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(server, f"{base}/ping", log, seconds=240)
+            yield base
+        finally:
+            stop_server(server)
 
 
 @pytest.fixture

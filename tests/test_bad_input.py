@@ -103,6 +103,17 @@ CASES = [
          "map.csv:3: label 'neutral' is not in data.source.label_map (neg, pos); add it to the map",
          ("data.source.label_map={pos: 1, neg: 0}",)),
     Case("unsupported extension", {"data.xlsx": "x"}, "data.xlsx", "data.xlsx: unsupported extension"),
+    # Text-to-text sources.
+    Case("parallel files of different lengths", {"train.de": "Hallo\nWelt\n", "train.en": "Hello\n"},
+         "train", "train.de has 2 lines but train.en has 1; parallel files must be line-aligned",
+         ("data.source.parallel=[de,en]",)),
+    Case("missing target column", {"pairs.csv": "de,en\nHallo,Hello\n"}, "pairs.csv",
+         "pairs.csv: no target column 'fr'; available: 'de', 'en'; set data.source.target_column",
+         ("data.source.text_columns=[de]", "data.source.target_column=fr")),
+    Case("target that is not text", {"pairs.jsonl": jsonl({"de": "Hallo", "en": "Hello"},
+                                                          {"de": "Eins", "en": 1})},
+         "pairs.jsonl", "pairs.jsonl line 2: target 'en' is int 1, not a string",
+         ("data.source.text_columns=[de]", "data.source.target_column=en")),
 ]
 
 

@@ -94,9 +94,9 @@ def test_metrics_beat_the_majority_class(pipeline) -> None:
     assert result["accuracy"] > majority["accuracy"] + 0.05
     assert len(result["per_class"]) == 4
     assert sum(c["support"] for c in result["per_class"].values()) == result["examples"]
-    rows = (workdir / "plots/confusion.csv").read_text().splitlines()
+    rows = (workdir / "plots/eval/confusion.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == result["examples"] + 1
-    assert (workdir / "plots/confusion.png").stat().st_size > 1000
+    assert (workdir / "plots/eval/confusion.png").stat().st_size > 1000
 
 
 def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:

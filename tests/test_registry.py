@@ -8,16 +8,11 @@ model loaded by alias labels raw sentences, reproducing the validation accuracy 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, stop_server, wait_until_up
+from conftest import post_json, served_model
 from lmforge.config import Config, LoggerConfig
 from lmforge.io import read_jsonl
 
@@ -78,36 +73,12 @@ def test_model_by_alias_labels_raw_text_as_the_run_measured(champion) -> None:
     assert accuracy == pytest.approx(logged, abs=1.5 / len(val))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def post_json(url: str, payload: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def test_served_model_answers_over_http_like_the_loaded_one(champion, tmp_path: Path) -> None:
     import mlflow
 
     root, uri, _ = champion
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(SENTENCES)
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
-    server = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(server, f"{base}/ping", tmp_path / "serve.log", seconds=240)
+    with served_model(f"models:/{MODEL}@champion", uri, root, tmp_path / "serve.log") as base:
         for payload in ({"dataframe_records": [{"text": t} for t in SENTENCES]},
                         {"inputs": SENTENCES}):
             rows = post_json(f"{base}/invocations", payload)["predictions"]
@@ -115,6 +86,3 @@ def test_served_model_answers_over_http_like_the_loaded_one(champion, tmp_path: 
             for row, (_, want) in zip(rows, expected.iterrows(), strict=True):
                 for column in expected.columns[1:]:
                     assert row[column] == pytest.approx(want[column], abs=1e-6)
-    finally:
-        stop_server(server)
-        log.close()

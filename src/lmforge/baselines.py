@@ -1,4 +1,5 @@
-"""Reference scores on the same test split: majority class and TF-IDF + logistic regression.
+"""Reference scores on the same test split: majority class and TF-IDF + logistic regression,
+or for text-to-text data the lead and retrieval baselines.
 
 They put the Transformer's figure in context: ``metrics/baselines.json``.
 """
@@ -6,10 +7,12 @@ They put the Transformer's figure in context: ``metrics/baselines.json``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lmforge.cli import stage
 from lmforge.config import Config
+from lmforge.errors import UserError
 from lmforge.io import read_jsonl, write_json
 
 
@@ -22,7 +25,76 @@ def labelled(path: Path) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+# A sentence ends at . ! or ? followed by whitespace; good enough for a baseline's first sentence
+# (abbreviations such as "e.g. x" cut it short, as they would for any simple splitter).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (the whole text when there is none)."""
+    return _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+
+
+def pairs(path: Path) -> tuple[list[str], list[str]]:
+    sources, targets = [], []
+    for record in read_jsonl(path):
+        sources.append(record["text"])
+        targets.append(record["target"])
+    return sources, targets
+
+
+def has_targets(path: Path) -> bool:
+    return "target" in next(iter(read_jsonl(path)), {})
+
+
+def nearest_targets(train_sources: list[str], train_targets: list[str],
+                    queries: list[str], chunk: int = 512) -> list[str]:
+    """For each query, the target of the training source nearest by TF-IDF cosine similarity."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    train = vectorizer.fit_transform(train_sources)  # rows are L2-normalised: dot = cosine
+    test = vectorizer.transform(queries)
+    found = []
+    for start in range(0, test.shape[0], chunk):
+        similarity = (test[start:start + chunk] @ train.T).toarray()
+        found.extend(int(i) for i in np.argmax(similarity, axis=1))
+    return [train_targets[i] for i in found]
+
+
+def text_to_text_baselines(prepared: Path) -> dict:
+    """``lead`` (the source's first sentence) and ``retrieval`` (the target of the nearest
+    training source by TF-IDF), scored on the test split."""
+    from lmforge.text_metrics import score_texts
+
+    train_x, train_y = pairs(prepared / "train.jsonl")
+    test_x, test_y = pairs(prepared / "test.jsonl")
+    if not test_x:
+        raise UserError(f"{prepared / 'test.jsonl'} holds no pairs; raise data.split.test_fraction "
+                        "or add data")
+    predictions = {"lead": [first_sentence(x) for x in test_x],
+                   "retrieval": nearest_targets(train_x, train_y, test_x)}
+    return {name: {**score_texts(predicted, test_y), "pairs": len(test_y)}
+            for name, predicted in predictions.items()}
+
+
 def run(cfg: Config) -> None:
+    prepared = Path(cfg.paths.prepared)
+    if not (prepared / "train.jsonl").is_file():
+        raise UserError(f"{prepared} is incomplete; run the prepare stage first (dvc repro prepare)")
+    if has_targets(prepared / "train.jsonl"):
+        results = text_to_text_baselines(prepared)
+        write_json(Path(cfg.paths.metrics) / "baselines.json", results)
+        for name, values in results.items():
+            print(f"baselines: {name}: ROUGE-1/2/L {values['rouge1']:.2f} / {values['rouge2']:.2f}"
+                  f" / {values['rougeL']:.2f}, SacreBLEU {values['sacrebleu']:.2f}, "
+                  f"chrF {values['chrf']:.2f} ({values['pairs']} test pairs)")
+        return
+    classification_baselines(cfg)
+
+
+def classification_baselines(cfg: Config) -> None:
     from sklearn.dummy import DummyClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

@@ -1,7 +1,8 @@
 """Stage 1, collect: gather raw text records from the configured source into ``data/raw/``.
 
-Output: ``records.jsonl`` (one ``{"text", "label", "source"}`` object a line, source order) and
-``meta.json`` (counts and the source config).
+Output: ``records.jsonl`` (one ``{"text", "label", "source"}`` object a line, source order;
+text-to-text records carry ``target`` instead of a label) and ``meta.json`` (counts and the
+source config).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
     for key in ("max_records", "splits", "label_map"):
         options.pop(key)
     if kind == "stdlib":
-        return kind, {"top_k": source.top_k, "stdlib_dir": source.path}
+        return kind, {"top_k": source.top_k, "stdlib_dir": source.path,
+                      "target_column": source.target_column}
     options.pop("top_k")
     if kind == "hf" and source.path:
         # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
@@ -37,7 +39,12 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
         options.pop("split")
     if kind == "url" and not options["cache_dir"]:
         options["cache_dir"] = str(Path.home() / ".cache" / "lmforge" / "downloads")
-    return kind, {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None}
+    if source.target_column is not None or source.parallel is not None:
+        # Text-to-text records have a target, not a label; the default label_column ("label")
+        # names no column of such data. None (not absent) tells the reader: no label.
+        options["label_column"] = None
+    return kind, options
 
 
 def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
@@ -57,6 +64,8 @@ def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
             # Column overrides describe the files (GLUE's dev.tsv names its text `content`);
             # a hub dataset keeps one schema across its splits.
             merged.update({k: v for k, v in spec.items() if v is not None})
+            if merged.get("target_column") is not None or merged.get("parallel") is not None:
+                merged["label_column"] = None
         if kind == "local":
             if file is None:
                 raise UserError(f"data.source.splits.{split}: give `file` (a path under "
@@ -96,7 +105,7 @@ def run(cfg: Config) -> None:
     records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
-    labelled = 0
+    labelled = pairs = 0
     with atomic_dir(cfg.paths.raw) as out:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:
@@ -107,12 +116,16 @@ def run(cfg: Config) -> None:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
                 labelled += record.get("label") is not None
+                pairs += "target" in record
         if count == 0:
             raise UserError(f"data source '{source.kind}' ({source.path or source.name or ''}) "
                             "yielded no records; point data.source.path at non-empty data")
-        write_json(out / "meta.json", {"records": count, "labelled": labelled,
-                                       "source": asdict(source)})
-    print(f"collect: {count} records ({labelled} labelled) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
+        meta = {"records": count, "labelled": labelled, "source": asdict(source)}
+        if pairs:
+            meta["pairs"] = pairs
+        write_json(out / "meta.json", meta)
+    what = f"{pairs} source/target pairs" if pairs else f"{labelled} labelled"
+    print(f"collect: {count} records ({what}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
 
 
 main = stage(run)

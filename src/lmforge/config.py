@@ -14,6 +14,9 @@ from typing import Any
 from lmforge.errors import UserError
 
 SOURCE_KINDS = ("stdlib", "local", "hf", "url")
+# What a finetuned model does with a record: one label per text, or a text written from a text.
+TASKS = ("classification", "text2text")
+DECODING_STRATEGIES = ("greedy", "beam", "sample")
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -42,10 +45,18 @@ class SourceConfig:
     # Optional {raw label: class name}: every label must be a key, so a typo or a stray class in
     # the data stops collect with the row that holds it instead of becoming a class of its own.
     label_map: dict[str, Any] | None = None
+    # Text-to-text data: the column (csv/tsv/jsonl/parquet/hf) holding the target text; records
+    # then carry `target` and no label. On the stdlib source, `summary` pairs each docstring's
+    # summary line (target) with the rest of the docstring (text): the docsum task.
+    target_column: str | None = None
+    # Line-aligned parallel files (kind local): two file suffixes [source, target], e.g. [de, en]
+    # reads PATH.de + PATH.en, where PATH (or a split's `file`) is the file stem, e.g. DIR/train.
+    parallel: list[str] | None = None
     # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
     # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
-    # path under `path`, with optional text_columns/label_column for that file (kind local, or
-    # hf with `path` set). Splits not given here are cut from train by prepare, by a seeded hash.
+    # path under `path` (a file stem with `parallel`), with optional text_columns/label_column/
+    # target_column for that file (kind local, or hf with `path` set). Splits not given here are
+    # cut from train by prepare, by a seeded hash.
     splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,9 +77,34 @@ class SourceConfig:
         for name, spec in self.splits.items():
             _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
                    "split names are train, val and test")
-            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column"}
+            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column",
+                                         "target_column"}
             _check(not unknown, f"data.source.splits.{name}",
-                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, label_column")
+                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, "
+                   "label_column, target_column")
+        if self.target_column is not None:
+            _check(bool(self.target_column), "data.source.target_column",
+                   "is empty; name the column holding the target text, or set it to null")
+            _check(self.target_column not in self.text_columns, "data.source.target_column",
+                   f"'{self.target_column}' is also in data.source.text_columns; the source text "
+                   "and the target must be different columns")
+            _check(self.kind != "stdlib" or self.target_column == "summary",
+                   "data.source.target_column",
+                   f"the stdlib source has one target, 'summary' (docsum), not "
+                   f"'{self.target_column}'")
+        if self.parallel is not None:
+            suffixes = [str(s) for s in self.parallel]
+            _check(len(suffixes) == 2 and all(s.strip(". ") for s in suffixes)
+                   and suffixes[0] != suffixes[1], "data.source.parallel",
+                   f"{suffixes} must be two different file suffixes [source, target], e.g. [de, en]")
+            _check(self.kind == "local", "data.source.parallel",
+                   f"parallel files are read by kind local, not '{self.kind}'; set "
+                   "data.source.kind=local")
+            _check(self.target_column is None, "data.source.parallel",
+                   "reads its targets from the second file; set data.source.target_column=null")
+        if self.target_column is not None or self.parallel is not None:
+            _check(self.label_map is None, "data.source.label_map",
+                   "text-to-text records have no labels; set it to null")
         if self.splits:
             _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
@@ -233,6 +269,56 @@ class FinetuneConfig:
 
 
 @dataclass
+class TaskConfig:
+    """The task axis: how records become examples, the head and loss, metrics and decoding
+    (``lmforge.tasks``). ``max_source_len``/``max_target_len`` are text-to-text budgets in tokens:
+    longer sources and targets are truncated and counted."""
+
+    name: str = "classification"
+    max_source_len: int = 80
+    max_target_len: int = 45
+    # Text-to-text: the source attends to itself both ways (prefix LM, Zhang et al. 2022), the
+    # target causally; false masks the source causally too (a plain decoder-only LM).
+    prefix_lm: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.name in TASKS, "task.name", f"'{self.name}' is not one of {', '.join(TASKS)}")
+        _check(self.max_source_len > 0, "task.max_source_len", "must be positive")
+        _check(self.max_target_len > 0, "task.max_target_len", "must be positive")
+
+
+@dataclass
+class GenerateConfig:
+    """Decoding options of ``python -m lmforge.generate`` and of text-to-text evaluation."""
+
+    strategy: str = "greedy"
+    max_new_tokens: int = 64
+    num_beams: int = 4
+    length_penalty: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 32
+    # A prompt to continue (causal LM), or an input file of sources (one per line, or the
+    # data.source columns) and where to write the outputs.
+    prompt: str | None = None
+    input: str | None = None
+    output: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in DECODING_STRATEGIES, "generate.strategy",
+               f"'{self.strategy}' is not one of {', '.join(DECODING_STRATEGIES)}")
+        _check(self.max_new_tokens > 0, "generate.max_new_tokens", "must be positive")
+        _check(self.num_beams > 0, "generate.num_beams", "must be positive")
+        _check(self.temperature > 0, "generate.temperature", "must be positive")
+        _check(self.top_k >= 0, "generate.top_k", "must be >= 0 (0 turns it off)")
+        _check(0 < self.top_p <= 1, "generate.top_p", "must be in (0, 1]")
+        _check(self.batch_size > 0, "generate.batch_size", "must be positive")
+
+
+@dataclass
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
@@ -305,6 +391,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -323,6 +411,12 @@ class Config:
         _check(self.finetune.max_len <= self.model.max_len, "finetune.max_len",
                f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
                "lower one or raise the other")
+        if self.task.name == "text2text":
+            # [CLS] source [SEP] target [SEP]
+            framed = self.task.max_source_len + self.task.max_target_len + 3
+            _check(framed <= self.model.max_len, "task.max_source_len",
+                   f"max_source_len + max_target_len + 3 = {framed} exceeds model.max_len="
+                   f"{self.model.max_len}; lower the budgets or raise model.max_len")
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:

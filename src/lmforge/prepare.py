@@ -1,7 +1,8 @@
 """Stage 2, prepare: clean, deduplicate and split the raw records into ``data/prepared/``.
 
-Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id) and
-``cleaning.json`` (input rows, kept, dropped by reason, rows per split).
+Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id; ``[]``
+for text-to-text data, whose records carry ``target`` instead of a label) and ``cleaning.json``
+(input rows, kept, dropped by reason, rows per split).
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ MOSTLY_EMPTY = 0.5
 
 def check_mostly_empty(cfg: Config, summary: dict) -> None:
     empty, rows = summary["dropped"].get("empty", 0), summary["input_rows"]
+    source = cfg.data.source
+    where = source.path or source.name or source.url or source.kind
     if rows and empty / rows > MOSTLY_EMPTY:
-        source = cfg.data.source
-        where = source.path or source.name or source.url or source.kind
         columns = ", ".join(source.text_columns)
         raise UserError(f"{where}: text column(s) {columns} are empty in {empty} of {rows} rows "
                         f"({empty / rows:.0%}); point data.source.text_columns at the column(s) "
                         "that hold the text")
+    empty = summary["dropped"].get("empty_target", 0)
+    if rows and empty / rows > MOSTLY_EMPTY:
+        column = source.target_column or f"the .{(source.parallel or ['', '?'])[1]} files"
+        raise UserError(f"{where}: target {column} is empty in {empty} of {rows} rows "
+                        f"({empty / rows:.0%}); point data.source.target_column at the column "
+                        "that holds the target text")
 
 
 def run(cfg: Config) -> None:
@@ -55,6 +62,7 @@ def run(cfg: Config) -> None:
     total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
     report = CleaningReport()
     labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
+    pairs = 0
     with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
         handles = {name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8"))
                    for name in SPLITS}
@@ -64,9 +72,14 @@ def run(cfg: Config) -> None:
             handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
             if record.get("label") is not None:
                 labels_seen[split].add(str(record["label"]))
+            pairs += "target" in record
         report.check_balance()
         check_mostly_empty(cfg, report.as_dict())
         names = label_names(labels_seen["train"])
+        if pairs and names:
+            raise UserError(f"{raw}: records mix targets (text-to-text) and labels "
+                            "(classification); give data.source.target_column or "
+                            "data.source.label_column, not both")
         if len(names) == 1:
             raise UserError(f"{raw}: the train split holds one class only ({names[0]!r}); "
                             "a classifier needs at least two labels")
@@ -79,7 +92,8 @@ def run(cfg: Config) -> None:
     summary = report.as_dict()
     print(f"prepare: {summary['input_rows']} rows in = {summary['kept']} kept + "
           f"{summary['dropped_total']} dropped {summary['dropped']}; "
-          f"splits {summary['per_split']}; {len(names)} classes")
+          f"splits {summary['per_split']}; "
+          + (f"{pairs} source/target pairs" if pairs else f"{len(names)} classes"))
 
 
 main = stage(run)

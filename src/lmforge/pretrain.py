@@ -10,7 +10,7 @@ that finetuning should start from scratch, so the ablation changes nothing else.
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,13 +18,7 @@ from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, write_json
-
-
-def model_config(cfg: Config, vocab_size: int):
-    from lmforge.models.transformer import TransformerConfig
-
-    # `model.*` keys are TransformerConfig's own field names; the vocabulary comes from the data.
-    return TransformerConfig(vocab_size=vocab_size, pad_id=0, **asdict(cfg.model))
+from lmforge.workspace import model_config, shard_meta
 
 
 def matmul_peak(cfg: Config) -> float | None:
@@ -39,13 +33,6 @@ def matmul_peak(cfg: Config) -> float | None:
         dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
         return measure_matmul_peak_flops(dtype=dtype, n=8192, device="cuda", seconds=0.5)
     return None
-
-
-def shard_meta(cfg: Config) -> dict:
-    path = Path(cfg.paths.shards) / "meta.json"
-    if not path.is_file():
-        raise UserError(f"{path} is missing; run the tokenize stage first (dvc repro tokenize)")
-    return json.loads(path.read_text())
 
 
 def run(cfg: Config) -> None:
@@ -140,6 +127,10 @@ def run(cfg: Config) -> None:
                    "steps": trainer.global_step}
         with atomic_dir(cfg.paths.pretrained) as out:
             torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
+            if p.objective != "electra":  # the whole LM (head too), where text-to-text starts
+                torch.save(module.model.state_dict(), out / "lm.pt")
+            # A self-contained folder: `python -m lmforge.generate` continues text with it.
+            shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
             write_json(out / "config.json", asdict(module.model_cfg))
             write_json(out / "meta.json", {"enabled": True, "pipeline_id": pipeline,
                                            "mlflow_run_id": run.info.run_id, **metrics})

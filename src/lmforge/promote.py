@@ -1,7 +1,8 @@
 """Point a Model Registry alias at the best finetuned classifier: ``python -m lmforge.promote``.
 
 Picks, among the finished finetune runs that registered a model version, the one with the highest
-``best_val_f1`` (validation macro F1), within a sweep (``--sweep latest`` or ``--sweep RUN_ID``
+figure its task is judged by (``best_val_f1``, validation macro F1, for a classifier; the lowest
+``best_val_loss`` for a text-to-text model), within a sweep (``--sweep latest`` or ``--sweep RUN_ID``
 of its parent run) or within the whole finetune experiment, and sets the alias on its version:
 
     python -m lmforge.promote                       # alias "champion", best of the experiment
@@ -20,8 +21,9 @@ from typing import Any
 
 from lmforge.config import Config, LoggerConfig
 from lmforge.errors import UserError
-
-METRIC = "best_val_f1"
+from lmforge.safety import check_store
+from lmforge.tracking import OBJECTIVE as METRIC
+from lmforge.tracking import ranked, run_objective
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Promotion:
     version: str
     run_id: str
     score: float
+    metric: str = METRIC
 
 
 def _sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
@@ -54,6 +57,7 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     name = cfg.logger.registered_model
     if not name:
         raise UserError("logger.registered_model is null: no registered model to promote")
+    check_store(tracking_uri(cfg))  # unreachable server or refused credentials: one line
     client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(f"{cfg.logger.experiment}-finetune")
     if experiment is None:
@@ -63,17 +67,15 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     if sweep:
         parent = _sweep_parent(client, experiment.experiment_id, sweep)
         query += f" and tags.mlflow.parentRunId = '{parent}'"
-    runs = client.search_runs([experiment.experiment_id], filter_string=query,
-                              order_by=[f"metrics.{METRIC} DESC"], max_results=1000)
-    for run in runs:
-        if METRIC not in run.data.metrics:
-            continue
+    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=1000)
+    for run in ranked(runs):
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
         if versions:
             version = max(versions, key=lambda v: int(v.version))
             client.set_registered_model_alias(name, alias, version.version)
+            metric = run_objective(run)[0]
             return Promotion(name, alias, str(version.version), run.info.run_id,
-                             run.data.metrics[METRIC])
+                             run.data.metrics[metric], metric)
     where = f"sweep {sweep}" if sweep else f"experiment {experiment.name}"
     raise UserError(f"no finished finetune run with a registered '{name}' version in {where}")
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
     print(f"promote: {done.model}@{done.alias} -> version {done.version} (run {done.run_id}, "
-          f"{METRIC} {done.score:.4f})")
+          f"{done.metric} {done.score:.4f})")
     return 0
 
 

@@ -14,6 +14,13 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _text_scores(values: dict) -> str:
+    """The text-to-text figures present in ``values``, e.g. ``BLEU 31.2  chrF 55.0``."""
+    names = (("sacrebleu", "BLEU"), ("chrf", "chrF"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
+             ("rougeL", "ROUGE-L"), ("exact_match", "exact"))
+    return "  ".join(f"{label} {values[key]:.4f}" for key, label in names if key in values)
+
+
 def summary(cfg: Config) -> str:
     from lmforge.tracking import tracking_uri
 
@@ -34,17 +41,26 @@ def summary(cfg: Config) -> str:
             accuracy = f"MLM accuracy {pretrain['val_mlm_accuracy']:.3f}"
         lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f},"
                      f" {accuracy}")
-    if finetune:
+    if "best_val_f1" in finetune:
         lines.append(f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} "
                      f"({finetune['epochs']} epochs)")
-    if evaluation:
+    elif "best_val_loss" in finetune:
+        lines.append(f"finetune  best val target loss {finetune['best_val_loss']:.4f} "
+                     f"({finetune['epochs']} epochs)")
+    if "accuracy" in evaluation:
         lines.append(f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
                      f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}"
                      f"  ({evaluation['examples']} examples)")
+    elif evaluation:
+        lines.append("test      " + _text_scores(evaluation) + f"  ({evaluation['examples']} examples)")
     for name, values in baselines.items():
-        lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}  macro F1 {values['f1']:.4f}")
+        if "accuracy" in values:
+            lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}  "
+                         f"macro F1 {values['f1']:.4f}")
+        else:
+            lines.append(f"baseline  {name:<15} {_text_scores(values)}")
     uri = tracking_uri(cfg)
-    lines += ["", f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/confusion.png "
+    lines += ["", f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/eval/ "
                   "(dvc plots show)",
               f"MLflow    {uri}",
               f"          mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",

@@ -10,7 +10,8 @@ any launcher (basic, joblib) and sweeper (basic, Optuna):
   so the stage's ``stage_run`` opens a child run named after the job's own overrides, and
   :data:`~lmforge.tracking.JOB_DIR_ENV`, so the job writes its model, metrics and plots into its
   own folder (:func:`lmforge.tracking.job_outputs`);
-- ``on_multirun_end`` logs the best child's ``best_val_f1`` on the parent and closes it.
+- ``on_multirun_end`` logs the best child's objective (its task's, e.g. ``best_val_f1``) on the
+  parent and closes it.
 
 A file in the sweep folder rather than an environment variable set once: joblib reuses worker
 processes across sweeps, and a remote launcher shares the folder but not the environment.
@@ -22,12 +23,15 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.errors import UserError
+from lmforge.safety import check_store
 from lmforge.tracking import JOB_DIR_ENV, PARENT_ENV, RUN_NAME_ENV
 
 log = logging.getLogger("lmforge")
@@ -37,8 +41,6 @@ SWEEP_TAG = "lmforge.sweep"
 BEST_RUN_TAG = "lmforge.best_run_id"
 # Stages that open an MLflow run; a sweep of another stage gets no parent run.
 TRACKED_STAGES = ("pretrain", "finetune", "evaluate")
-# The figure a sweep is judged by: what finetune's run() returns and logs.
-OBJECTIVE = "best_val_f1"
 
 
 def _override_key(override: str) -> str:
@@ -68,6 +70,12 @@ class MlflowSweep(Callback):
 
         cfg = _task_config(config)
         uri = tracking_uri(cfg)
+        try:
+            check_store(uri)  # a wrong password fails here, in one line, before any job runs
+        except UserError as exc:
+            # Raised in a Hydra callback, outside the stage's error handling: report it alike.
+            print(f"lmforge: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         import mlflow
 
         mlflow.set_tracking_uri(uri)
@@ -131,16 +139,19 @@ class MlflowSweep(Callback):
         children = client.search_runs(
             [self.parent["experiment_id"]],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent['run_id']}'")
-        scored = [c for c in children if OBJECTIVE in c.data.metrics]
+        from lmforge.tracking import ranked, run_objective
+
+        scored = ranked(children)
         run_id = self.parent["run_id"]
         client.log_metric(run_id, "sweep/jobs", len(children))
         client.log_metric(run_id, "sweep/finished",
                           sum(c.info.status == "FINISHED" for c in children))
         if scored:
-            best = max(scored, key=lambda c: c.data.metrics[OBJECTIVE])
-            client.log_metric(run_id, OBJECTIVE, best.data.metrics[OBJECTIVE])
+            best = scored[0]
+            objective = run_objective(best)[0]
+            client.log_metric(run_id, objective, best.data.metrics[objective])
             client.set_tag(run_id, BEST_RUN_TAG, best.info.run_id)
-            print(f"sweep: best {OBJECTIVE} {best.data.metrics[OBJECTIVE]:.4f} in run "
+            print(f"sweep: best {objective} {best.data.metrics[objective]:.4f} in run "
                   f"{best.info.run_id} ({best.info.run_name}) of {len(children)}")
         self._close("FINISHED")
 

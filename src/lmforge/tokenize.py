@@ -2,6 +2,8 @@
 
 Outputs: ``data/tokenizer/tokenizer.json`` and ``data/shards/`` (see
 :mod:`lmforge.data.tokenization` for the shard format, and ``meta.json`` for the counts).
+Text-to-text data (prepared records with a ``target``) trains one tokenizer on the train sources
+and targets together and adds target shards next to the source shards.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ def run(cfg: Config) -> None:
     from tqdm import tqdm
 
     from lmforge.data.cleaning import SPLITS
-    from lmforge.data.tokenization import encode_to_shards, ids_dtype, special_ids, train_tokenizer
+    from lmforge.data.tokenization import (
+        encode_targets_to_shards,
+        encode_to_shards,
+        ids_dtype,
+        special_ids,
+        train_tokenizer,
+    )
 
     prepared = Path(cfg.paths.prepared)
     if not (prepared / "labels.json").is_file():
@@ -34,10 +42,20 @@ def run(cfg: Config) -> None:
               "a rerun can give a slightly different vocabulary; tokenizer=bpe reproduces exactly",
               file=sys.stderr)
 
-    texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
-    tokenizer = train_tokenizer(tqdm(texts, total=counts["train"], desc="tokenizer (train)",
-                                     unit=" records", mininterval=1.0, disable=None),
-                                cfg.tokenizer, length=counts["train"])
+    first = next(iter(read_jsonl(prepared / "train.jsonl")), {})
+    targets = "target" in first
+    if targets:
+        # One joint vocabulary: a decoder reads the source and writes the target with it.
+        texts = (text for r in read_jsonl(prepared / "train.jsonl")
+                 for text in (r["text"], r["target"]))
+        length = 2 * counts["train"]
+    else:
+        texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
+        length = counts["train"]
+    tokenizer = train_tokenizer(tqdm(texts, total=length, desc="tokenizer (train)",
+                                     unit=" texts" if targets else " records", mininterval=1.0,
+                                     disable=None),
+                                cfg.tokenizer, length=length)
     with atomic_dir(cfg.paths.tokenizer) as out:
         tokenizer.save(str(out / "tokenizer.json"))
 
@@ -52,12 +70,22 @@ def run(cfg: Config) -> None:
             with tqdm(total=counts[split], desc=f"encode ({split})", unit=" records",
                       mininterval=1.0, disable=None) as bar:
                 stats[split] = encode_to_shards(tokenizer, pairs(split), out, split, progress=bar)
+            if targets:
+                with tqdm(total=counts[split], desc=f"encode ({split} targets)",
+                          unit=" records", mininterval=1.0, disable=None) as bar:
+                    stats[split].update(encode_targets_to_shards(
+                        tokenizer, (r["target"] for r in read_jsonl(prepared / f"{split}.jsonl")),
+                        out, split, progress=bar))
         vocab = tokenizer.get_vocab_size()
-        write_json(out / "meta.json", {
-            "vocab_size": vocab, "dtype": ids_dtype(vocab).name, "special_ids": special_ids(),
-            "labels": names, "splits": stats, "tokenizer": asdict(cfg.tokenizer)})
+        meta = {"vocab_size": vocab, "dtype": ids_dtype(vocab).name, "special_ids": special_ids(),
+                "labels": names, "splits": stats, "tokenizer": asdict(cfg.tokenizer)}
+        if targets:
+            meta["targets"] = True
+        write_json(out / "meta.json", meta)
     print(f"tokenize: vocab {vocab}; " + ", ".join(
-        f"{s}: {v['records']} records / {v['tokens']} tokens" for s, v in stats.items()))
+        f"{s}: {v['records']} records / {v['tokens']} tokens"
+        + (f" + {v['target_tokens']} target tokens" if targets else "")
+        for s, v in stats.items()))
 
 
 main = stage(run)

@@ -38,6 +38,28 @@ STAGE_OUTPUTS = {"pretrain": ("pretrained", "metrics", "plots", "checkpoints"),
                  "evaluate": ("metrics", "plots")}
 
 
+# Finetune runs carry the figure their task is judged by (tags lmforge.objective and
+# lmforge.objective_mode: best_val_f1, max for classifiers); runs from before tasks existed are
+# classifiers.
+OBJECTIVE = "best_val_f1"
+
+
+def run_objective(run: Any) -> tuple[str, str]:
+    """``(metric, "max" | "min")`` a finetune run is ranked by."""
+    tags = run.data.tags
+    return tags.get("lmforge.objective", OBJECTIVE), tags.get("lmforge.objective_mode", "max")
+
+
+def ranked(runs: list) -> list:
+    """Runs that logged their objective, best first (all runs of one task share it)."""
+    scored = [r for r in runs if run_objective(r)[0] in r.data.metrics]
+    if not scored:
+        return []
+    metric, mode = run_objective(scored[0])
+    scored = [r for r in scored if run_objective(r)[0] == metric]
+    return sorted(scored, key=lambda r: r.data.metrics[metric], reverse=mode == "max")
+
+
 def job_outputs(cfg: Config, stage: str) -> Config:
     """In a sweep job, ``cfg`` with the stage's output paths moved into the job's own folder.
 

@@ -130,7 +130,14 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
     Reasons: ``empty`` (None, non-string or whitespace-only text), ``too_short``, ``too_long``
     (characters, after normalisation), ``duplicate`` (same normalised text and label as an
     earlier record) and ``duplicate_label_conflict`` (same text, another label: the first wins,
-    and the count tells the user their labels disagree). Deduplicating before the split is what
+    and the count tells the user their labels disagree).
+
+    Text-to-text records (those with a ``target`` key) have their target normalised the same
+    way; an empty target is dropped as ``empty_target``, one over ``max_chars`` as
+    ``too_long_target`` (``min_chars`` applies to the source only: a translation or summary may
+    be one word). A duplicate is the same (text, target) pair; the same text with another
+    target is kept (translations differ), and since the split hashes the text alone, both land
+    in one split. Deduplicating before the split is what
     keeps any text out of two splits. With ``split.group_substrings`` the records whose split
     prepare decides (no predefined split, or train) are split by :func:`group_substrings`.
     """
@@ -157,14 +164,33 @@ def _clean(records: Iterable[dict], clean: CleanConfig, report: CleaningReport) 
         report.input_rows += 1
         raw = record.get("text")
         text = normalize_text(raw, clean) if isinstance(raw, str) else ""
+        paired = "target" in record
+        raw_target = record.get("target")
+        target = normalize_text(raw_target, clean) if isinstance(raw_target, str) else ""
         if not text:
             report.dropped["empty"] += 1
+            continue
+        if paired and not target:
+            report.dropped["empty_target"] += 1
             continue
         if len(text) < clean.min_chars:
             report.dropped["too_short"] += 1
             continue
         if len(text) > clean.max_chars:
             report.dropped["too_long"] += 1
+            continue
+        if paired and len(target) > clean.max_chars:
+            report.dropped["too_long_target"] += 1
+            continue
+        if paired:
+            # NUL cannot occur in normalised text (control characters are removed), so the
+            # joined pair is unambiguous.
+            digest = text_digest(text + "\0" + target)
+            if digest in seen:
+                report.dropped["duplicate"] += 1
+                continue
+            seen[digest] = None
+            yield {**record, "text": text, "target": target}
             continue
         digest = text_digest(text)
         label = record.get("label")

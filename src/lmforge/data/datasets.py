@@ -18,9 +18,13 @@ class PackedSequences(Dataset):
 
     def __init__(self, shards: TokenShards, seq_len: int) -> None:
         sep, cls = shards.meta["special_ids"]["sep"], shards.meta["special_ids"]["cls"]
-        ends = shards.offsets[1:]
         # One [SEP] after every record; a single vectorised insert, not a Python loop.
-        self.stream = np.insert(np.asarray(shards.ids), ends, sep).astype(np.int64)
+        self.stream = np.insert(np.asarray(shards.ids), shards.offsets[1:], sep).astype(np.int64)
+        if shards.has_targets:
+            # Text-to-text data: the targets follow as records of their own, never next to their
+            # source, so pretraining sees both languages' text without the pairing.
+            targets = np.insert(np.asarray(shards.target_ids), shards.target_offsets[1:], sep)
+            self.stream = np.concatenate((self.stream, targets.astype(np.int64)))
         self.window = seq_len - 1
         self.cls = cls
         if len(self.stream) < self.window:
@@ -107,3 +111,40 @@ def length_grouped_order(lengths, batch_size: int, generator: torch.Generator,
     tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return torch.cat(shuffled + tail).tolist() if shuffled or tail else []
+
+
+class SourceTargetPairs(Dataset):
+    """Each (source, target) record of a text-to-text split as two id arrays, truncated to the
+    task's budgets (``max_source_len``, ``max_target_len`` tokens; the special tokens framing
+    them come on top). How many were cut is counted, never silent."""
+
+    def __init__(self, shards: TokenShards, max_source_len: int, max_target_len: int) -> None:
+        if not shards.has_targets:
+            raise UserError(f"{shards.path.parent}: the shards hold no targets; a text-to-text "
+                            "task needs a source with a target (data.source.target_column or "
+                            "data.source.parallel)")
+        self.shards = shards
+        self.max_source_len, self.max_target_len = max_source_len, max_target_len
+        self.source_lengths = np.diff(shards.offsets)
+        self.target_lengths = np.diff(shards.target_offsets)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Each example's framed length: ``[CLS] source [SEP] target [SEP]`` after truncation."""
+        return (np.minimum(self.source_lengths, self.max_source_len)
+                + np.minimum(self.target_lengths, self.max_target_len) + 3)
+
+    @property
+    def truncated_sources(self) -> int:
+        return int((self.source_lengths > self.max_source_len).sum())
+
+    @property
+    def truncated_targets(self) -> int:
+        return int((self.target_lengths > self.max_target_len).sum())
+
+    def __len__(self) -> int:
+        return len(self.source_lengths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.shards.record(index)[: self.max_source_len], dtype=np.int64),
+                np.asarray(self.shards.target_record(index)[: self.max_target_len], dtype=np.int64))

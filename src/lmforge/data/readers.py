@@ -1,7 +1,8 @@
 """Streaming readers for local text files: txt, csv, tsv, jsonl and parquet.
 
 Every reader yields records ``{"text": str, "label": str | int | None, "source": str}`` one at a
-time, so memory stays flat however large the corpus is. ``source`` is ``"<file>:<n>"``: the
+time, so memory stays flat however large the corpus is. Text-to-text data (``target_column``, or
+line-aligned parallel files) adds ``"target": str`` and carries no label. ``source`` is ``"<file>:<n>"``: the
 1-based line number where the record starts for line-based formats, the 1-based row for parquet.
 
 User mistakes (missing file, bad encoding, malformed row, unknown column...) raise a one-line
@@ -70,6 +71,8 @@ def read_local(
     format: str | None = None,
     text_separator: str = " . ",
     encoding: str = "utf-8",
+    target_column: str | None = None,
+    parallel: Sequence[str] | None = None,
 ) -> Iterator[Record]:
     """Stream records from a file, or from every supported file under a folder (sorted).
 
@@ -78,15 +81,72 @@ def read_local(
     whose text is empty are still yielded, with ``text == ""``, so the cleaner can count them.
     ``label_column=None`` reads unlabelled text; txt files never carry labels. CSV/TSV labels
     are strings (see :func:`normalize_labels`); JSONL/parquet labels keep their int/str type.
+
+    ``target_column`` names the column of a text-to-text pair's target (records get ``target``;
+    give ``label_column=None``). ``parallel=[src, tgt]`` reads line-aligned files instead:
+    ``path`` is their stem, see :func:`read_parallel`.
     """
-    columns = _check_columns(text_columns, label_column)
+    if parallel is not None:
+        yield from read_parallel(path, parallel, encoding=encoding)
+        return
+    columns = _check_columns(text_columns, label_column, target_column)
     if format is not None and format not in FORMATS:
         raise UserError(f"format {format!r} is not supported; use one of: {', '.join(FORMATS)}")
+    if target_column is not None and format == "txt":
+        raise UserError(f"{path}: txt files hold text only; use csv/tsv/jsonl/parquet for a "
+                        "target column, or data.source.parallel for line-aligned files")
     for file, fmt in _resolve_files(Path(path), format):
-        yield from _read_file(file, fmt, columns, label_column, text_separator, encoding)
+        if target_column is not None and fmt == "txt":
+            raise UserError(f"{file}: txt files hold text only; use csv/tsv/jsonl/parquet for "
+                            "a target column, or data.source.parallel for line-aligned files")
+        yield from _read_file(file, fmt, columns, label_column, text_separator, encoding,
+                              target_column)
 
 
-def _check_columns(text_columns: Sequence[str] | str, label_column: str | None) -> list[str]:
+def _count_lines(path: Path) -> int:
+    """Lines of a file, a last line without a newline included; reads 1 MiB at a time."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def read_parallel(path: str | Path, suffixes: Sequence[str], *,
+                  encoding: str = "utf-8") -> Iterator[Record]:
+    """Stream line-aligned parallel files ``{path}.{src}`` and ``{path}.{tgt}`` as pairs.
+
+    Line ``i`` of the source file is the text of record ``i``, line ``i`` of the target file its
+    target; the source is ``"<source file>:<line>"``. Both files are counted before anything is
+    read, so files of different lengths fail up front naming both counts. Empty lines are
+    yielded as empty strings, for the cleaner to count.
+    """
+    if isinstance(suffixes, str) or len(suffixes) != 2:
+        raise UserError(f"parallel={suffixes!r}: give two file suffixes [source, target], "
+                        "e.g. [de, en]")
+    stem = Path(path)
+    files = [stem.parent / f"{stem.name}.{str(s).lstrip('.')}" for s in suffixes]
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"{file}: no such file; parallel files are <path>.<suffix> "
+                            f"({files[0].name} + {files[1].name}); check data.source.path "
+                            "(the file stem, e.g. DIR/train) and data.source.parallel")
+    counts = [_count_lines(file) for file in files]
+    if counts[0] != counts[1]:
+        raise UserError(f"{files[0]} has {counts[0]} lines but {files[1]} has {counts[1]}; "
+                        "parallel files must be line-aligned (line i of one translates line i "
+                        "of the other): fix or trim them to the same lines")
+    if counts[0] == 0:
+        raise UserError(f"{files[0]}: file is empty; remove it or fill it")
+    for (number, text), (_, target) in zip(_lines(files[0], encoding), _lines(files[1], encoding),
+                                          strict=True):
+        yield {"text": text.rstrip("\r\n"), "target": target.rstrip("\r\n"), "label": None,
+               "source": f"{files[0]}:{number}"}
+
+
+def _check_columns(text_columns: Sequence[str] | str, label_column: str | None,
+                   target_column: str | None = None) -> list[str]:
     # A bare string is a Sequence too; iterating "text" would look for columns t, e, x, t.
     columns = [text_columns] if isinstance(text_columns, str) else [str(c) for c in text_columns]
     if not columns:
@@ -96,7 +156,33 @@ def _check_columns(text_columns: Sequence[str] | str, label_column: str | None) 
             f"column {label_column!r} is both a text column and the label column; "
             "set text_columns and label_column to different columns"
         )
+    if target_column is not None and (target_column in columns or target_column == label_column):
+        raise UserError(
+            f"column {target_column!r} is the target column and a text/label column too; "
+            "set target_column to the column holding the target text only"
+        )
     return columns
+
+
+def _missing_target(where: str, target_column: str | None, available: Sequence[str]) -> None:
+    if target_column is not None and target_column not in available:
+        raise UserError(
+            f"{where}: no target column {target_column!r}; available: "
+            f"{', '.join(repr(c) for c in available) or '(none)'}; set "
+            "data.source.target_column to the column holding the target text"
+        )
+
+
+def _target_value(value: Any, where: str, target_column: str) -> str:
+    """A target as text: None becomes "" (counted as empty_target by the cleaner)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise UserError(
+        f"{where}: target {target_column!r} is {type(value).__name__} {value!r}, not a string; "
+        "targets must be text (quote the value, or fix data.source.target_column)"
+    )
 
 
 def _resolve_files(path: Path, format: str | None) -> list[tuple[Path, str]]:
@@ -138,17 +224,19 @@ def _read_file(
     label_column: str | None,
     separator: str,
     encoding: str,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty; remove it or fill it")
     if fmt == "parquet":
-        records = _read_parquet(path, columns, label_column, separator)
+        records = _read_parquet(path, columns, label_column, separator, target_column)
     elif fmt == "txt":
         records = _read_txt(path, encoding)
     elif fmt == "jsonl":
-        records = _read_jsonl(path, columns, label_column, separator, encoding)
+        records = _read_jsonl(path, columns, label_column, separator, encoding, target_column)
     else:
-        records = _read_delimited(path, fmt, columns, label_column, separator, encoding)
+        records = _read_delimited(path, fmt, columns, label_column, separator, encoding,
+                                  target_column)
     empty = True
     for record in records:
         empty = False
@@ -218,6 +306,7 @@ def _read_delimited(
     label_column: str | None,
     separator: str,
     encoding: str,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     current = [0]  # line number of the last line handed to the csv reader
 
@@ -239,8 +328,10 @@ def _read_delimited(
         if header is None:
             raise UserError(f"{path}: file has no header row; add one naming the columns")
         wanted = columns + ([label_column] if label_column is not None else [])
+        _missing_target(str(path), target_column, header)
         _missing_columns(str(path), wanted, header, "header")
         text_idx = [header.index(c) for c in columns]
+        target_idx = header.index(target_column) if target_column is not None else None
         label_idx = header.index(label_column) if label_column is not None else None
         start = current[0] + 1
         for row in reader:
@@ -262,7 +353,10 @@ def _read_delimited(
                         f"{where}: column {label_column!r} is empty; fill it or drop the row"
                     )
             text = _join((row[i] for i in text_idx), separator)
-            yield {"text": text, "label": label, "source": f"{path}:{start}"}
+            record = {"text": text, "label": label, "source": f"{path}:{start}"}
+            if target_idx is not None:
+                record["target"] = row[target_idx]
+            yield record
             start = current[0] + 1
     except csv.Error as e:
         raise UserError(
@@ -317,6 +411,7 @@ def _read_jsonl(
     label_column: str | None,
     separator: str,
     encoding: str,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     types = _LabelTypes(label_column) if label_column is not None else None
     wanted = columns + ([label_column] if label_column is not None else [])
@@ -335,17 +430,22 @@ def _read_jsonl(
                 f"{where}: expected a JSON object per line, got {type(row).__name__}; "
                 'write one {"text": ..., "label": ...} object per line'
             )
+        _missing_target(where, target_column, list(row))
         _missing_columns(where, wanted, list(row), "object")
         text = _join((_text_value(row[c], where, c) for c in columns), separator)
         label = None
         if label_column is not None and types is not None:
             label = _check_label(row[label_column], where, label_column)
             types.check(label, where)
-        yield {"text": text, "label": label, "source": f"{path}:{number}"}
+        record = {"text": text, "label": label, "source": f"{path}:{number}"}
+        if target_column is not None:
+            record["target"] = _target_value(row[target_column], where, target_column)
+        yield record
 
 
 def _read_parquet(
-    path: Path, columns: list[str], label_column: str | None, separator: str
+    path: Path, columns: list[str], label_column: str | None, separator: str,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -354,6 +454,7 @@ def _read_parquet(
         file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{path}: not a readable parquet file ({e}); re-export it") from None
+    _missing_target(str(path), target_column, file.schema_arrow.names)
     wanted = columns + ([label_column] if label_column is not None else [])
     _missing_columns(str(path), wanted, file.schema_arrow.names, "schema")
     if label_column is not None:
@@ -367,7 +468,8 @@ def _read_parquet(
     row_number = 0
     # Row groups are read batch by batch and only the needed columns are decoded, so a
     # multi-GB file never sits in memory whole.
-    batches = file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=wanted)
+    read_columns = wanted + ([target_column] if target_column is not None else [])
+    batches = file.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=read_columns)
     while True:
         # A file whose footer is intact but whose pages are damaged fails only here, mid-read.
         try:
@@ -379,6 +481,7 @@ def _read_parquet(
             break
         texts = [batch.column(c).to_pylist() for c in columns]
         labels = batch.column(label_column).to_pylist() if label_column is not None else None
+        targets = batch.column(target_column).to_pylist() if target_column is not None else None
         for i in range(batch.num_rows):
             row_number += 1
             where = f"{path} row {row_number}"
@@ -388,4 +491,7 @@ def _read_parquet(
             if labels is not None and label_column is not None and types is not None:
                 label = _check_label(labels[i], where, label_column)
                 types.check(label, where)
-            yield {"text": text, "label": label, "source": f"{path}:{row_number}"}
+            record = {"text": text, "label": label, "source": f"{path}:{row_number}"}
+            if targets is not None and target_column is not None:
+                record["target"] = _target_value(targets[i], where, target_column)
+            yield record

@@ -1,6 +1,7 @@
 """Raw-data sources for the ``collect`` stage: the stdlib corpus, local files, HF datasets, URLs.
 
-Each source streams records ``{"text": str, "label": str | int | None, "source": str}``;
+Each source streams records ``{"text": str, "label": str | int | None, "source": str}``, plus
+``"target": str`` for text-to-text data;
 :func:`iter_records` picks one by ``kind``. The pieces live in :mod:`~lmforge.data.readers`
 (file formats), :mod:`~lmforge.data.stdlib` and :mod:`~lmforge.data.download`; this module
 adds Hugging Face datasets and the dispatcher, and is the one to import from.
@@ -19,6 +20,8 @@ from lmforge.data.readers import (
     Record,
     _check_columns,
     _check_label,
+    _missing_target,
+    _target_value,
     _text_value,
     normalize_labels,
     read_local,
@@ -132,20 +135,23 @@ def read_hf(
     cache_dir: str | None = None,
     streaming: bool = False,
     text_separator: str = " . ",
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     """Stream a Hugging Face dataset split via ``datasets.load_dataset`` and its cache.
 
     ``name`` is a hub id or a local parquet/csv/tsv/json(l)/txt file or folder of one format.
     Remote code is never run. ClassLabel labels stay ints (see :func:`hf_label_names`); the
-    source is ``"name[split]:row"`` with a 1-based row.
+    source is ``"name[split]:row"`` with a 1-based row. ``target_column`` adds each row's
+    ``target`` text (text-to-text data).
     """
-    columns = _check_columns(text_columns, label_column)
+    columns = _check_columns(text_columns, label_column, target_column)
     ds = _hf_load(name, split, data_dir, data_files, cache_dir, streaming)
     wanted = columns + ([label_column] if label_column is not None else [])
     row = 0
     for batch in ds.iter(batch_size=_HF_BATCH_ROWS):
         if row == 0:
             # Checked on the first batch: a streamed dataset may not know its columns up front.
+            _missing_target(f"hf dataset {name!r} split {split!r}", target_column, list(batch))
             missing = [c for c in wanted if c not in batch]
             if missing:
                 raise UserError(
@@ -160,7 +166,10 @@ def read_hf(
             label = None
             if label_column is not None:
                 label = _check_label(batch[label_column][i], where, label_column)
-            yield {"text": text, "label": label, "source": f"{name}[{split}]:{row}"}
+            record = {"text": text, "label": label, "source": f"{name}[{split}]:{row}"}
+            if target_column is not None:
+                record["target"] = _target_value(batch[target_column][i], where, target_column)
+            yield record
 
 
 def hf_label_names(
@@ -195,6 +204,7 @@ def iter_url(
     encoding: str = "utf-8",
     timeout: float = 30.0,
     progress: bool = True,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     """Download ``url`` (see :func:`read_url`) and stream its records with :func:`read_local`."""
     path = read_url(
@@ -212,6 +222,7 @@ def iter_url(
         format=format,
         text_separator=text_separator,
         encoding=encoding,
+        target_column=target_column,
     )
 
 

@@ -99,6 +99,29 @@ def _scan_stdlib(root: Path, min_chars: int, scan: StdlibScan) -> Iterator[tuple
                 yield top, source, doc
 
 
+def split_summary(doc: str) -> tuple[str, str] | None:
+    """``(summary line, body)`` of a PEP 257 docstring, or None when it has no such shape.
+
+    The shape: a one-line summary, a blank line, then a body. A summary that wraps onto a second
+    line, or a docstring with no body, does not qualify. The body keeps its lines (the cleaner
+    collapses whitespace later).
+    """
+    lines = doc.split("\n")
+    if len(lines) < 3 or not lines[0].strip() or lines[1].strip():
+        return None
+    body = "\n".join(lines[2:]).strip()
+    return (lines[0].strip(), body) if body else None
+
+
+def _docsum_records(root: Path, scan: StdlibScan) -> Iterator[Record]:
+    # Every docstring is scanned (min_chars=1): the body's length is judged by the cleaner's
+    # data.clean.min_chars in prepare, where a short one is counted as dropped.
+    for _, source, doc in _scan_stdlib(root, 1, scan):
+        pair = split_summary(doc)
+        if pair is not None:
+            yield {"text": pair[1], "target": pair[0], "source": source}
+
+
 def _ranked(counts: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -119,6 +142,7 @@ def read_stdlib(
     min_chars: int = 20,
     *,
     stats: StdlibScan | None = None,
+    target_column: str | None = None,
 ) -> Iterator[Record]:
     """Stream the docstrings of the Python standard library as an offline corpus.
 
@@ -128,12 +152,22 @@ def read_stdlib(
     module (``"email"``) for the ``top_k`` modules with the most records (ties by name) and None
     for the rest; ``top_k=None`` labels every module. Test suites, site-packages and files that
     fail to parse are skipped; ``stats`` receives the counts, including the unparsable files.
+
+    ``target_column="summary"`` reads the docsum text-to-text task instead: a docstring whose
+    summary line is followed by a blank line and a body (:func:`split_summary`) becomes
+    ``{"text": body, "target": summary line, "source": ...}``, with no label; ``top_k`` and
+    ``min_chars`` do not apply.
     """
+    if target_column is not None and target_column != "summary":
+        raise UserError(f"the stdlib source has one target column, 'summary' (docsum), not "
+                        f"{target_column!r}; set data.source.target_column=summary or null")
     if top_k is not None and top_k < 0:
         raise UserError(f"top_k={top_k} is negative; use 0 or more (None labels every module)")
     root = _stdlib_root(stdlib_dir)
     scan = stats if stats is not None else StdlibScan()
-    if top_k is not None and top_k > 0:
+    if target_column is not None:
+        records = _docsum_records(root, scan)
+    elif top_k is not None and top_k > 0:
         records = _spooled_by_top_k(root, min_chars, top_k, scan)
     else:
         records = (
@@ -145,6 +179,9 @@ def read_stdlib(
         empty = False
         yield record
     scan.module_counts = _ranked(scan.module_counts)
+    if empty and target_column is not None:
+        raise UserError(f"{root}: no docstring has a summary line, a blank line and a body; "
+                        "point stdlib_dir at a standard library with sources")
     if empty:
         raise UserError(
             f"{root}: no docstrings of {min_chars}+ characters in any .py file; point "

@@ -7,6 +7,11 @@ A shard set for one split is three files:
 - ``{split}.offsets.npy``: ``int64[n + 1]``, record ``i`` is ``ids[offsets[i]:offsets[i + 1]]``;
 - ``{split}.labels.npy``: ``int64[n]``, the class index, or -1 for unlabelled text.
 
+Text-to-text data (records with a ``target``) adds two files per split, in the same layout:
+``{split}.target_ids.bin`` and ``{split}.target_offsets.npy`` (record ``i``'s target is
+``target_ids[target_offsets[i]:target_offsets[i + 1]]``); the source and target share one
+vocabulary, and ``meta.json`` says ``"targets": true``. The labels are then all -1.
+
 Datasets add ``[CLS]``/``[SEP]`` themselves, so the same shards serve packed pretraining and
 per-record classification.
 """
@@ -80,11 +85,37 @@ def encode_to_shards(tokenizer, records: Iterator[tuple[str, int]], out_dir: Pat
     ``encode_batch`` call over everything, 32,768 ~1.08x) but raise the memory floor; 4,096 is
     the compromise (bench/data_path.py).
     """
+    labels = array("q")
+
+    def texts() -> Iterator[str]:
+        for text, label in records:
+            labels.append(label)
+            yield text
+
+    total = encode_texts(tokenizer, texts(), out_dir / f"{split}.ids.bin",
+                         out_dir / f"{split}.offsets.npy", batch_size, progress)
+    np.save(out_dir / f"{split}.labels.npy", np.frombuffer(labels, dtype=np.int64))
+    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels
+                                                                        if x >= 0))}
+
+
+def encode_targets_to_shards(tokenizer, targets: Iterator[str], out_dir: Path, split: str,
+                             batch_size: int = 4096, progress=None) -> dict:
+    """Stream one split's target texts into ``{split}.target_ids.bin``/``target_offsets.npy``."""
+    offsets_path = out_dir / f"{split}.target_offsets.npy"
+    total = encode_texts(tokenizer, targets, out_dir / f"{split}.target_ids.bin", offsets_path,
+                         batch_size, progress)
+    return {"target_records": len(np.load(offsets_path)) - 1, "target_tokens": total}
+
+
+def encode_texts(tokenizer, texts: Iterable[str], ids_path: Path, offsets_path: Path,
+                 batch_size: int = 4096, progress=None) -> int:
+    """Encode texts back to back into ``ids_path`` and their offsets into ``offsets_path``;
+    return the number of tokens written."""
     dtype = ids_dtype(tokenizer.get_vocab_size())
     offsets = array("q", [0])
-    labels = array("q")
     total = 0
-    with open(out_dir / f"{split}.ids.bin", "wb") as ids_file:
+    with open(ids_path, "wb") as ids_file:
         batch: list[str] = []
 
         def flush() -> None:
@@ -102,17 +133,14 @@ def encode_to_shards(tokenizer, records: Iterator[tuple[str, int]], out_dir: Pat
                 progress.update(len(batch))
             batch.clear()
 
-        for text, label in records:
+        for text in texts:
             batch.append(text)
-            labels.append(label)
             if len(batch) >= batch_size:
                 flush()
         if batch:
             flush()
-    np.save(out_dir / f"{split}.offsets.npy", np.frombuffer(offsets, dtype=np.int64))
-    np.save(out_dir / f"{split}.labels.npy", np.frombuffer(labels, dtype=np.int64))
-    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels
-                                                                        if x >= 0))}
+    np.save(offsets_path, np.frombuffer(offsets, dtype=np.int64))
+    return total
 
 
 class TokenShards:
@@ -127,9 +155,24 @@ class TokenShards:
                              mode="r")
         self.offsets = np.load(shard_dir / f"{split}.offsets.npy")
         self.labels = np.load(shard_dir / f"{split}.labels.npy")
+        self.has_targets = bool(meta.get("targets", False))
+        if self.has_targets:
+            target_path = shard_dir / f"{split}.target_ids.bin"
+            # np.memmap cannot map an empty file (a split with no records).
+            self.target_ids = (np.memmap(target_path, dtype=np.dtype(meta["dtype"]), mode="r")
+                               if target_path.stat().st_size else
+                               np.zeros(0, dtype=np.dtype(meta["dtype"])))
+            self.target_offsets = np.load(shard_dir / f"{split}.target_offsets.npy")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def record(self, index: int) -> np.ndarray:
         return self.ids[self.offsets[index]:self.offsets[index + 1]]
+
+    def target_record(self, index: int) -> np.ndarray:
+        """The target token ids of record ``index`` (text-to-text shards only)."""
+        if not self.has_targets:
+            raise ValueError(f"{self.path.parent}: these shards hold no targets "
+                             "(classification data); check has_targets first")
+        return self.target_ids[self.target_offsets[index]:self.target_offsets[index + 1]]

@@ -1,0 +1,97 @@
+"""Generate text: ``python -m lmforge.generate``.
+
+Continue a prompt with a causal LM (the pretrain stage's ``models/pretrained`` after
+``pretrain=clm``), or run a text-to-text model (``models/finetuned`` after ``task=text2text``)
+over one input or a file of inputs:
+
+    python -m lmforge.generate generate.prompt="Return the"              # print one output
+    python -m lmforge.generate generate.input=sources.txt generate.output=out.jsonl \\
+        generate.strategy=beam generate.num_beams=5
+
+``generate.model`` picks the folder (default: ``models/finetuned`` when it holds a text-to-text
+model, else ``models/pretrained``). Decoding: ``generate.strategy`` greedy | beam (``num_beams``,
+``length_penalty``) | sample (``temperature``, ``top_k``, ``top_p``, ``seed``), ``max_new_tokens``;
+every row stops at its end-of-sequence token. An input file is one input per line (``.txt``) or
+any file ``data.source`` reads (its ``text_columns``); the output is JSON lines
+``{"input", "output", "tokens"}`` in input order. Inputs longer than the context are cut and
+counted: a text-to-text source keeps its first ``max_source_len`` tokens, as in training; a
+prompt to continue keeps its last tokens, leaving room for ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmforge.cli import stage
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import atomic_file
+
+
+def default_model(cfg: Config) -> Path:
+    finetuned = Path(cfg.paths.finetuned)
+    config = finetuned / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("task") == "text2text":
+        return finetuned
+    pretrained = Path(cfg.paths.pretrained)
+    if (pretrained / "lm.pt").is_file():
+        return pretrained
+    raise UserError(f"no model that generates: {finetuned} holds no text-to-text model and "
+                    f"{pretrained} no language model; finetune with task=text2text, pretrain with "
+                    "pretrain=clm, or set generate.model=FOLDER")
+
+
+def read_inputs(cfg: Config, path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"generate.input={path}: no such file")
+    if path.suffix in (".txt", ""):
+        return path.read_text(encoding="utf-8").splitlines()
+    from lmforge.data.sources import read_local
+
+    return [r["text"] for r in read_local(path, text_columns=cfg.data.source.text_columns,
+                                          label_column=None, format=cfg.data.source.format)]
+
+
+def run(cfg: Config) -> None:
+    g = cfg.generate
+    if g.prompt is None and not g.input:
+        raise UserError("nothing to generate from: give generate.prompt=TEXT or generate.input=FILE")
+    folder = Path(g.model) if g.model else default_model(cfg)
+
+    from tqdm import tqdm
+
+    from lmforge.tasks.text2text.runtime import TextToTextModel
+
+    model = TextToTextModel.load(folder, clean=cfg.data.clean)
+    texts = [g.prompt] if g.prompt is not None else read_inputs(cfg, Path(g.input))
+    if not texts:
+        raise UserError(f"generate.input={g.input} holds no input")
+    with tqdm(total=len(texts), desc="generate", unit=" texts", mininterval=1.0,
+              disable=None if len(texts) > 1 else True) as bar:
+        out = model.generate(texts, g, progress=bar.update)
+    notes = []
+    if out.truncated_inputs:
+        side = "last" if model.continuation else "first"
+        notes.append(f"{out.truncated_inputs} input(s) longer than the context, cut to their "
+                     f"{side} tokens")
+    if out.stopped_at_context:
+        notes.append(f"{out.stopped_at_context} output(s) stopped at the context limit "
+                     f"({model.model.cfg.max_len} tokens)")
+    if g.prompt is not None and not g.output:
+        print(out.texts[0])
+    else:
+        output = Path(g.output or Path(cfg.paths.metrics) / "generated.jsonl")
+        with atomic_file(output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            for text, generated, n in zip(texts, out.texts, out.tokens, strict=True):
+                handle.write(json.dumps({"input": text, "output": generated, "tokens": n},
+                                        ensure_ascii=False) + "\n")
+        print(f"generate: {len(texts)} output(s) from {folder} ({g.strategy}) -> {output}")
+    for note in notes:
+        print(f"generate: note: {note}")
+
+
+main = stage(run)
+
+if __name__ == "__main__":
+    main()

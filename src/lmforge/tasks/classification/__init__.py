@@ -1,0 +1,156 @@
+"""Text classification (sentiment analysis is one): one label per text.
+
+``[CLS] text [SEP]`` truncated to ``finetune.max_len``, a pooled linear head over the encoder
+(:class:`lmforge.models.transformer.SequenceClassifier`), cross-entropy; the best checkpoint by
+validation macro F1; test accuracy, macro and per-class precision/recall/F1 and a confusion
+matrix; registered as a pyfunc model that returns a label and class probabilities per text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config
+from lmforge.errors import UserError
+from lmforge.io import write_json
+from lmforge.tasks import Task, TaskData, eval_plots
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    objective = "best_val_f1"
+    monitor = "val/f1"
+    mode = "max"
+
+    def data(self, cfg: Config, meta: dict) -> TaskData:
+        from lmforge.data.datasets import LabelledRecords
+        from lmforge.data.tokenization import TokenShards
+
+        labels = meta["labels"]
+        if len(labels) < 2:
+            raise UserError(f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
+                            "finetuning needs a labelled source with at least two classes")
+        max_len = cfg.finetune.max_len
+        train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), max_len)
+        val = LabelledRecords(TokenShards(cfg.paths.shards, "val"), max_len)
+        if len(train) == 0 or len(val) == 0:
+            raise UserError(f"{cfg.paths.shards}: no labelled records in the train or val split; "
+                            "check data.source.label_column")
+        pad = meta["special_ids"]["pad"]
+        # Texts longer than the context lose their tail: counted, printed and logged, never silent.
+        truncated = {"train": train.truncated, "val": val.truncated}
+        if any(truncated.values()):
+            print(f"finetune: {truncated['train']} of {len(train)} train and {truncated['val']} of "
+                  f"{len(val)} val texts exceed finetune.max_len={max_len} tokens and are truncated")
+        return TaskData(train=train, val=val, collate=_Collate(pad), train_lengths=train.lengths,
+                        truncated=truncated, params={"data.num_labels": len(labels)})
+
+    def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
+        from lmforge.lit.classifier import LitClassifier
+
+        return LitClassifier(model_cfg, num_labels=len(meta["labels"]), pooling=cfg.finetune.pooling,
+                             optim=cfg.optim, total_steps=total_steps)
+
+    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
+        import torch
+
+        torch.save(module.model.state_dict(), out / "model.pt")
+        write_json(out / "config.json", {"task": self.name, "model": asdict(module.model.cfg),
+                                         "labels": meta["labels"], "pooling": cfg.finetune.pooling,
+                                         "max_len": cfg.finetune.max_len})
+
+    def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
+        """Per-class precision, recall, F1 and support on the validation split, as a JSON
+        artifact and as ``val_f1_class_<label>`` metrics."""
+        import mlflow
+
+        from lmforge.tasks.classification.scoring import report, score
+
+        labels = meta["labels"]
+        module.model.eval()
+        overall, per_class, matrix, _, _ = score(module.model, val_loader, len(labels))
+        result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
+        path = Path(cfg.paths.metrics) / "val_per_class.json"
+        write_json(path, result)
+        mlflow.log_artifact(str(path))
+        mlflow.log_metrics({f"val_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
+        return result
+
+    def log_model(self, cfg: Config, folder: Path) -> Any:
+        from lmforge.registry import log_pyfunc
+        from lmforge.tasks.classification.pyfunc import EXAMPLE_TEXTS, TextClassifier
+
+        config = json.loads((folder / "config.json").read_text())
+        return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS,
+                          extra={"labels": config["labels"]})
+
+    def evaluate(self, cfg: Config, folder: Path) -> dict:
+        from torch.utils.data import DataLoader
+
+        from lmforge.data.datasets import LabelledRecords, pad_batch
+        from lmforge.data.tokenization import TokenShards
+        from lmforge.figures import confusion_csv, confusion_png
+        from lmforge.tasks.classification.scoring import load_classifier, report, score
+
+        model, labels, _, max_len = load_classifier(folder)
+        shards = TokenShards(cfg.paths.shards, "test")
+        test = LabelledRecords(shards, max_len)
+        if len(test) == 0:
+            raise UserError(f"{cfg.paths.shards}: the test split holds no labelled records")
+        pad = shards.meta["special_ids"]["pad"]
+        loader = DataLoader(test, batch_size=cfg.eval.batch_size,
+                            collate_fn=lambda items: pad_batch(items, pad))
+        overall, per_class, matrix, actual, predicted = score(model, loader, len(labels))
+        result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
+        plots = eval_plots(cfg)
+        confusion_csv(((labels[a], labels[p]) for a, p in zip(actual, predicted, strict=True)),
+                      plots / "confusion.csv")
+        confusion_png(matrix.numpy(), labels, plots / "confusion.png",
+                      f"test: accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1']:.3f}")
+        metrics = {f"test_{k}": v for k, v in overall.items()}
+        metrics.update({f"test_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
+        return {"report": result, "mlflow_metrics": metrics,
+                "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
+                "summary": f"test accuracy {overall['accuracy']:.4f}, macro P/R/F1 "
+                           f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
+                           f"on {len(test)} examples"}
+
+    def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
+        from lmforge.data.tokenization import special_ids
+        from lmforge.tasks.classification.scoring import (
+            file_batches,
+            load_classifier,
+            read_labelled_file,
+            report,
+            score,
+        )
+
+        model, labels, tokenizer, max_len = load_classifier(folder)
+        records, empty = read_labelled_file(cfg, path, labels)
+        index = {str(name): i for i, name in enumerate(labels)}
+        batches = file_batches(records, tokenizer, index, max_len, cfg.eval.batch_size, special_ids())
+        overall, per_class, matrix, _, _ = score(model, batches, len(labels))
+        result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
+        result.update({"file": str(path), "dropped_empty_text": empty})
+        return {"report": result,
+                "summary": f"{path}: accuracy {overall['accuracy']:.4f}, macro F1 {overall['f1']:.4f} "
+                           f"on {len(records)} examples ({empty} rows without text skipped)"}
+
+
+class _Collate:
+    """Pads a batch of ``(ids, label)`` items; a class, not a closure, so worker processes can
+    pickle it."""
+
+    def __init__(self, pad: int) -> None:
+        self.pad = pad
+
+    def __call__(self, items: list) -> dict:
+        from lmforge.data.datasets import pad_batch
+
+        return pad_batch(items, self.pad)
+
+
+__all__ = ["ClassificationTask"]

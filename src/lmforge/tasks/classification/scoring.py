@@ -1,0 +1,109 @@
+"""Classification scores with torchmetrics: accuracy, macro and per-class precision/recall/F1,
+the confusion matrix; on a split's batches or on any labelled file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config
+from lmforge.errors import UserError
+
+
+def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
+    """The finetuned model (eval mode), its label names, tokenizer and max length."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from lmforge.models.transformer import SequenceClassifier, TransformerConfig
+
+    if not (folder / "model.pt").is_file():
+        raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
+    config = json.loads((folder / "config.json").read_text())
+    model = SequenceClassifier(TransformerConfig(**config["model"]),
+                               num_labels=len(config["labels"]), pooling=config["pooling"])
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), \
+        config["max_len"]
+
+
+def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, list, list]:
+    """Run the model over ``(input_ids, attention_mask, labels)`` batches; return metrics."""
+    import torch
+    from torchmetrics.classification import (
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassRecall,
+    )
+
+    from lmforge.lit.classifier import classification_metrics
+
+    overall = classification_metrics(num_classes)
+    per_class = {"precision": MulticlassPrecision(num_classes, average="none"),
+                 "recall": MulticlassRecall(num_classes, average="none"),
+                 "f1": MulticlassF1Score(num_classes, average="none")}
+    confusion = MulticlassConfusionMatrix(num_classes)
+    predictions, targets = [], []
+    with torch.inference_mode():
+        for batch in batches:
+            logits = model(batch["input_ids"], batch["attention_mask"])
+            overall.update(logits, batch["labels"])
+            for metric in per_class.values():
+                metric.update(logits, batch["labels"])
+            confusion.update(logits, batch["labels"])
+            predictions.append(logits.argmax(-1))
+            targets.append(batch["labels"])
+    return ({k: float(v) for k, v in overall.compute().items()},
+            {k: v.compute().tolist() for k, v in per_class.items()},
+            confusion.compute(), torch.cat(targets).tolist(), torch.cat(predictions).tolist())
+
+
+def report(labels: list, overall: dict, per_class: dict, support: list[int]) -> dict:
+    return {
+        **overall,
+        "examples": sum(support),
+        "per_class": {str(name): {"precision": per_class["precision"][i],
+                                  "recall": per_class["recall"][i], "f1": per_class["f1"][i],
+                                  "support": support[i]} for i, name in enumerate(labels)},
+    }
+
+
+def file_batches(records: list[dict], tokenizer: Any, index: dict[str, int], max_len: int,
+                 batch_size: int, special: dict[str, int]):
+    """Encode raw labelled records the way the shards were (no specials, then [CLS] ... [SEP])."""
+    from lmforge.data.datasets import frame_record, pad_batch
+
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        encodings = tokenizer.encode_batch_fast([r["text"] for r in chunk],
+                                                add_special_tokens=False)
+        items = [(frame_record(e.ids, max_len, special["cls"], special["sep"]),
+                  index[str(r["label"])]) for e, r in zip(encodings, chunk, strict=True)]
+        yield pad_batch(items, special["pad"])
+
+
+def read_labelled_file(cfg: Config, path: Path, labels: list) -> tuple[list[dict], int]:
+    """The file's records (text normalised as in training) and how many had no text; a label the
+    model does not know stops with the row."""
+    from lmforge.data.cleaning import normalize_text
+    from lmforge.data.sources import read_local
+
+    source = cfg.data.source
+    index = {str(name) for name in labels}
+    records, empty = [], 0
+    for record in read_local(path, text_columns=source.text_columns,
+                             label_column=source.label_column or "label", format=source.format):
+        if str(record["label"]) not in index:
+            raise UserError(f"{record['source']}: label {record['label']!r} is not one the model "
+                            f"knows ({', '.join(map(str, labels))}); fix the row or the label column")
+        text = normalize_text(record["text"], cfg.data.clean)
+        if text:
+            records.append({**record, "text": text})
+        else:
+            empty += 1
+    if not records:
+        raise UserError(f"{path}: no row with text; check data.source.text_columns")
+    return records, empty

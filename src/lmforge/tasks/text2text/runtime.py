@@ -1,0 +1,172 @@
+"""A finetuned text-to-text model at work: load it, write texts from texts, score references.
+
+Shared by the evaluate stage, ``python -m lmforge.generate`` and the registered pyfunc model, so
+all three encode, truncate and decode alike. No MLflow or Lightning here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import CleanConfig, GenerateConfig
+from lmforge.errors import UserError
+
+
+def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens: int | None = None
+                    ) -> Any:
+    """``generate.*`` as the decoder's :class:`~lmforge.models.generation.DecodingConfig`."""
+    from lmforge.data.tokenization import special_ids
+    from lmforge.models.generation import DecodingConfig
+
+    return DecodingConfig(
+        max_new_tokens=max_new_tokens or options.max_new_tokens,
+        num_beams=options.num_beams if options.strategy == "beam" else 1,
+        length_penalty=options.length_penalty, do_sample=options.strategy == "sample",
+        temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
+        seed=options.seed, eos_id=special_ids()["sep"], prefix_lm=prefix_lm)
+
+
+@dataclass
+class Generated:
+    """Outputs in input order, and what happened on the way (counted, never silent)."""
+
+    texts: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # new tokens per output, EOS excluded
+    truncated_inputs: int = 0  # inputs cut to fit the source budget / the context
+    stopped_at_context: int = 0  # outputs cut by the model's context, not by EOS
+    stopped_at_max_new_tokens: int = 0
+
+
+class TextToTextModel:
+    """A prefix LM with its tokenizer and budgets. ``continuation=True`` makes it a plain
+    causal LM that continues ``[CLS] prompt`` (a pretrained LM); otherwise it writes a target
+    for ``[CLS] source [SEP]``."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_source_len: int, max_target_len: int,
+                 prefix_lm: bool, continuation: bool = False, clean: CleanConfig | None = None
+                 ) -> None:
+        from lmforge.data.tokenization import special_ids
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_source_len, self.max_target_len = max_source_len, max_target_len
+        self.prefix_lm = prefix_lm and not continuation
+        self.continuation = continuation
+        self.clean = clean
+        self.special = special_ids()
+
+    @classmethod
+    def load(cls, folder: Path, clean: CleanConfig | None = None) -> TextToTextModel:
+        """A finetuned text-to-text folder (``model.pt``, ``config.json``, ``tokenizer.json``),
+        or a causal-LM pretrained folder (``lm.pt``) for continuation."""
+        import torch
+        from tokenizers import Tokenizer
+
+        from lmforge.models.decoder import PrefixLM
+        from lmforge.models.transformer import TransformerConfig
+
+        folder = Path(folder)
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            raise UserError(f"{config_path} is missing; point at a finetuned text-to-text model "
+                            "or a pretrained causal LM folder")
+        config = json.loads(config_path.read_text())
+        if "task" in config:
+            if config["task"] != "text2text":
+                raise UserError(f"{folder} holds a {config['task']} model, which does not generate "
+                                "text; finetune with task=text2text, or point generate.model at "
+                                "a pretrained causal LM (models/pretrained with pretrain=clm)")
+            weights, model_cfg = folder / "model.pt", config["model"]
+            options = {"max_source_len": config["max_source_len"],
+                       "max_target_len": config["max_target_len"], "prefix_lm": config["prefix_lm"]}
+            tokenizer_path = folder / "tokenizer.json"
+        else:  # models/pretrained: config.json is the TransformerConfig, lm.pt the whole LM
+            weights, model_cfg = folder / "lm.pt", config
+            options = {"max_source_len": config["max_len"] - 1, "max_target_len": config["max_len"],
+                       "prefix_lm": False, "continuation": True}
+            tokenizer_path = folder / "tokenizer.json"
+        for path in (weights, tokenizer_path):
+            if not path.is_file():
+                raise UserError(f"{path} is missing; run the finetune stage (task=text2text) or "
+                                "pretrain with pretrain=clm first")
+        model = PrefixLM(TransformerConfig(**model_cfg))
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return cls(model, Tokenizer.from_file(str(tokenizer_path)), clean=clean, **options)
+
+    def encode_inputs(self, texts: Sequence[str], room: int) -> tuple[list[list[int]], int]:
+        """Framed prompts and how many inputs were cut. A source keeps its first
+        ``max_source_len`` tokens (as in training); a continuation prompt keeps its last
+        ``max_len - room`` tokens, so ``room`` new tokens fit in the context."""
+        from lmforge.data.cleaning import normalize_text
+
+        if self.clean is not None:
+            texts = [normalize_text(t, self.clean) for t in texts]
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        cls_id, sep = self.special["cls"], self.special["sep"]
+        prompts, cut = [], 0
+        for encoding in encodings:
+            ids = encoding.ids
+            if self.continuation:
+                keep = max(1, self.model.cfg.max_len - 1 - room)
+                cut += len(ids) > keep
+                prompts.append([cls_id, *ids[-keep:]] if ids else [cls_id])
+            else:
+                cut += len(ids) > self.max_source_len
+                prompts.append([cls_id, *ids[: self.max_source_len], sep])
+        return prompts, cut
+
+    def generate(self, texts: Sequence[str], options: GenerateConfig,
+                 progress: Callable[[int], None] | None = None) -> Generated:
+        """Write one output per input text, batched by length, in input order."""
+        from lmforge.models.generation import STOP_CONTEXT, STOP_MAX_NEW_TOKENS, generate
+
+        room = options.max_new_tokens if self.continuation else \
+            min(options.max_new_tokens, self.max_target_len + 1)
+        decoding = decoding_config(options, prefix_lm=self.prefix_lm, max_new_tokens=room)
+        prompts, cut = self.encode_inputs(texts, room)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = Generated(texts=[""] * len(prompts), tokens=[0] * len(prompts), truncated_inputs=cut)
+        from dataclasses import replace
+
+        for batch_index, start in enumerate(range(0, len(order), options.batch_size)):
+            rows = order[start:start + options.batch_size]
+            # A seed per batch: sampling reproduces whatever the batch size and order.
+            config = replace(decoding, seed=options.seed + batch_index)
+            result = generate(self.model, [prompts[i] for i in rows], config)
+            for row, tokens, reason in zip(rows, result.tokens, result.stop_reasons, strict=True):
+                out.texts[row] = self.tokenizer.decode(tokens).strip()
+                out.tokens[row] = len(tokens)
+                out.stopped_at_context += reason == STOP_CONTEXT
+                out.stopped_at_max_new_tokens += reason == STOP_MAX_NEW_TOKENS
+            if progress is not None:
+                progress(len(rows))
+        return out
+
+    def target_perplexity(self, sources: Sequence[str], targets: Sequence[str],
+                          batch_size: int = 64) -> float:
+        """``exp`` of the mean negative log-likelihood per target token (its ``[SEP]`` included),
+        teacher-forced, sources and targets truncated as in training."""
+        import math
+
+        import torch
+
+        from lmforge.data.prefix_lm import text_to_text_batch
+
+        encode = self.tokenizer.encode_batch_fast
+        src = [e.ids[: self.max_source_len] for e in encode(list(sources), add_special_tokens=False)]
+        tgt = [e.ids[: self.max_target_len] for e in encode(list(targets), add_special_tokens=False)]
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(src), batch_size):
+                batch = text_to_text_batch(src[start:start + batch_size],
+                                           tgt[start:start + batch_size], special=self.special)
+                ll, n = self.model.target_log_likelihood(
+                    batch.input_ids, batch.attention_mask,
+                    batch.prefix_mask if self.prefix_lm else None, batch.labels)
+                total += float(ll.sum())
+                count += int(n.sum())
+        return math.exp(min(-total / max(count, 1), 50.0))
