@@ -102,11 +102,12 @@ class TextToTextModel:
         ``max_source_len`` tokens (as in training); a continuation prompt keeps its last
         ``max_len - room`` tokens, so ``room`` new tokens fit in the context."""
         from lmforge.data.cleaning import normalize_text
+        from lmforge.data.prefix_lm import text_to_text_prompt
 
         if self.clean is not None:
             texts = [normalize_text(t, self.clean) for t in texts]
         encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        cls_id, sep = self.special["cls"], self.special["sep"]
+        cls_id = self.special["cls"]
         prompts, cut = [], 0
         for encoding in encodings:
             ids = encoding.ids
@@ -116,7 +117,7 @@ class TextToTextModel:
                 prompts.append([cls_id, *ids[-keep:]] if ids else [cls_id])
             else:
                 cut += len(ids) > self.max_source_len
-                prompts.append([cls_id, *ids[: self.max_source_len], sep])
+                prompts.append(text_to_text_prompt(ids[: self.max_source_len], special=self.special))
         return prompts, cut
 
     def generate(self, texts: Sequence[str], options: GenerateConfig,
