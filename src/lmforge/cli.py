@@ -189,7 +189,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         # Hydra names the job (hydra.job.name) after the module of the task function, which is
         # this one: name it after the stage instead, for its log file and for the sweep
         # callback, which files the sweep's parent run in the stage's MLflow experiment.
-        _hydra_entry.__wrapped__.__module__ = f"lmforge.{stage_name(run)}"  # type: ignore[attr-defined]
+        _hydra_entry.__wrapped__.__module__ = f"lmforge.{stage_name(run)}"
         _hydra_entry()
 
     return main
