@@ -130,9 +130,13 @@ def stage_name(run: Callable) -> str:
 # Set by the front door for the whole process (and the processes it starts): lmforge.lit.trainer
 # reads it to leave Lightning's banners and model summary on.
 VERBOSE_ENV = "LMFORGE_VERBOSE"
-# Libraries whose INFO records are start-up chatter on a normal run (GPU/TPU available,
-# LOCAL_RANK, SQLite migrations, system metrics monitor started/stopped).
+# Loggers whose INFO records are start-up chatter on a normal run (seed set, GPU/TPU available,
+# LOCAL_RANK, SQLite migrations, system metrics monitor started/stopped). Lightning resets its
+# two package loggers to INFO when imported, after this runs: their modules' own loggers are
+# named too (lmforge.lit.trainer quiets the package loggers once Lightning is imported).
 CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                  "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
+                  "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                   "mlflow", "alembic", "huey", "urllib3", "git", "numexpr", "torch")
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
