@@ -49,3 +49,10 @@ def test_experiment_made_before_the_tags_gets_them_and_keeps_its_own(store) -> N
     assert tags[DESCRIPTION_TAG] == "my own words"
     assert tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert SAVED_VIEW_PREFIX + KEY_METRICS_VIEW in tags
+
+
+def test_a_text_to_text_task_leads_the_view_with_its_objective(store) -> None:
+    experiment = store.get_experiment(ensure_experiment("t2t-finetune", objective="best_val_loss"))
+    state = json.loads(json.loads(experiment.tags[SAVED_VIEW_PREFIX + KEY_METRICS_VIEW])["state"])
+    assert state["selectedColumns"][0] == "metrics.`best_val_loss`"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`best_val_loss`", True)

@@ -133,7 +133,8 @@ SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
 KEY_METRICS_VIEW = "lmforge-key-metrics"
 STAGE_DESCRIPTIONS = {
     "pretrain": "lmforge pretraining runs: self-supervised loss and throughput of the encoder.",
-    "finetune": "lmforge finetuning runs: best validation macro F1 (best_val_f1) per run.",
+    "finetune": "lmforge finetuning runs: each run's best validation figure (best_val_f1 for "
+                "classification, best_val_loss for text-to-text).",
     "evaluate": "lmforge evaluation runs: test accuracy and macro F1 of the finetuned model.",
 }
 # The runs table's columns in the "Key metrics" view, sorted by the first one (descending
@@ -145,12 +146,15 @@ STAGE_KEY_METRICS = {
 }
 
 
-def key_metrics_view(stage: str) -> str:
+def key_metrics_view(stage: str, objective: str | None = None) -> str:
     """The "Key metrics" saved view of a stage's runs table, as MLflow 3.17's UI stores a view
-    saved with its **Views > Save as new view** (a JSON envelope holding the page state)."""
+    saved with its **Views > Save as new view** (a JSON envelope holding the page state).
+    ``objective`` (the task's figure, e.g. ``best_val_loss``) leads the columns and the sort."""
     import time
 
     metrics = STAGE_KEY_METRICS.get(stage, ())
+    if objective:
+        metrics = (objective, *(m for m in metrics if m != objective))
     state: dict[str, Any] = {"selectedColumns": [*(f"metrics.`{m}`" for m in metrics),
                                                  "attributes.`Models`"]}
     if metrics:
@@ -160,25 +164,26 @@ def key_metrics_view(stage: str) -> str:
                        "state": json.dumps(state)})
 
 
-def experiment_tags(name: str) -> dict[str, str]:
+def experiment_tags(name: str, objective: str | None = None) -> dict[str, str]:
     """Tags that make the MLflow UI open ``<prefix>-<stage>`` on what matters: a model-training
     experiment with a one-line description and a "Key metrics" view of its runs table."""
     stage = name.rsplit("-", 1)[-1]
     tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
             DESCRIPTION_TAG: STAGE_DESCRIPTIONS.get(stage, f"lmforge {stage} runs.")}
     if stage in STAGE_KEY_METRICS:
-        tags[SAVED_VIEW_PREFIX + KEY_METRICS_VIEW] = key_metrics_view(stage)
+        tags[SAVED_VIEW_PREFIX + KEY_METRICS_VIEW] = key_metrics_view(stage, objective)
     return tags
 
 
-def ensure_experiment(name: str) -> str:
+def ensure_experiment(name: str, objective: str | None = None) -> str:
     """The id of experiment ``name``, created with :func:`experiment_tags` if it does not exist;
-    an experiment made by an older lmforge gets the tags it lacks."""
+    an experiment made by an older lmforge gets the tags it lacks. The first run's task decides
+    the Key metrics view (``objective``; classification's ``best_val_f1`` by default)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
-        for key, value in experiment_tags(name).items():
+        for key, value in experiment_tags(name, objective).items():
             if key not in experiment.tags:
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
@@ -189,7 +194,8 @@ def ensure_experiment(name: str) -> str:
     if not uri.startswith("sqlite:"):
         artifacts = None
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts, tags=experiment_tags(name))
+        return mlflow.create_experiment(name, artifact_location=artifacts,
+                                        tags=experiment_tags(name, objective))
     except mlflow.exceptions.MlflowException as exc:
         # Parallel jobs (joblib sweeps, `dvc queue start -j 2`) race to create it: the loser
         # uses the winner's.
@@ -223,7 +229,8 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
         with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
             yield run
         return
-    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
+    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}",
+                                      (extra_tags or {}).get("lmforge.objective"))
     tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
             **(extra_tags or {})}
     with mlflow.start_run(experiment_id=experiment_id,
