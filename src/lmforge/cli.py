@@ -188,7 +188,8 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
             spec = getattr(module, "__spec__", None)
             print_help(module.__doc__, spec.name if spec else run.__module__, find_root() / "conf")
             return
-        verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        verbose = ("--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+                   or os.environ.get(VERBOSE_ENV) == "1")
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
         configure_output(verbose)
