@@ -108,8 +108,11 @@ def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request
                 row.locator("input[type=checkbox].ag-checkbox-input").check()
             page.get_by_role("button", name="Compare").click()
             page.wait_for_url("**/compare-runs**")
+            # The page renders again once the runs' data arrives: act after that.
+            page.wait_for_load_state("networkidle")
             # The Metrics section: one grid of metric names, one of values (a column per run).
             name = page.get_by_text("best_val_f1", exact=True).first
+            name.wait_for()
             name.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
             section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
