@@ -63,6 +63,27 @@ def start_server(root: Path, port: int, log: Path) -> subprocess.Popen:
         start_new_session=True)
 
 
+def read_metrics_section(page, shot: Path) -> tuple[list[str], list[str]]:
+    """The comparison page's Metrics section: one grid of metric names, one of values (a column
+    per run). The page renders again when the runs' data arrives (and on its auto-refresh),
+    which can detach what was found: look again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(5):
+        try:
+            name = page.get_by_text("best_val_f1", exact=True).first
+            name.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
+            grids = section.locator("[role=grid]")
+            return grids.nth(0).inner_text().split("\n"), grids.nth(1).inner_text().split("\n")
+        except Error:
+            if attempt == 4:
+                raise
+            page.wait_for_timeout(2000)
+    raise AssertionError("unreachable")
+
+
 def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request, tmp_path: Path) -> None:
     chromium = require_browser()
     root: Path = request.getfixturevalue("swept_project")
@@ -108,17 +129,7 @@ def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request
                 row.locator("input[type=checkbox].ag-checkbox-input").check()
             page.get_by_role("button", name="Compare").click()
             page.wait_for_url("**/compare-runs**")
-            # The page renders again once the runs' data arrives: act after that.
-            page.wait_for_load_state("networkidle")
-            # The Metrics section: one grid of metric names, one of values (a column per run).
-            name = page.get_by_text("best_val_f1", exact=True).first
-            name.wait_for()
-            name.scroll_into_view_if_needed()
-            page.screenshot(path=str(shot))
-            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
-            grids = section.locator("[role=grid]")
-            names = grids.nth(0).inner_text().split("\n")
-            values = grids.nth(1).inner_text().split("\n")
+            names, values = read_metrics_section(page, shot)
             columns = page.url
             browser.close()
     finally:
