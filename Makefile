@@ -33,8 +33,9 @@ test: $(STAMP) ## run the test suite (slow tests excluded; MARKERS="..." to choo
 test-all: $(STAMP) ## run every test, the slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff and mypy (type-checks src/, configured in pyproject.toml)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 params: $(STAMP) ## rewrite params.yaml from conf/ (after editing conf/)
 	$(BIN)/python -m lmforge.params

@@ -1,9 +1,12 @@
-"""The MLflow UI in a real browser: compare two finetuning runs of a sweep and read their F1.
+"""The MLflow UI in a real browser: from the home page to the finetuning runs' F1.
 
 Starts ``mlflow server`` on 127.0.0.1 over the tiny project's store, then drives headless
-Chromium (Debian's ``chromium`` package, through Playwright) as a person would: open the
-finetune experiment's runs, expand the sweep, tick two of its jobs, press Compare, and find the
-F1 of both runs on the comparison page. A screenshot of it is kept in the test's tmp folder.
+Chromium (Debian's ``chromium`` package, through Playwright) as a person would: on the home page
+switch to **Model training**, click the finetune experiment, open its **Key metrics** view (which
+lmforge saved with the experiment) and find ``best_val_f1`` in the runs table; then expand the
+sweep, tick two of its jobs, press Compare, and find the F1 of both runs on the comparison page.
+Screenshots of the runs table and the comparison are kept in ``tests/artifacts/`` (git-ignored;
+the test prints their paths).
 
 Skips when Chromium or Playwright is missing, unless ``LMFORGE_REQUIRE_BROWSER=1`` (CI), where
 it fails instead.
@@ -23,6 +26,7 @@ from conftest import stop_server, wait_until_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
+ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -59,7 +63,28 @@ def start_server(root: Path, port: int, log: Path) -> subprocess.Popen:
         start_new_session=True)
 
 
-def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) -> None:
+def read_metrics_section(page, shot: Path) -> tuple[list[str], list[str]]:
+    """The comparison page's Metrics section: one grid of metric names, one of values (a column
+    per run). The page renders again when the runs' data arrives (and on its auto-refresh),
+    which can detach what was found: look again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(5):
+        try:
+            name = page.get_by_text("best_val_f1", exact=True).first
+            name.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
+            grids = section.locator("[role=grid]")
+            return grids.nth(0).inner_text().split("\n"), grids.nth(1).inner_text().split("\n")
+        except Error:
+            if attempt == 4:
+                raise
+            page.wait_for_timeout(2000)
+    raise AssertionError("unreachable")
+
+
+def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request, tmp_path: Path) -> None:
     chromium = require_browser()
     root: Path = request.getfixturevalue("swept_project")
     import mlflow
@@ -76,36 +101,42 @@ def test_ui_compares_two_sweep_runs_and_shows_their_f1(request, tmp_path: Path) 
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "mlflow-server.log"
     server = start_server(root, port, log)
-    shot = tmp_path / "compare.png"
+    ARTIFACTS.mkdir(exist_ok=True)
+    runs_shot, shot = ARTIFACTS / "mlflow-runs-key-metrics.png", ARTIFACTS / "mlflow-compare.png"
     try:
         wait_until_up(server, f"{base}/health", log, seconds=180)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
-            # The sweep's parent row, collapsed: expand it to list its four jobs.
-            parent = page.get_by_role("row").filter(has_text="sweep ")
-            parent.locator("button[data-component-id*=runnamecellrenderer]").click()
+            # The home page opens on GenAI; lmforge's experiments are model training.
+            page.goto(f"{base}/")
+            page.get_by_text("Model training", exact=True).first.click()
+            page.get_by_role("link", name=experiment.name, exact=True).first.click()
+            page.wait_for_url(f"**/experiments/{experiment.experiment_id}/runs**")
+            description = page.get_by_text(experiment.tags["mlflow.note.content"]).first
+            description.wait_for()
+            page.get_by_role("button", name="Views").click()
+            page.get_by_text("Key metrics", exact=True).first.click()
+            header = page.locator(".ag-header-cell").filter(has_text="best_val_f1").first
+            header.wait_for(state="visible")
+            page.get_by_role("row").filter(has_text="sweep ").first.wait_for()
+            page.screenshot(path=str(runs_shot))
+            runs_header = page.locator(".ag-header").inner_text()
+            # Sorted by a metric, the table lists the sweep's jobs beside its parent run, best first.
             for run in (first, second):
                 row = page.get_by_role("row").filter(has_text=run.info.run_name)
                 row.locator("input[type=checkbox].ag-checkbox-input").check()
             page.get_by_role("button", name="Compare").click()
             page.wait_for_url("**/compare-runs**")
-            # The Metrics section: one grid of metric names, one of values (a column per run).
-            name = page.get_by_text("best_val_f1", exact=True).first
-            name.scroll_into_view_if_needed()
-            page.screenshot(path=str(shot))
-            section = name.locator("xpath=ancestor::div[contains(@class,'collapse-content-box')][1]")
-            grids = section.locator("[role=grid]")
-            names = grids.nth(0).inner_text().split("\n")
-            values = grids.nth(1).inner_text().split("\n")
+            names, values = read_metrics_section(page, shot)
             columns = page.url
             browser.close()
     finally:
         stop_server(server)
-    print(f"screenshot: {shot}")
-    assert shot.stat().st_size > 10_000
+    print(f"screenshots: {runs_shot} {shot}")
+    assert "best_val_f1" in runs_header.split("\n"), runs_header
+    assert runs_shot.stat().st_size > 10_000 and shot.stat().st_size > 10_000
     # Both runs, and best_val_f1's row holds their F1 as the UI rounds it (3 decimals).
     assert first.info.run_id in columns and second.info.run_id in columns
     row = names.index("best_val_f1")

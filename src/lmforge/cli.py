@@ -95,6 +95,7 @@ def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
     print("-m runs a sweep over comma-separated values (Hydra multirun), one job after another;")
     print("hydra/launcher=joblib runs them in parallel here, submitit_local in subprocesses,")
     print("slurm (or submitit_slurm) as SLURM array jobs; see README 'Scaling out'.")
+    print("--verbose shows the libraries' INFO lines and warnings, and a traceback on error.")
 
 
 def check_plugins(argv: list[str]) -> None:
@@ -126,6 +127,47 @@ def stage_name(run: Callable) -> str:
     return module.rsplit(".", 1)[-1]
 
 
+# Set by the front door for the whole process (and the processes it starts): lmforge.lit.trainer
+# reads it to leave Lightning's banners and model summary on.
+VERBOSE_ENV = "LMFORGE_VERBOSE"
+# Loggers whose INFO records are start-up chatter on a normal run (seed set, GPU/TPU available,
+# LOCAL_RANK, SQLite migrations, system metrics monitor started/stopped). Lightning resets its
+# two package loggers to INFO when imported, after this runs: their modules' own loggers are
+# named too (lmforge.lit.trainer quiets the package loggers once Lightning is imported).
+CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                  "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
+                  "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                  "mlflow", "alembic", "huey", "urllib3", "git", "numexpr", "torch")
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def quiet_library_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                          file: object = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for a normal run: a warning raised in lmforge's own code is shown,
+    one from a library (Lightning's PossibleUserWarnings, MLflow's pyfunc type-hint notice) is not;
+    ``--verbose`` shows them all."""
+    if filename.startswith(PACKAGE_DIR):
+        _show_warning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+
+_show_warning = warnings.showwarning
+
+
+def configure_output(verbose: bool) -> None:
+    """The stage prints its own progress and summary; libraries' INFO records and warnings only
+    with ``--verbose``. MLflow reads ``MLFLOW_LOGGING_LEVEL`` once, when it is imported."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+        return
+    os.environ.pop(VERBOSE_ENV, None)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.showwarning = quiet_library_warning
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"lmforge: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -146,9 +188,11 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
             spec = getattr(module, "__spec__", None)
             print_help(module.__doc__, spec.name if spec else run.__module__, find_root() / "conf")
             return
-        verbose = "--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+        verbose = ("--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+                   or os.environ.get(VERBOSE_ENV) == "1")
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
+        configure_output(verbose)
         interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.interrupts)
         try:
             conf_dir = find_root() / "conf"
@@ -162,8 +206,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
 
         @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
         def _hydra_entry(raw: DictConfig) -> object:
-            logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            configure_output(verbose)  # again: Hydra has just configured logging its own way
             try:
                 return run(validate(raw))
             except UserError as exc:
@@ -189,7 +232,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         # Hydra names the job (hydra.job.name) after the module of the task function, which is
         # this one: name it after the stage instead, for its log file and for the sweep
         # callback, which files the sweep's parent run in the stage's MLflow experiment.
-        _hydra_entry.__wrapped__.__module__ = f"lmforge.{stage_name(run)}"  # type: ignore[attr-defined]
+        _hydra_entry.__wrapped__.__module__ = f"lmforge.{stage_name(run)}"
         _hydra_entry()
 
     return main

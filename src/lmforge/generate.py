@@ -64,7 +64,7 @@ def run(cfg: Config) -> None:
     from lmforge.tasks.text2text.runtime import TextToTextModel
 
     model = TextToTextModel.load(folder, clean=cfg.data.clean)
-    texts = [g.prompt] if g.prompt is not None else read_inputs(cfg, Path(g.input))
+    texts = [g.prompt] if g.prompt is not None else read_inputs(cfg, Path(g.input or ""))
     if not texts:
         raise UserError(f"generate.input={g.input} holds no input")
     with tqdm(total=len(texts), desc="generate", unit=" texts", mininterval=1.0,

@@ -147,8 +147,8 @@ def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
     The UI's run page then lists them with their digest, row count and schema, and runs that read
     the same data share a digest.
     """
-    import mlflow
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
 
     from lmforge.io import read_jsonl
 
@@ -166,8 +166,8 @@ def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
         with warnings.catch_warnings():
             # A local path matches two equivalent source kinds; MLflow warns and picks one.
             warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
-            dataset = mlflow.data.from_pandas(frame, source=str(path.resolve()), name=split,
-                                              targets="label" if has_labels else None)
+            dataset = from_pandas(frame, source=str(path.resolve()), name=split,
+                                  targets="label" if has_labels else None)
         log_input_retrying(dataset, split)
         logged.append(dataset)
     return logged

@@ -51,14 +51,14 @@ def _task_config(config: DictConfig) -> Any:
     """The job's config without Hydra's own node, validated like a stage's."""
     from lmforge.config import validate
 
-    return validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+    return validate(OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"]))
 
 
 class MlflowSweep(Callback):
     """The Hydra callback (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.parent: dict[str, str] | None = None
+        self.parent: dict[str, Any] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         stage = str(config.hydra.job.name)
@@ -87,12 +87,13 @@ class MlflowSweep(Callback):
         given = list(config.hydra.overrides.task)
         parsed = OverridesParser.create().parse_overrides(given)
         fixed = sorted({o.get_key_element() for o in parsed if not o.is_sweep_override()})
-        swept = [o.input_line for o in parsed if o.is_sweep_override()]
+        swept = [str(o.input_line) for o in parsed if o.is_sweep_override()]
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="basic"))
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="basic"))
         search = OmegaConf.select(config, "hydra.sweeper.params")
         if search:
-            swept += [f"{k}={v}" for k, v in OmegaConf.to_container(search).items()]
+            params: dict[str, Any] = OmegaConf.to_container(search)  # type: ignore[assignment]
+            swept += [f"{k}={v}" for k, v in params.items()]
         client = MlflowClient(uri)
         run = client.create_run(
             experiment_id, run_name=f"sweep {' '.join(swept) or 'of ' + stage}",

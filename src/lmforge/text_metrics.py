@@ -44,9 +44,9 @@ def chrf_score(predictions: Sequence[str], references: Sequence[str]) -> float:
             ref_totals[n] += sum(ref.values())
     factor = CHRF_BETA**2
     total = 0.0
-    for match, hyp, ref in zip(matches, hyp_totals, ref_totals, strict=True):
-        precision = match / hyp if hyp else 0.0
-        recall = match / ref if ref else 0.0
+    for match, hyp_total, ref_total in zip(matches, hyp_totals, ref_totals, strict=True):
+        precision = match / hyp_total if hyp_total else 0.0
+        recall = match / ref_total if ref_total else 0.0
         total += (1 + factor) * precision * recall / max(factor * precision + recall, _EPS)
     return total / CHRF_ORDER
 

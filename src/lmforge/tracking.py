@@ -123,20 +123,79 @@ def pipeline_id(upstream_meta: Path | None = None) -> str:
     return uuid.uuid4().hex[:12]
 
 
-def ensure_experiment(name: str) -> str:
+# MLflow 3's UI opens an experiment as GenAI or as model training by this tag.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# The experiment's description on the UI's home page and above its runs table.
+DESCRIPTION_TAG = "mlflow.note.content"
+# A saved view of the runs table (the UI's "Views" menu) is an experiment tag with this prefix.
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."
+KEY_METRICS_VIEW = "lmforge-key-metrics"
+STAGE_DESCRIPTIONS = {
+    "pretrain": "lmforge pretraining runs: self-supervised loss and throughput of the encoder.",
+    "finetune": "lmforge finetuning runs: each run's best validation figure (best_val_f1 for "
+                "classification, best_val_loss for text-to-text).",
+    "evaluate": "lmforge evaluation runs: test accuracy and macro F1 of the finetuned model.",
+}
+# The runs table's columns in the "Key metrics" view, sorted by the first one (descending
+# unless it is a loss).
+STAGE_KEY_METRICS = {
+    "pretrain": ("val/loss", "val/perplexity", "perf/tokens_per_s"),
+    "finetune": ("best_val_f1", "val/f1", "val/loss"),
+    "evaluate": ("test_f1", "test_accuracy"),
+}
+
+
+def key_metrics_view(stage: str, objective: str | None = None) -> str:
+    """The "Key metrics" saved view of a stage's runs table, as MLflow 3.17's UI stores a view
+    saved with its **Views > Save as new view** (a JSON envelope holding the page state).
+    ``objective`` (the task's figure, e.g. ``best_val_loss``) leads the columns and the sort."""
+    import time
+
+    metrics = STAGE_KEY_METRICS.get(stage, ())
+    if objective:
+        metrics = (objective, *(m for m in metrics if m != objective))
+    state: dict[str, Any] = {"selectedColumns": [*(f"metrics.`{m}`" for m in metrics),
+                                                 "attributes.`Models`"]}
+    if metrics:
+        state.update(orderByKey=f"metrics.`{metrics[0]}`", orderByAsc=metrics[0].endswith("loss"))
+    now = int(time.time() * 1000)
+    return json.dumps({"name": "Key metrics", "createdAt": now, "updatedAt": now,
+                       "state": json.dumps(state)})
+
+
+def experiment_tags(name: str, objective: str | None = None) -> dict[str, str]:
+    """Tags that make the MLflow UI open ``<prefix>-<stage>`` on what matters: a model-training
+    experiment with a one-line description and a "Key metrics" view of its runs table."""
+    stage = name.rsplit("-", 1)[-1]
+    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
+            DESCRIPTION_TAG: STAGE_DESCRIPTIONS.get(stage, f"lmforge {stage} runs.")}
+    if stage in STAGE_KEY_METRICS:
+        tags[SAVED_VIEW_PREFIX + KEY_METRICS_VIEW] = key_metrics_view(stage, objective)
+    return tags
+
+
+def ensure_experiment(name: str, objective: str | None = None) -> str:
+    """The id of experiment ``name``, created with :func:`experiment_tags` if it does not exist;
+    an experiment made by an older lmforge gets the tags it lacks. The first run's task decides
+    the Key metrics view (``objective``; classification's ``best_val_f1`` by default)."""
     import mlflow
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in experiment_tags(name, objective).items():
+            if key not in experiment.tags:
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     # An absolute artifact folder beside the store, so runs from DVC's temporary copies keep
     # their artifacts after the copy is deleted.
-    artifacts = (store_root() / "mlartifacts").as_uri()
+    artifacts: str | None = (store_root() / "mlartifacts").as_uri()
     uri = mlflow.get_tracking_uri()
     if not uri.startswith("sqlite:"):
         artifacts = None
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        return mlflow.create_experiment(name, artifact_location=artifacts,
+                                        tags=experiment_tags(name, objective))
     except mlflow.exceptions.MlflowException as exc:
         # Parallel jobs (joblib sweeps, `dvc queue start -j 2`) race to create it: the loser
         # uses the winner's.
@@ -170,7 +229,8 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
         with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
             yield run
         return
-    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}")
+    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}",
+                                      (extra_tags or {}).get("lmforge.objective"))
     tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
             **(extra_tags or {})}
     with mlflow.start_run(experiment_id=experiment_id,

@@ -16,8 +16,11 @@ from lmforge.config import Config
 def quiet_lightning() -> None:
     """Lightning's start-up banners (accelerators found, product tips) drown the stage output.
 
-    Lightning sets its loggers to INFO when imported, so this runs after the import.
+    Lightning sets its loggers to INFO when imported, so this runs after the import. A stage run
+    with ``--verbose`` (``$LMFORGE_VERBOSE``, see lmforge.cli) keeps them.
     """
+    if os.environ.get("LMFORGE_VERBOSE") == "1":
+        return
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -50,7 +53,7 @@ def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list |
         "fast_dev_run": cfg.trainer.fast_dev_run,
         "logger": logger,
         "callbacks": [*(callbacks or []), InterruptAtBatchEnd()],
-        "enable_model_summary": False,
+        "enable_model_summary": os.environ.get("LMFORGE_VERBOSE") == "1",
         "default_root_dir": "outputs/lightning",
         # Checkpoints written by rename (never half-written) and loaded with weights_only=True.
         "plugins": [AtomicCheckpointIO()],
