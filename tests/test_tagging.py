@@ -107,3 +107,144 @@ def test_finetune_and_evaluate_score_every_word(pipeline) -> None:
     assert (workdir / "plots/eval/confusion.png").stat().st_size > 0
     baselines = json.loads((workdir / "metrics/baselines.json").read_text())
     assert baselines["most_frequent_tag"]["words"] == report["words"]
+
+
+def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_path, capsys
+                                                                 ) -> None:
+    from lmforge import evaluate
+
+    workdir, cfg = pipeline
+    sentences = pos_sentences(10, 3)
+    # A tag the model never saw: every word carrying it is scored wrong, and counted.
+    sentences[4] = [*sentences[4][:-1], ("two", "NUM"), ("three", "NUM"), sentences[4][-1]]
+    write_conllu(tmp_path / "extra.conllu", sentences)
+    output = tmp_path / "extra.json"
+    with working_dir(workdir):
+        evaluate.run(cfg.__class__(**{**cfg.__dict__, "eval": cfg.eval.__class__(
+            file=str(tmp_path / "extra.conllu"), output=str(output))}))
+    report = json.loads(output.read_text())
+    assert report["words"] == sum(len(s) for s in sentences)
+    assert report["unseen_tag_words"] == 2 and report["unseen_tags"] == {"NUM": 2}
+    assert report["per_tag"]["NUM"]["recall"] == 0.0
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'extra.conllu'}:" in printed and "'NUM' is not one the model knows" in printed
+    # The same sentences as JSONL word lists, read by config alone.
+    jsonl = tmp_path / "extra.jsonl"
+    jsonl.write_text("".join(json.dumps({"tokens": [w for w, _ in s], "pos": [t for _, t in s]})
+                             + "\n" for s in sentences))
+    from lmforge.config import validate
+
+    with working_dir(workdir):
+        from omegaconf import OmegaConf
+
+        raw = OmegaConf.structured(cfg)
+        raw.eval.file, raw.eval.output = str(jsonl), str(tmp_path / "extra_jsonl.json")
+        raw.data.source.words_column, raw.data.source.tags_column = "tokens", "pos"
+        evaluate.run(validate(raw))
+    again = json.loads((tmp_path / "extra_jsonl.json").read_text())
+    assert {k: again[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")} == \
+        {k: report[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")}
+
+
+def test_registered_tagger_tags_raw_sentences_and_word_lists(pipeline) -> None:
+    import mlflow
+
+    workdir, _ = pipeline
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    raw = model.predict(["The big dog runs near a tree .", "  A cat   sleeps !"])
+    split = model.predict([["The", "big", "dog", "runs", "near", "a", "tree", "."],
+                           ["A", "cat", "sleeps", "!"]])
+    assert raw["words"].tolist()[1] == ["A", "cat", "sleeps", "!"]
+    assert [len(t) for t in raw["tags"]] == [8, 4]
+    assert raw["tags"].tolist() == split["tags"].tolist()
+    assert all(t in LEXICON for row in raw["tags"] for t in row)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_served_tagger_answers_like_the_loaded_one(pipeline, tmp_path) -> None:
+    import mlflow
+
+    from conftest import post_json, served_model
+
+    workdir, _ = pipeline
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    texts = ["The big dog runs near a tree .", "A cat sleeps !"]
+    model_uri = f"models:/{MODEL}/1"
+    expected = mlflow.pyfunc.load_model(model_uri).predict(texts)["tags"].tolist()
+    with served_model(model_uri, uri, workdir, tmp_path / "serve.log") as base:
+        for payload in ({"inputs": texts}, {"dataframe_records": [{"text": t} for t in texts]},
+                        {"dataframe_records": [{"words": t.split()} for t in texts]}):
+            rows = post_json(f"{base}/invocations", payload)["predictions"]
+            assert [r["tags"] for r in rows] == expected
+            assert [r["words"] for r in rows] == [t.split() for t in texts]
+
+
+# CoNLL-2003-style named entities: people, places and organisations in BIO tags.
+PEOPLE = [["Anna", "Smith"], ["Peter"], ["Maria", "de", "Souza"], ["Li", "Wei"], ["Omar"]]
+PLACES = [["Paris"], ["New", "York"], ["Lagos"], ["Kyoto"], ["Buenos", "Aires"]]
+ORGS = [["Acme", "Corp"], ["the", "United", "Nations"], ["Globex"], ["Red", "Cross"]]
+
+
+def ner_sentences(n: int, seed: int) -> tuple[list[list[tuple[str, str]]], int]:
+    """Sentences and how many entity spans they hold (counted as they are written)."""
+    rng = random.Random(seed)
+    out, spans = [], 0
+
+    def entity(words: list[str], kind: str) -> list[tuple[str, str]]:
+        return [(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)]
+
+    for _ in range(n):
+        sentence = entity(rng.choice(PEOPLE), "PER") + [("visited", "O")]
+        sentence += entity(rng.choice(PLACES), "LOC")
+        spans += 2
+        if rng.random() < 0.5:
+            sentence += [("with", "O")] + entity(rng.choice(ORGS), "ORG")
+            spans += 1
+        sentence.append((".", "O"))
+        out.append(sentence)
+    return out, spans
+
+
+def write_conll(path: Path, sentences: list[list[tuple[str, str]]]) -> None:
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for sentence in sentences:
+        lines += [f"{w} NNP I-NP {t}" for w, t in sentence] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def test_conll_ner_file_runs_end_to_end_by_config_with_entity_scores(tmp_path) -> None:
+    from lmforge import collect, evaluate, finetune, prepare, pretrain, tokenize
+    from lmforge.tasks.tagging.spans import span_scores
+
+    corpus = tmp_path / "ner"
+    corpus.mkdir()
+    write_conll(corpus / "train.txt", ner_sentences(300, 0)[0])
+    test, spans = ner_sentences(30, 1)
+    write_conll(corpus / "test.txt", test)
+    (tmp_path / "conf").symlink_to(Path(__file__).resolve().parents[1] / "conf")
+    cfg = tiny_config(tmp_path, "task=tagging", "data.source.kind=local",
+                      f"data.source.path={corpus}", "data.source.format=conll",
+                      "+data.source.splits.train.file=train.txt",
+                      "+data.source.splits.test.file=test.txt", "pretrain.enabled=false",
+                      "task.word_feature_buckets=256", "finetune.max_epochs=3",
+                      "logger.registered_model=null")
+    with working_dir(tmp_path):
+        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
+            stage.run(cfg)
+    report = json.loads((tmp_path / "metrics/eval.json").read_text())
+    entities = report["entities"]
+    assert entities["support"] == spans
+    assert set(entities["per_type"]) <= {"PER", "LOC", "ORG"}
+    # The span figures follow from the word predictions in plots/eval/confusion.csv.
+    with open(tmp_path / "plots/eval/confusion.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    gold, predicted, start = [], [], 0
+    for sentence in test:
+        gold.append([r["actual"] for r in rows[start:start + len(sentence)]])
+        predicted.append([r["predicted"] for r in rows[start:start + len(sentence)]])
+        start += len(sentence)
+    assert gold == [[t for _, t in s] for s in test]
+    assert span_scores(gold, predicted)["f1"] == pytest.approx(entities["f1"])
