@@ -38,7 +38,7 @@ EXTENSIONS: dict[str, str] = {
     ".conllu": "conllu",
     ".conll": "conll",
 }
-FORMATS: tuple[str, ...] = ("conll", "conllu", "csv", "jsonl", "parquet", "tsv", "txt")
+FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "tsv", "txt", "conll", "conllu")
 # Word-tagged formats (lmforge.data.tagged_readers): one record per sentence, words and tags.
 TAGGED_FORMATS: tuple[str, ...] = ("conll", "conllu")
 
