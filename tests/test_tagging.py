@@ -68,6 +68,8 @@ def pipeline(tmp_path_factory):
     write_conllu(corpus / "train.conllu", train)
     test = pos_sentences(40, 1)
     test.append([(w, t) for s in pos_sentences(3, 8) for w, t in s])
+    # A tag absent from train: no model can predict it; scored wrong and counted.
+    test[0] = [*test[0][:-1], ("twice", "NUM"), test[0][-1]]
     write_conllu(corpus / "test.conllu", test)
     (workdir / "conf").symlink_to(Path(__file__).resolve().parents[1] / "conf")
     cfg = tiny_config(workdir, *overrides(corpus))
@@ -104,6 +106,10 @@ def test_finetune_and_evaluate_score_every_word(pipeline) -> None:
     assert report["accuracy"] == pytest.approx(right / len(rows))
     assert sum(v["support"] for v in report["per_tag"].values()) == report["words"]
     assert "entities" not in report  # UPOS-like tags are no BIO scheme
+    assert report["unseen_tag_words"] == 1 and report["per_tag"]["NUM"]["recall"] == 0.0
+    assert not any(r["predicted"] == "NUM" for r in rows)
+    cleaning = json.loads((workdir / "data/prepared/cleaning.json").read_text())
+    assert cleaning["unseen_tags"] == {"val": {}, "test": {"NUM": 1}}
     assert (workdir / "plots/eval/confusion.png").stat().st_size > 0
     baselines = json.loads((workdir / "metrics/baselines.json").read_text())
     assert baselines["most_frequent_tag"]["words"] == report["words"]
