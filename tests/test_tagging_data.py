@@ -91,6 +91,25 @@ def test_jsonl_and_parquet_hold_word_and_tag_lists(tmp_path) -> None:
         [["B-LOC", "O", "O"], ["O"]]
 
 
+def test_hf_rows_with_class_label_tags_become_tag_names(tmp_path) -> None:
+    import datasets
+
+    from lmforge.data.sources import read_hf
+
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner": datasets.Sequence(datasets.ClassLabel(names=["O", "B-LOC", "I-LOC"]))})
+    rows = {"tokens": [["New", "York", "!"], ["Hi"]], "ner": [[1, 2, 0], [0]]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(tmp_path / "ds")
+    parquet = tmp_path / "ner.parquet"
+    datasets.load_from_disk(tmp_path / "ds").to_parquet(parquet)
+    records = list(read_hf(str(parquet), split="train", words_column="tokens", tags_column="ner",
+                           cache_dir=str(tmp_path / "cache")))
+    assert [r["words"] for r in records] == [["New", "York", "!"], ["Hi"]]
+    # A parquet export keeps the ClassLabel names in its schema metadata.
+    assert records[0]["tags"] == ["B-LOC", "I-LOC", "O"]
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("columns.conllu", "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\n",
      r"columns.conllu line 1: 9 tab-separated columns, CoNLL-U has 10"),
