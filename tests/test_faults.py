@@ -167,6 +167,63 @@ def test_unreachable_mlflow_server_fails_fast_in_one_line() -> None:
     assert "secret" not in message and "\n" not in message
 
 
+@pytest.fixture
+def login_server():
+    """An HTTP server on 127.0.0.1 that answers like MLflow's basic-auth app: /health for
+    anyone, the API only for ana with her password (403 for bob)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    allowed = "Basic " + base64.b64encode(b"ana:right-password-1").decode()
+    forbidden = "Basic " + base64.b64encode(b"bob:bobs-password-22").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            login = self.headers.get("Authorization")
+            code = 200 if self.path == "/health" or login == allowed else \
+                403 if login == forbidden else 401
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("user", "password", "expected"), [
+    (None, None, "requires a login (HTTP 401); export MLFLOW_TRACKING_USERNAME and "
+                 "MLFLOW_TRACKING_PASSWORD"),
+    ("ana", "wrong-password-9", "refused the credentials of user 'ana' (HTTP 401)"),
+    ("bob", "bobs-password-22", "denies bob access (HTTP 403)"),
+])
+def test_refused_mlflow_credentials_fail_fast_in_one_line(login_server: str, monkeypatch, user,
+                                                          password, expected) -> None:
+    from lmforge.safety import check_store
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                 "MLFLOW_TRACKING_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    if user:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    with pytest.raises(UserError) as info:
+        check_store(login_server, timeout=5)
+    message = str(info.value)
+    assert message.startswith(f"MLflow server {login_server} ") and expected in message
+    assert "\n" not in message and (password is None or password not in message)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ana")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "right-password-1")
+    check_store(login_server, timeout=5)  # the right login passes
+
+
 def test_locked_sqlite_store_fails_fast_in_one_line(tmp_path: Path) -> None:
     from lmforge.safety import check_store
 

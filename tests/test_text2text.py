@@ -202,3 +202,29 @@ def test_served_text2text_model_answers_like_the_loaded_one(pipeline, tmp_path) 
         for payload in ({"inputs": texts}, {"dataframe_records": [{"text": t} for t in texts]}):
             rows = post_json(f"{base}/invocations", payload)["predictions"]
             assert [r["generated"] for r in rows] == expected
+
+
+def test_sources_and_targets_over_budget_are_cut_and_counted(pipeline) -> None:
+    import mlflow
+    import numpy as np
+
+    from lmforge.data.datasets import SourceTargetPairs
+    from lmforge.data.tokenization import TokenShards
+
+    workdir, _ = pipeline
+    shards = TokenShards(workdir / "data/shards", "train")
+    pairs = SourceTargetPairs(shards, max_source_len=6, max_target_len=4)
+    source_lengths = np.diff(shards.offsets)
+    target_lengths = np.diff(shards.target_offsets)
+    assert pairs.truncated_sources == int((source_lengths > 6).sum()) > 0
+    assert pairs.truncated_targets == int((target_lengths > 4).sum()) > 0
+    longest = int(np.argmax(target_lengths))
+    source, target = pairs[longest]
+    assert len(target) == 4 and target.tolist() == shards.target_record(longest)[:4].tolist()
+    assert len(source) == min(6, source_lengths[longest])
+    assert pairs.lengths.max() <= 6 + 4 + 3
+    # The pipeline's own run logged its counts (none cut at its budgets of 24 tokens).
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    assert {"data/truncated_train_source", "data/truncated_train_target",
+            "data/truncated_val_source", "data/truncated_val_target"} <= set(run.data.metrics)

@@ -80,16 +80,21 @@ def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
     """Help without composing the config: Hydra's own ``--help`` scans every plugin's config
     group and takes seconds; this reads the folder names and answers at once."""
     groups = []
-    for folder in sorted(p for p in conf_dir.iterdir() if p.is_dir()):
+    # Nested groups too: conf/hydra/launcher/slurm.yaml is the option `hydra/launcher=slurm`.
+    for folder in sorted(p for p in conf_dir.rglob("*") if p.is_dir()):
         options = sorted(f.stem for f in folder.glob("*.yaml"))
-        groups.append(f"  {folder.name + ':':<13} {', '.join(options)}")
+        if options:
+            name = folder.relative_to(conf_dir).as_posix()
+            groups.append(f"  {name + ':':<13} {', '.join(options)}")
     print(f"usage: python -m {prog} [--verbose] [-m] [key=value ...] [group=option ...]\n")
     print((module_doc or "").strip() + "\n")
     print("config groups (group=option):")
     print("\n".join(groups))
     print(f"\nDefaults: {conf_dir / 'config.yaml'}. Every key can be overridden, e.g. optim.lr=1e-4.")
     print("Print the composed config with --cfg job; Hydra's own help with --hydra-help.")
-    print("-m runs a sweep over comma-separated values (Hydra multirun).")
+    print("-m runs a sweep over comma-separated values (Hydra multirun), one job after another;")
+    print("hydra/launcher=joblib runs them in parallel here, submitit_local in subprocesses,")
+    print("slurm (or submitit_slurm) as SLURM array jobs; see README 'Scaling out'.")
 
 
 def check_plugins(argv: list[str]) -> None:
@@ -102,6 +107,14 @@ def check_plugins(argv: list[str]) -> None:
     if any(arg.startswith("hydra/launcher=joblib") for arg in argv) \
             and find_spec("hydra_plugins.hydra_joblib_launcher") is None:
         raise UserError("hydra/launcher=joblib needs the joblib launcher: pip install -e '.[sweep]'")
+    if any(arg.startswith(("hydra/launcher=submitit", "hydra/launcher=slurm")) for arg in argv) \
+            and find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise UserError("hydra/launcher=submitit_* and =slurm need the submitit launcher: "
+                        "pip install -e '.[scale]'")
+    if ("-m" in argv or "--multirun" in argv) and any(a in ("--cfg", "-c") for a in argv):
+        raise UserError("--cfg prints one job's config and cannot run with -m: drop -m and the "
+                        "comma-separated sweep values (e.g. python -m lmforge.finetune "
+                        "hydra/launcher=slurm --cfg hydra)")
 
 
 def stage_name(run: Callable) -> str:

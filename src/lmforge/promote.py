@@ -21,6 +21,7 @@ from typing import Any
 
 from lmforge.config import Config, LoggerConfig
 from lmforge.errors import UserError
+from lmforge.safety import check_store
 from lmforge.tracking import OBJECTIVE as METRIC
 from lmforge.tracking import ranked, run_objective
 
@@ -56,6 +57,7 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     name = cfg.logger.registered_model
     if not name:
         raise UserError("logger.registered_model is null: no registered model to promote")
+    check_store(tracking_uri(cfg))  # unreachable server or refused credentials: one line
     client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(f"{cfg.logger.experiment}-finetune")
     if experiment is None:

@@ -4,13 +4,16 @@
   tracking URI like ``https://user:token@host`` or ``sqlite:////home/ana/proj/mlflow.db`` would
   otherwise be stored, and shown, in every run.
 - :func:`check_store` fails fast, in one line, when the store is unusable: an unreachable server
-  (MLflow's client would retry for minutes) or a SQLite file locked by another process.
+  (MLflow's client would retry for minutes), a server that refuses the client's credentials
+  (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``, read
+  from the environment only and never shown) or a SQLite file locked by another process.
 
 Standard library only: imported by :mod:`lmforge.tracking` before MLflow does anything.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sqlite3
@@ -49,12 +52,13 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (http(s) only)
                 pass
         except urllib.error.HTTPError:
-            return  # it answered: a proxy or an old server without /health is still reachable
+            pass  # it answered: a proxy or an old server without /health is still reachable
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"MLflow server {shown} is unreachable ({reason}); start it (mlflow "
                             "server --host 127.0.0.1) or point logger.tracking_uri / "
                             "MLFLOW_TRACKING_URI at a reachable store") from None
+        check_credentials(uri, timeout)
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_file():
@@ -75,3 +79,50 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         if folder.exists() and not os.access(folder, os.W_OK):
             raise UserError(f"MLflow store {shown} is not writable; fix its permissions or set "
                             "logger.tracking_uri")
+
+
+def _auth_header() -> tuple[str | None, str | None]:
+    """The Authorization header MLflow's client will send, and the user it names, from the
+    environment variables MLflow itself reads."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(), user
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}", None
+    return None, None
+
+
+def check_credentials(uri: str, timeout: float = 5.0) -> None:
+    """Raise a one-line :class:`UserError` when the server at ``uri`` refuses this client.
+
+    One cheap authenticated read (search one experiment) before any run starts: without it a
+    wrong password surfaces as an MLflow traceback in the middle of a stage, and a sweep's
+    parent run would be left behind. The message names the variables to set, never their values.
+    """
+    shown = redact(uri)
+    header, user = _auth_header()
+    if header is None and os.environ.get("MLFLOW_TRACKING_AUTH"):
+        return  # an auth plugin signs MLflow's requests; this probe cannot sign its own
+    request = urllib.request.Request(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
+        headers={"Authorization": header} if header else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (http(s) only)
+            return
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    except (urllib.error.URLError, OSError):
+        return  # /health answered; leave other transport trouble to MLflow's own client
+    if code == 401 and header is None:
+        raise UserError(f"MLflow server {shown} requires a login (HTTP 401); export "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                        "MLFLOW_TRACKING_TOKEN) before running")
+    if code == 401:
+        who = f"user '{user}'" if user else "MLFLOW_TRACKING_TOKEN"
+        raise UserError(f"MLflow server {shown} refused the credentials of {who} (HTTP 401); "
+                        "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                        "MLFLOW_TRACKING_TOKEN)")
+    if code == 403:
+        raise UserError(f"MLflow server {shown} denies {user or 'this client'} access (HTTP 403); "
+                        "ask its admin for permission, or use another account")

@@ -23,12 +23,15 @@ import atexit
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lmforge.errors import UserError
+from lmforge.safety import check_store
 from lmforge.tracking import JOB_DIR_ENV, PARENT_ENV, RUN_NAME_ENV
 
 log = logging.getLogger("lmforge")
@@ -67,6 +70,12 @@ class MlflowSweep(Callback):
 
         cfg = _task_config(config)
         uri = tracking_uri(cfg)
+        try:
+            check_store(uri)  # a wrong password fails here, in one line, before any job runs
+        except UserError as exc:
+            # Raised in a Hydra callback, outside the stage's error handling: report it alike.
+            print(f"lmforge: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         import mlflow
 
         mlflow.set_tracking_uri(uri)
