@@ -1,5 +1,6 @@
 """Reference scores on the same test split: majority class and TF-IDF + logistic regression,
-or for text-to-text data the lead and retrieval baselines.
+for text-to-text data the lead and retrieval baselines, for word-tagged data the most frequent
+tag per word form.
 
 They put the Transformer's figure in context: ``metrics/baselines.json``.
 """
@@ -79,10 +80,62 @@ def text_to_text_baselines(prepared: Path) -> dict:
             for name, predicted in predictions.items()}
 
 
+def most_frequent_tags(sentences: list[dict]) -> tuple[dict[str, str], str]:
+    """Each word form's most frequent tag (exact, case-sensitive form; ties: the tag seen first)
+    and the most frequent tag overall (for unseen forms), from ``{"words", "tags"}`` records."""
+    from collections import Counter
+
+    per_word: dict[str, Counter] = {}
+    overall: Counter = Counter()
+    for record in sentences:
+        for word, tag in zip(record["words"], record["tags"], strict=True):
+            per_word.setdefault(word, Counter())[tag] += 1
+            overall[tag] += 1
+    # Counter.most_common keeps insertion order among equal counts: the tag seen first wins.
+    return ({w: c.most_common(1)[0][0] for w, c in per_word.items()},
+            overall.most_common(1)[0][0])
+
+
+def tagging_baselines(prepared: Path) -> dict:
+    """The most-frequent-tag baseline, per word, on the test split: learnt from the train split
+    (what the tagger trains on) and from train + val (the whole training file when validation is
+    cut from it, as published baselines use), with accuracy on seen and unseen word forms."""
+    train = list(read_jsonl(prepared / "train.jsonl"))
+    val = list(read_jsonl(prepared / "val.jsonl"))
+    test = list(read_jsonl(prepared / "test.jsonl"))
+    if not test:
+        raise UserError(f"{prepared / 'test.jsonl'} holds no sentences; add a test split")
+    results = {}
+    for name, source in (("most_frequent_tag", train), ("most_frequent_tag_train_and_val",
+                                                         train + val)):
+        lexicon, fallback = most_frequent_tags(source)
+        counts = {"seen": [0, 0], "unseen": [0, 0]}
+        for record in test:
+            for word, tag in zip(record["words"], record["tags"], strict=True):
+                kind = "seen" if word in lexicon else "unseen"
+                counts[kind][0] += lexicon.get(word, fallback) == tag
+                counts[kind][1] += 1
+        correct = counts["seen"][0] + counts["unseen"][0]
+        words = counts["seen"][1] + counts["unseen"][1]
+        results[name] = {"accuracy": correct / words, "correct": correct, "words": words,
+                         "unseen_words": counts["unseen"][1], "unseen_tag": fallback,
+                         **{f"accuracy_{k}": (v[0] / v[1] if v[1] else 0.0)
+                            for k, v in counts.items()}}
+    return results
+
+
 def run(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
     if not (prepared / "train.jsonl").is_file():
         raise UserError(f"{prepared} is incomplete; run the prepare stage first (dvc repro prepare)")
+    if (prepared / "tags.json").is_file():
+        results = tagging_baselines(prepared)
+        write_json(Path(cfg.paths.metrics) / "baselines.json", results)
+        for name, values in results.items():
+            print(f"baselines: {name}: word accuracy {values['accuracy']:.4f} "
+                  f"({values['correct']}/{values['words']}; unseen forms {values['unseen_words']}"
+                  f", {values['accuracy_unseen']:.4f} right)")
+        return
     if has_targets(prepared / "train.jsonl"):
         results = text_to_text_baselines(prepared)
         write_json(Path(cfg.paths.metrics) / "baselines.json", results)

@@ -44,7 +44,16 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
         # Text-to-text records have a target, not a label; the default label_column ("label")
         # names no column of such data. None (not absent) tells the reader: no label.
         options["label_column"] = None
+    if is_tagged(source):
+        options["label_column"] = None  # sentences carry a tag per word, no label
     return kind, options
+
+
+def is_tagged(source: SourceConfig) -> bool:
+    """Whether the source yields word-tagged sentences (task=tagging data)."""
+    from lmforge.data.readers import TAGGED_FORMATS
+
+    return source.tags_column is not None or source.format in TAGGED_FORMATS
 
 
 def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
@@ -65,6 +74,8 @@ def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
             # a hub dataset keeps one schema across its splits.
             merged.update({k: v for k, v in spec.items() if v is not None})
             if merged.get("target_column") is not None or merged.get("parallel") is not None:
+                merged["label_column"] = None
+            if merged.get("tags_column") is not None:
                 merged["label_column"] = None
         if kind == "local":
             if file is None:
@@ -105,7 +116,7 @@ def run(cfg: Config) -> None:
     records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
-    labelled = pairs = 0
+    labelled = pairs = sentences = 0
     with atomic_dir(cfg.paths.raw) as out:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:
@@ -117,14 +128,18 @@ def run(cfg: Config) -> None:
                 count += 1
                 labelled += record.get("label") is not None
                 pairs += "target" in record
+                sentences += "words" in record
         if count == 0:
             raise UserError(f"data source '{source.kind}' ({source.path or source.name or ''}) "
                             "yielded no records; point data.source.path at non-empty data")
         meta = {"records": count, "labelled": labelled, "source": asdict(source)}
         if pairs:
             meta["pairs"] = pairs
+        if sentences:
+            meta["tagged_sentences"] = sentences
         write_json(out / "meta.json", meta)
-    what = f"{pairs} source/target pairs" if pairs else f"{labelled} labelled"
+    what = (f"{pairs} source/target pairs" if pairs else
+            f"{sentences} tagged sentences" if sentences else f"{labelled} labelled")
     print(f"collect: {count} records ({what}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
 
 

@@ -15,7 +15,7 @@ from lmforge.errors import UserError
 
 SOURCE_KINDS = ("stdlib", "local", "hf", "url")
 # What a finetuned model does with a record: one label per text, or a text written from a text.
-TASKS = ("classification", "text2text")
+TASKS = ("classification", "text2text", "tagging")
 DECODING_STRATEGIES = ("greedy", "beam", "sample")
 
 
@@ -52,6 +52,13 @@ class SourceConfig:
     # Line-aligned parallel files (kind local): two file suffixes [source, target], e.g. [de, en]
     # reads PATH.de + PATH.en, where PATH (or a split's `file`) is the file stem, e.g. DIR/train.
     parallel: list[str] | None = None
+    # Word-tagged data (task=tagging), one record per sentence: .conllu and .conll files always
+    # (format conllu/conll); jsonl/parquet/hf when tags_column is set. tags_column is the tag
+    # column: upos or xpos for CoNLL-U (null: upos), a column number for CoNLL (null: the last),
+    # the column holding each row's list of tags for jsonl/parquet/hf, whose list of words is
+    # words_column.
+    words_column: str = "words"
+    tags_column: str | None = None
     # Predefined splits, e.g. {train: {split: train, file: train.tsv}, test: {split: validation,
     # file: dev.tsv, text_columns: [content]}}: `split` names the hub split (kind hf); `file`, a
     # path under `path` (a file stem with `parallel`), with optional text_columns/label_column/
@@ -78,7 +85,7 @@ class SourceConfig:
             _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
                    "split names are train, val and test")
             unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column",
-                                         "target_column"}
+                                         "target_column", "tags_column"}
             _check(not unknown, f"data.source.splits.{name}",
                    f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, "
                    "label_column, target_column")
@@ -280,8 +287,13 @@ class TaskConfig:
     # Text-to-text: the source attends to itself both ways (prefix LM, Zhang et al. 2022), the
     # target causally; false masks the source causally too (a plain decoder-only LM).
     prefix_lm: bool = True
+    # Tagging: hashed features of each word (lowercase form, prefixes, suffixes, shape) summed
+    # into its first subword's input embedding, in a table of this many rows; 0 turns them off.
+    word_feature_buckets: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.word_feature_buckets >= 0, "task.word_feature_buckets",
+               "must be >= 0 (0 turns word features off)")
         _check(self.name in TASKS, "task.name", f"'{self.name}' is not one of {', '.join(TASKS)}")
         _check(self.max_source_len > 0, "task.max_source_len", "must be positive")
         _check(self.max_target_len > 0, "task.max_target_len", "must be positive")

@@ -1,13 +1,17 @@
 """Stage 2, prepare: clean, deduplicate and split the raw records into ``data/prepared/``.
 
 Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id; ``[]``
-for text-to-text data, whose records carry ``target`` instead of a label) and ``cleaning.json``
-(input rows, kept, dropped by reason, rows per split).
+for text-to-text data, whose records carry ``target`` instead of a label, and for word-tagged
+data) and ``cleaning.json`` (input rows, kept, dropped by reason, rows per split). Word-tagged
+data (records with ``words`` and ``tags``) adds ``tags.json``: the train split's tag set in text
+order (index = tag id); tags found only in val/test are listed in ``cleaning.json`` under
+``unseen_tags`` with their word counts: no model can predict them, so they score as wrong.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -63,6 +67,7 @@ def run(cfg: Config) -> None:
     report = CleaningReport()
     labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
     pairs = 0
+    tag_counts: dict[str, Counter] = {name: Counter() for name in SPLITS}
     with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
         handles = {name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8"))
                    for name in SPLITS}
@@ -73,6 +78,8 @@ def run(cfg: Config) -> None:
             if record.get("label") is not None:
                 labels_seen[split].add(str(record["label"]))
             pairs += "target" in record
+            if "tags" in record:
+                tag_counts[split].update(record["tags"])
         report.check_balance()
         check_mostly_empty(cfg, report.as_dict())
         names = label_names(labels_seen["train"])
@@ -88,12 +95,30 @@ def run(cfg: Config) -> None:
             raise UserError(f"{raw}: labels {sorted(unseen)} occur in val/test but not "
                             "in train; add examples or raise data.split fractions")
         write_json(out / "labels.json", names)
-        write_json(out / "cleaning.json", report.as_dict())
+        summary = report.as_dict()
+        if any(tag_counts.values()):
+            tags = sorted(tag_counts["train"])
+            if len(tags) < 2:
+                raise UserError(f"{raw}: the train split holds {len(tags)} tag(s) ({tags}); a "
+                                "tagger needs at least two; check data.source.tags_column")
+            write_json(out / "tags.json", tags)
+            unseen = {split: {t: n for t, n in sorted(tag_counts[split].items())
+                              if t not in tag_counts["train"]} for split in ("val", "test")}
+            summary["unseen_tags"] = unseen
+            for split, counts in unseen.items():
+                if counts:
+                    print(f"prepare: note: {split} has {sum(counts.values())} words tagged "
+                          f"{sorted(counts)}, tag(s) absent from train: the model cannot predict "
+                          "them, so they are scored as wrong (counted in the metrics)")
+        write_json(out / "cleaning.json", summary)
     summary = report.as_dict()
+    if any(tag_counts.values()):
+        names = json.loads((Path(cfg.paths.prepared) / "tags.json").read_text())
     print(f"prepare: {summary['input_rows']} rows in = {summary['kept']} kept + "
           f"{summary['dropped_total']} dropped {summary['dropped']}; "
           f"splits {summary['per_split']}; "
-          + (f"{pairs} source/target pairs" if pairs else f"{len(names)} classes"))
+          + (f"{pairs} source/target pairs" if pairs else
+             f"{len(names)} tags" if any(tag_counts.values()) else f"{len(names)} classes"))
 
 
 main = stage(run)

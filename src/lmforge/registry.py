@@ -57,10 +57,12 @@ def _pip_requirements() -> list[str]:
 
 
 def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
-               extra: dict[str, Any] | None = None) -> Any:
+               extra: dict[str, Any] | None = None, free_input: bool = False) -> Any:
     """Log ``folder`` (the finetune stage's output) with the task's pyfunc ``model`` in the
     active run; register it under ``logger.registered_model`` unless that is null. ``extra``
-    values are written as JSON artifacts of the same names. Returns MLflow's ModelInfo."""
+    values are written as JSON artifacts of the same names. ``free_input``: no input schema, for
+    a model that takes more than strings (the tagger also takes lists of words). Returns
+    MLflow's ModelInfo."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, DataType, Schema
 
@@ -78,8 +80,9 @@ def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
         # One unnamed string column: MLflow then accepts a list of strings as well as a DataFrame
         # whose single column is `text` (a named column would reject the list).
         signature = infer_signature(example, model.predict(None, example))
-        signature = ModelSignature(inputs=Schema([ColSpec(DataType.string)]),
-                                   outputs=signature.outputs)
+        signature = ModelSignature(
+            inputs=None if free_input else Schema([ColSpec(DataType.string)]),
+            outputs=signature.outputs)
         # MLflow warns against pickled models (it prefers models-from-code); this pickle holds no
         # state, only the class reference: load_context rebuilds everything from the artifacts.
         pyfunc_log = logging.getLogger("mlflow.pyfunc")

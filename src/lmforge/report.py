@@ -48,15 +48,21 @@ def summary(cfg: Config) -> str:
         lines.append(f"finetune  best val target loss {finetune['best_val_loss']:.4f} "
                      f"({finetune['epochs']} epochs)")
     if "accuracy" in evaluation:
+        # Taggers are scored per word, classifiers per example.
+        count = (f"{evaluation['words']} words" if "words" in evaluation
+                 else f"{evaluation['examples']} examples")
         lines.append(f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
-                     f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}"
-                     f"  ({evaluation['examples']} examples)")
+                     f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}  ({count})")
+        if "entities" in evaluation:
+            e = evaluation["entities"]
+            lines.append(f"          entities P {e['precision']:.4f}  R {e['recall']:.4f}  "
+                         f"F1 {e['f1']:.4f}  ({e['support']} gold spans)")
     elif evaluation:
         lines.append("test      " + _text_scores(evaluation) + f"  ({evaluation['examples']} examples)")
     for name, values in baselines.items():
         if "accuracy" in values:
-            lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}  "
-                         f"macro F1 {values['f1']:.4f}")
+            f1 = f"  macro F1 {values['f1']:.4f}" if "f1" in values else ""
+            lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}{f1}")
         else:
             lines.append(f"baseline  {name:<15} {_text_scores(values)}")
     uri = tracking_uri(cfg)

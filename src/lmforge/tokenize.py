@@ -3,7 +3,9 @@
 Outputs: ``data/tokenizer/tokenizer.json`` and ``data/shards/`` (see
 :mod:`lmforge.data.tokenization` for the shard format, and ``meta.json`` for the counts).
 Text-to-text data (prepared records with a ``target``) trains one tokenizer on the train sources
-and targets together and adds target shards next to the source shards.
+and targets together and adds target shards next to the source shards. Word-tagged data (records
+with ``words`` and ``tags``) trains it on the train sentences and writes tagging shards
+(:mod:`lmforge.data.tagging`): words, first subwords, tag ids and word features per split.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ def run(cfg: Config) -> None:
             label = record.get("label")
             yield record["text"], (-1 if label is None else index[str(label)])
 
+    if "words" in first:
+        write_tagged_shards(cfg, tokenizer, prepared, counts)
+        return
+
     with atomic_dir(cfg.paths.shards) as out:
         stats = {}
         for split in SPLITS:
@@ -85,6 +91,38 @@ def run(cfg: Config) -> None:
     print(f"tokenize: vocab {vocab}; " + ", ".join(
         f"{s}: {v['records']} records / {v['tokens']} tokens"
         + (f" + {v['target_tokens']} target tokens" if targets else "")
+        for s, v in stats.items()))
+
+
+def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) -> None:
+    from tqdm import tqdm
+
+    from lmforge.data.cleaning import SPLITS
+    from lmforge.data.tagging import FEATURE_NAMES, encode_tagged_to_shards
+    from lmforge.data.tokenization import ids_dtype, special_ids
+
+    tags = json.loads((prepared / "tags.json").read_text())
+    unseen = sorted({t for split in ("val", "test")
+                     for t in json.loads((prepared / "cleaning.json").read_text())
+                     .get("unseen_tags", {}).get(split, {})})
+    tag_index = {t: i for i, t in enumerate([*tags, *unseen])}
+    vocab = tokenizer.get_vocab_size()
+    dtype = ids_dtype(vocab)
+    with atomic_dir(cfg.paths.shards) as out:
+        stats = {}
+        for split in SPLITS:
+            sentences = ((r["words"], r["tags"]) for r in read_jsonl(prepared / f"{split}.jsonl"))
+            with tqdm(total=counts[split], desc=f"encode ({split})", unit=" sentences",
+                      mininterval=1.0, disable=None) as bar:
+                stats[split] = encode_tagged_to_shards(tokenizer, sentences, out, split,
+                                                       tag_index, dtype, special_ids()["unk"],
+                                                       progress=bar)
+        write_json(out / "meta.json", {
+            "vocab_size": vocab, "dtype": dtype.name, "special_ids": special_ids(), "labels": [],
+            "splits": stats, "tokenizer": asdict(cfg.tokenizer),
+            "tagging": {"tags": tags, "unseen_tags": unseen, "features": list(FEATURE_NAMES)}})
+    print(f"tokenize: vocab {vocab}; {len(tags)} tags; " + ", ".join(
+        f"{s}: {v['records']} sentences / {v['words']} words / {v['tokens']} tokens"
         for s, v in stats.items()))
 
 

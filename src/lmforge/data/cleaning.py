@@ -162,6 +162,11 @@ def _clean(records: Iterable[dict], clean: CleanConfig, report: CleaningReport) 
     seen: dict[bytes, object] = {}
     for record in records:
         report.input_rows += 1
+        if "words" in record:
+            tagged = _clean_tagged(record, clean, report, seen)
+            if tagged is not None:
+                yield tagged
+            continue
         raw = record.get("text")
         text = normalize_text(raw, clean) if isinstance(raw, str) else ""
         paired = "target" in record
@@ -200,3 +205,36 @@ def _clean(records: Iterable[dict], clean: CleanConfig, report: CleaningReport) 
             continue
         seen[digest] = label
         yield {**record, "text": text}
+
+
+def _clean_tagged(record: dict, clean: CleanConfig, report: CleaningReport,
+                  seen: dict[bytes, object]) -> dict | None:
+    """A word-tagged sentence: each word normalised on its own (NFKC by default; whitespace
+    inside a word collapsed to one space), so words and tags stay aligned. Dropped and counted:
+    ``empty`` (no words), ``empty_word`` (a word that normalises to nothing: a control
+    character), ``too_long`` (the joined sentence over ``max_chars``; ``min_chars`` does not
+    apply: a one-word sentence is a sentence) and ``duplicate`` (same words and same tags; the
+    same words tagged differently are both kept, in one split since the split hashes the text).
+    A predefined test split keeps its repeated sentences ("Thanks .", "Regards ,": 88 in EWT
+    dev), so it is scored as published; a train copy of a test sentence is still dropped, since
+    held-out splits are read first.
+    """
+    words = [normalize_text(w, clean) if isinstance(w, str) else "" for w in record["words"]]
+    tags = [str(t) for t in record.get("tags") or []]
+    if not words:
+        report.dropped["empty"] += 1
+        return None
+    if not all(words):
+        report.dropped["empty_word"] += 1
+        return None
+    text = " ".join(words)
+    if len(text) > clean.max_chars:
+        report.dropped["too_long"] += 1
+        return None
+    # Unit and record separators cannot occur in normalised words (control characters go).
+    digest = text_digest("\x1f".join(words) + "\x1e" + "\x1f".join(tags))
+    if digest in seen and record.get("split") != "test":
+        report.dropped["duplicate"] += 1
+        return None
+    seen[digest] = None
+    return {**record, "text": text, "words": words, "tags": tags}

@@ -35,8 +35,12 @@ EXTENSIONS: dict[str, str] = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".conllu": "conllu",
+    ".conll": "conll",
 }
-FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "tsv", "txt")
+FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "tsv", "txt", "conll", "conllu")
+# Word-tagged formats (lmforge.data.tagged_readers): one record per sentence, words and tags.
+TAGGED_FORMATS: tuple[str, ...] = ("conll", "conllu")
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _PARQUET_BATCH_ROWS = 4096
@@ -73,6 +77,8 @@ def read_local(
     encoding: str = "utf-8",
     target_column: str | None = None,
     parallel: Sequence[str] | None = None,
+    words_column: str = "words",
+    tags_column: str | None = None,
 ) -> Iterator[Record]:
     """Stream records from a file, or from every supported file under a folder (sorted).
 
@@ -85,6 +91,10 @@ def read_local(
     ``target_column`` names the column of a text-to-text pair's target (records get ``target``;
     give ``label_column=None``). ``parallel=[src, tgt]`` reads line-aligned files instead:
     ``path`` is their stem, see :func:`read_parallel`.
+
+    Word-tagged data (:mod:`lmforge.data.tagged_readers`): ``.conllu``/``.conll`` files (or
+    ``format`` conllu/conll) always, and jsonl/parquet when ``tags_column`` is given, yield
+    sentence records with ``words`` and ``tags``.
     """
     if parallel is not None:
         yield from read_parallel(path, parallel, encoding=encoding)
@@ -99,8 +109,34 @@ def read_local(
         if target_column is not None and fmt == "txt":
             raise UserError(f"{file}: txt files hold text only; use csv/tsv/jsonl/parquet for "
                             "a target column, or data.source.parallel for line-aligned files")
+        if fmt in TAGGED_FORMATS or (tags_column is not None and fmt in ("jsonl", "parquet")):
+            yield from _read_tagged_file(file, fmt, encoding, words_column, tags_column)
+            continue
         yield from _read_file(file, fmt, columns, label_column, text_separator, encoding,
                               target_column)
+
+
+def _read_tagged_file(path: Path, fmt: str, encoding: str, words_column: str,
+                      tags_column: str | None) -> Iterator[Record]:
+    from lmforge.data import tagged_readers as tagged
+
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty; remove it or fill it")
+    if fmt == "conllu":
+        records = tagged.read_conllu(path, _lines(path, encoding), tags_column)
+    elif fmt == "conll":
+        records = tagged.read_conll(path, _lines(path, encoding), tags_column)
+    elif fmt == "jsonl":
+        records = tagged.read_tagged_jsonl(path, _lines(path, encoding), words_column,
+                                           str(tags_column))
+    else:
+        records = tagged.read_tagged_parquet(path, words_column, str(tags_column))
+    empty = True
+    for record in records:
+        empty = False
+        yield record
+    if empty:
+        raise UserError(f"{path}: file holds no sentences; remove it or fill it")
 
 
 def _count_lines(path: Path) -> int:

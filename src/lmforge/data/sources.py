@@ -136,14 +136,21 @@ def read_hf(
     streaming: bool = False,
     text_separator: str = " . ",
     target_column: str | None = None,
+    words_column: str = "words",
+    tags_column: str | None = None,
 ) -> Iterator[Record]:
     """Stream a Hugging Face dataset split via ``datasets.load_dataset`` and its cache.
 
     ``name`` is a hub id or a local parquet/csv/tsv/json(l)/txt file or folder of one format.
     Remote code is never run. ClassLabel labels stay ints (see :func:`hf_label_names`); the
     source is ``"name[split]:row"`` with a 1-based row. ``target_column`` adds each row's
-    ``target`` text (text-to-text data).
+    ``target`` text (text-to-text data). ``tags_column`` reads word-tagged rows instead: a list
+    of words (``words_column``) and a list of tags per row (:mod:`lmforge.data.tagged_readers`).
     """
+    if tags_column is not None:
+        yield from _read_hf_tagged(name, split, data_dir, data_files, cache_dir, streaming,
+                                   words_column, tags_column)
+        return
     columns = _check_columns(text_columns, label_column, target_column)
     ds = _hf_load(name, split, data_dir, data_files, cache_dir, streaming)
     wanted = columns + ([label_column] if label_column is not None else [])
@@ -170,6 +177,32 @@ def read_hf(
             if target_column is not None:
                 record["target"] = _target_value(batch[target_column][i], where, target_column)
             yield record
+
+
+def _read_hf_tagged(name: str, split: str, data_dir: str | None, data_files: Any,
+                    cache_dir: str | None, streaming: bool, words_column: str,
+                    tags_column: str) -> Iterator[Record]:
+    from lmforge.data.tagged_readers import tagged_row
+
+    ds = _hf_load(name, split, data_dir, data_files, cache_dir, streaming)
+    feature = (getattr(ds, "features", None) or {}).get(tags_column)
+    # NER datasets on the hub store tags as a Sequence of ClassLabel: ints with names.
+    names = getattr(getattr(feature, "feature", None), "names", None)
+    row = 0
+    for batch in ds.iter(batch_size=_HF_BATCH_ROWS):
+        missing = [c for c in (words_column, tags_column) if c not in batch]
+        if missing:
+            raise UserError(f"hf dataset {name!r} split {split!r}: no column {missing[0]!r}; "
+                            f"available: {', '.join(repr(c) for c in batch)}; set "
+                            "data.source.words_column/tags_column")
+        for i in range(len(batch[words_column])):
+            row += 1
+            tags = batch[tags_column][i]
+            if names is not None:
+                tags = [names[t] for t in tags]
+            yield tagged_row({words_column: batch[words_column][i], tags_column: tags},
+                             f"hf dataset {name!r} split {split!r} row {row}",
+                             f"{name}[{split}]:{row}", words_column, tags_column)
 
 
 def hf_label_names(
@@ -205,6 +238,8 @@ def iter_url(
     timeout: float = 30.0,
     progress: bool = True,
     target_column: str | None = None,
+    words_column: str = "words",
+    tags_column: str | None = None,
 ) -> Iterator[Record]:
     """Download ``url`` (see :func:`read_url`) and stream its records with :func:`read_local`."""
     path = read_url(
@@ -223,6 +258,8 @@ def iter_url(
         text_separator=text_separator,
         encoding=encoding,
         target_column=target_column,
+        words_column=words_column,
+        tags_column=tags_column,
     )
 
 

@@ -233,8 +233,11 @@ class Encoder(nn.Module):
         key_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        extra_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
+        ``extra_embeddings`` [B, T, D], if given, is added to the token and position embeddings
+        (the tagger's word features, :class:`lmforge.models.tagger.TokenTagger`).
 
         Returns hidden states [B, T, D]. Pass ``attention_mask=None`` for unpadded (packed)
         batches: SDPA then gets no mask and can use its fastest kernel. Hidden states at padded
@@ -268,7 +271,10 @@ class Encoder(nn.Module):
             if self.cfg.causal:  # built once here rather than in every block
                 key_mask = key_mask & torch.ones(t, t, dtype=torch.bool,
                                                  device=input_ids.device).tril()
-        x = self.dropout(self.tok_emb(input_ids) + self.pos_emb(pos))
+        x = self.tok_emb(input_ids) + self.pos_emb(pos)
+        if extra_embeddings is not None:
+            x = x + extra_embeddings
+        x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, key_mask, cache, layer)
         if cache is not None:

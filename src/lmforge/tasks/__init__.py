@@ -1,4 +1,4 @@
-"""The task axis: what differs between classification and text-to-text (and tagging next), each
+"""The task axis: what differs between classification, text-to-text and tagging, each
 in one place, so the stages (``finetune``, ``evaluate``, ``generate``), the registry, sweeps and
 DVC stay ignorant of which task runs.
 
@@ -97,7 +97,12 @@ def get_task(name: str) -> Task:
         from lmforge.tasks.text2text import TextToTextTask
 
         return TextToTextTask()
-    raise UserError(f"unknown task '{name}'; use task=classification or task=text2text")
+    if name == "tagging":
+        from lmforge.tasks.tagging import TaggingTask
+
+        return TaggingTask()
+    raise UserError(f"unknown task '{name}'; use task=classification, task=text2text or "
+                    "task=tagging")
 
 
 def finetuned_task(folder: Path) -> Task:
