@@ -43,8 +43,12 @@ def encode_throughput(records: list[dict], repeats: int = 3) -> dict:
             start = time.perf_counter()
             stats = encode_to_shards(tokenizer, ((t, -1) for t in texts), Path(tmp), "train")
             ours.append(stats["tokens"] / (time.perf_counter() - start))
-    return {"bare_tokens_per_s": max(bare), "lmforge_tokens_per_s": max(ours),
-            "ratio": max(ours) / max(bare), "target": 0.8}
+    return {
+        "bare_tokens_per_s": max(bare),
+        "lmforge_tokens_per_s": max(ours),
+        "ratio": max(ours) / max(bare),
+        "target": 0.8,
+    }
 
 
 def peak_rss_mb(workdir: Path, stage: str) -> float:
@@ -53,14 +57,28 @@ def peak_rss_mb(workdir: Path, stage: str) -> float:
     Linux carries a process's RSS high-water mark across exec, so a stage forked straight from
     this (large) benchmark process would report this process's size, not its own.
     """
-    probe = ("import resource, subprocess, sys\n"
-             "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-             "sys.exit(done.returncode) if done.returncode else "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", f"lmforge.{stage}",
-                           "hydra.run.dir=outputs/bench", "hydra.output_subdir=null"],
-                          cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    probe = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "sys.exit(done.returncode) if done.returncode else "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            sys.executable,
+            "-m",
+            f"lmforge.{stage}",
+            "hydra.run.dir=outputs/bench",
+            "hydra.output_subdir=null",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if done.returncode != 0:
         raise SystemExit(f"lmforge.{stage} failed in {workdir} (status {done.returncode})")
     return int(done.stdout.strip()) / 1024
@@ -81,8 +99,7 @@ def memory_scaling(records: list[dict], factor: int) -> dict:
             (raw / "meta.json").write_text(json.dumps({"records": len(records) * copies}))
             peaks[copies] = {stage: peak_rss_mb(work, stage) for stage in ("prepare", "tokenize")}
     worst = max(peaks[factor][s] / peaks[1][s] for s in ("prepare", "tokenize"))
-    return {"records_1x": len(records), "factor": factor, "peak_rss_mb": peaks,
-            "ratio": worst, "target": 1.2}
+    return {"records_1x": len(records), "factor": factor, "peak_rss_mb": peaks, "ratio": worst, "target": 1.2}
 
 
 def main() -> None:
@@ -94,13 +111,17 @@ def main() -> None:
     encode = encode_throughput(corpus(3))
     memory = memory_scaling(records, args.factor)
     print(f"{'figure':<44}{'lmforge':>14}{'peer':>14}{'ratio':>8}{'target':>9}")
-    print(f"{'encode tokens/s (tokenize stage vs encode_batch)':<44}"
-          f"{encode['lmforge_tokens_per_s']:>14,.0f}{encode['bare_tokens_per_s']:>14,.0f}"
-          f"{encode['ratio']:>8.2f}{'>= 0.8':>9}")
+    print(
+        f"{'encode tokens/s (tokenize stage vs encode_batch)':<44}"
+        f"{encode['lmforge_tokens_per_s']:>14,.0f}{encode['bare_tokens_per_s']:>14,.0f}"
+        f"{encode['ratio']:>8.2f}{'>= 0.8':>9}"
+    )
     for stage in ("prepare", "tokenize"):
         small, large = memory["peak_rss_mb"][1][stage], memory["peak_rss_mb"][args.factor][stage]
-        print(f"{f'peak RSS MB, {stage}: {args.factor}x corpus vs 1x':<44}{large:>14.1f}{small:>14.1f}"
-              f"{large / small:>8.2f}{'<= 1.2':>9}")
+        print(
+            f"{f'peak RSS MB, {stage}: {args.factor}x corpus vs 1x':<44}{large:>14.1f}{small:>14.1f}"
+            f"{large / small:>8.2f}{'<= 1.2':>9}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"encode": encode, "memory": memory}, indent=2))
 

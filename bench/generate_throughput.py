@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ffn", type=int, default=1024, help="d_ff / n_inner")
     p.add_argument("--context", type=int, default=256, help="max_len / n_positions")
     p.add_argument("--prompt-len", type=int, default=32)
-    p.add_argument("--new-tokens", type=int, default=224,
-                   help="new tokens per row (prompt + new tokens <= context)")
+    p.add_argument(
+        "--new-tokens", type=int, default=224, help="new tokens per row (prompt + new tokens <= context)"
+    )
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     p.add_argument("--runs", type=int, default=3, help="timed runs per model and batch size")
     p.add_argument("--threads", type=int, default=2)
@@ -113,21 +114,29 @@ def timed(run: Callable[[], None]) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.prompt_len + args.new_tokens > args.context:
-        raise SystemExit(f"--prompt-len {args.prompt_len} + --new-tokens {args.new_tokens} "
-                         f"exceeds --context {args.context}")
+        raise SystemExit(
+            f"--prompt-len {args.prompt_len} + --new-tokens {args.new_tokens} "
+            f"exceeds --context {args.context}"
+        )
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = TransformerConfig(vocab_size=args.vocab, d_model=args.width, n_layers=args.layers,
-                            n_heads=args.heads, d_ff=args.ffn, max_len=args.context,
-                            dropout=0.1, pad_id=PAD)
+    cfg = TransformerConfig(
+        vocab_size=args.vocab,
+        d_model=args.width,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        d_ff=args.ffn,
+        max_len=args.context,
+        dropout=0.1,
+        pad_id=PAD,
+    )
     ours = PrefixLM(cfg).to(args.device).eval()
     peer = None if args.no_peer else build_peer(cfg).to(args.device).eval()
     n = args.new_tokens
 
     def make_runs(batch: int) -> dict[str, Callable[[], None]]:
         g = torch.Generator().manual_seed(args.seed + batch)
-        prompts = torch.randint(FIRST_ORDINARY_ID, args.vocab, (batch, args.prompt_len),
-                                generator=g)
+        prompts = torch.randint(FIRST_ORDINARY_ID, args.vocab, (batch, args.prompt_len), generator=g)
         prompt_lists = prompts.tolist()
         runs: dict[str, Callable[[], None]] = {}
 
@@ -142,10 +151,17 @@ def main(argv: list[str] | None = None) -> int:
 
             def run_peer() -> None:
                 with torch.inference_mode():
-                    out = peer.generate(input_ids, attention_mask=attention_mask,
-                                        max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                        num_beams=1, use_cache=True, pad_token_id=PAD,
-                                        eos_token_id=EOS)
+                    out = peer.generate(
+                        input_ids,
+                        attention_mask=attention_mask,
+                        max_new_tokens=n,
+                        min_new_tokens=n,
+                        do_sample=False,
+                        num_beams=1,
+                        use_cache=True,
+                        pad_token_id=PAD,
+                        eos_token_id=EOS,
+                    )
                 assert out.shape == (batch, args.prompt_len + n), out.shape
 
             runs[PEER] = run_peer
@@ -165,25 +181,35 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(timed(run))
         for name, seconds in times.items():
             median = statistics.median(seconds)
-            results.append(Result(name=name, batch=batch, new_tokens_per_s=batch * n / median,
-                                  run_s=median, runs=seconds, params=params[name]))
+            results.append(
+                Result(
+                    name=name,
+                    batch=batch,
+                    new_tokens_per_s=batch * n / median,
+                    run_s=median,
+                    runs=seconds,
+                    params=params[name],
+                )
+            )
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"vocab {args.vocab}, d {args.width}, L {args.layers}, H {args.heads}, FFN {args.ffn}, "
-          f"context {args.context}, prompt {args.prompt_len} + {n} new tokens, greedy, KV cache, "
-          f"median of {args.runs} runs")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+        f"vocab {args.vocab}, d {args.width}, L {args.layers}, H {args.heads}, FFN {args.ffn}, "
+        f"context {args.context}, prompt {args.prompt_len} + {n} new tokens, greedy, KV cache, "
+        f"median of {args.runs} runs"
+    )
     # The spread of the runs shows how steady the machine was (a shared one is not).
-    print(f"{'model':<20} {'params':>10} {'batch':>5} {'new tok/s':>10} {'run s':>8} "
-          f"{'runs min-max s':>15}")
+    print(f"{'model':<20} {'params':>10} {'batch':>5} {'new tok/s':>10} {'run s':>8} {'runs min-max s':>15}")
     for res in results:
-        print(f"{res.name:<20} {res.params:>10,} {res.batch:>5} {res.new_tokens_per_s:>10.0f} "
-              f"{res.run_s:>8.2f} {min(res.runs):>7.2f}-{max(res.runs):<7.2f}")
+        print(
+            f"{res.name:<20} {res.params:>10,} {res.batch:>5} {res.new_tokens_per_s:>10.0f} "
+            f"{res.run_s:>8.2f} {min(res.runs):>7.2f}-{max(res.runs):<7.2f}"
+        )
     ratios: dict[int, float] = {}
     if peer is not None:
         by_key = {(r.name, r.batch): r for r in results}
         for batch in args.batch:
-            ratios[batch] = (by_key[(OURS, batch)].new_tokens_per_s
-                             / by_key[(PEER, batch)].new_tokens_per_s)
+            ratios[batch] = by_key[(OURS, batch)].new_tokens_per_s / by_key[(PEER, batch)].new_tokens_per_s
             print(f"ratio lmforge / peer at batch {batch}: {ratios[batch]:.2f}x")
 
     if args.json is not None:

@@ -23,8 +23,15 @@ from lmforge.models.transformer import MaskedLM, TransformerConfig  # noqa: E402
 
 
 def seconds_per_step(objective: str, batch: torch.Tensor, vocab: int, steps: int) -> float:
-    cfg = TransformerConfig(vocab_size=vocab, d_model=256, n_layers=4, n_heads=4, d_ff=1024,
-                            max_len=128, causal=objective == "clm")
+    cfg = TransformerConfig(
+        vocab_size=vocab,
+        d_model=256,
+        n_layers=4,
+        n_heads=4,
+        d_ff=1024,
+        max_len=128,
+        causal=objective == "clm",
+    )
     torch.manual_seed(0)
     model = MaskedLM(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -34,8 +41,14 @@ def seconds_per_step(objective: str, batch: torch.Tensor, vocab: int, steps: int
         if objective == "clm":
             args = next_token_targets(batch)
         else:
-            args = mask_tokens(batch, mask_rate=0.15, mask_id=4, vocab_size=vocab,
-                               special_ids=[0, 1, 2, 3, 4], generator=masks)
+            args = mask_tokens(
+                batch,
+                mask_rate=0.15,
+                mask_id=4,
+                vocab_size=vocab,
+                special_ids=[0, 1, 2, 3, 4],
+                generator=masks,
+            )
         loss, _ = model(*args)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -58,14 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    batch = torch.randint(5, args.vocab, (args.batch, args.seq),
-                          generator=torch.Generator().manual_seed(0))
+    batch = torch.randint(5, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     times: dict[str, list[float]] = {"mlm": [], "clm": []}
     for objective in ("mlm", "clm", "mlm", "clm"):
         times[objective].append(seconds_per_step(objective, batch, args.vocab, args.steps))
     for objective, values in times.items():
-        print(f"{objective}: {min(values):.3f}-{max(values):.3f} s/step "
-              f"({args.batch * args.seq / min(values):.0f} tokens/s at best)")
+        print(
+            f"{objective}: {min(values):.3f}-{max(values):.3f} s/step "
+            f"({args.batch * args.seq / min(values):.0f} tokens/s at best)"
+        )
     print(f"clm / mlm step time: {min(times['clm']) / min(times['mlm']):.2f}x")
 
 

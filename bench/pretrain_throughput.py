@@ -70,9 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
     p.add_argument("--steps", type=int, default=4, help="timed steps per model per round")
     p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
-    p.add_argument(
-        "--compile", action="store_true", help="also time a torch.compile'd lmforge model"
-    )
+    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd lmforge model")
     p.add_argument(
         "--peer-optim",
         choices=["default", "same"],
@@ -85,8 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write results to this file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast; MFU is then against the bf16 matmul peak")
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast; MFU is then against the bf16 matmul peak"
+    )
     return p.parse_args(argv)
 
 
@@ -151,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     peak_dtype = torch.bfloat16 if args.bf16 else torch.float32
 
     def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16,
-                              enabled=args.bf16)
+        return torch.autocast(
+            device_type=torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16
+        )
 
     g = torch.Generator().manual_seed(args.seed)
     batches = []
@@ -216,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         params[PEER_NAME] = sum(p.numel() for p in peer.parameters())
 
     def measure_peak() -> float:
-        return measure_matmul_peak_flops(peak_dtype, n=1024 if args.device == "cpu" else 8192,
-                                         device=args.device, seconds=args.peak_seconds)
+        return measure_matmul_peak_flops(
+            peak_dtype,
+            n=1024 if args.device == "cpu" else 8192,
+            device=args.device,
+            seconds=args.peak_seconds,
+        )
 
     peak = measure_peak()
 
@@ -256,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         f"compile {args.compile}, peer optim {args.peer_optim}"
     )
     precision = "bf16" if args.bf16 else "fp32"
-    print(f"{precision} matmul peak on {args.device}: {peak / 1e9:.1f} GFLOP/s; "
-          f"model FLOPs/token: {flops_per_token:.3e}")
+    print(
+        f"{precision} matmul peak on {args.device}: {peak / 1e9:.1f} GFLOP/s; "
+        f"model FLOPs/token: {flops_per_token:.3e}"
+    )
     print(f"{'model':<20} {'params':>10} {'tokens/s':>10} {'step ms':>9} {'MFU':>7}")
     for res in results:
         print(

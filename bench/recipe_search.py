@@ -36,22 +36,41 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-DEFAULT_MODEL = {"d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "max_len": 128,
-                 "dropout": 0.1}
-DEFAULT_PRETRAIN = {"objective": "mlm", "steps": 0, "batch": 64, "seq": 64, "lr": 1e-3,
-                    "mask_rate": 0.15, "warmup": 0.06, "weight_decay": 0.01, "generator_layers": 1,
-                    "disc_weight": 50.0, "dropout": None, "text": "all"}
-DEFAULT_FINETUNE = {"lr": 2e-4, "epochs": 2, "batch": 64, "warmup": 0.05, "weight_decay": 0.01,
-                    "pooling": "mean", "max_len": 66, "evals_per_epoch": 1,
-                    "group_by_length": True, "layer_decay": 1.0, "ema": 0.0}
+DEFAULT_MODEL = {"d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 1024, "max_len": 128, "dropout": 0.1}
+DEFAULT_PRETRAIN = {
+    "objective": "mlm",
+    "steps": 0,
+    "batch": 64,
+    "seq": 64,
+    "lr": 1e-3,
+    "mask_rate": 0.15,
+    "warmup": 0.06,
+    "weight_decay": 0.01,
+    "generator_layers": 1,
+    "disc_weight": 50.0,
+    "dropout": None,
+    "text": "all",
+}
+DEFAULT_FINETUNE = {
+    "lr": 2e-4,
+    "epochs": 2,
+    "batch": 64,
+    "warmup": 0.05,
+    "weight_decay": 0.01,
+    "pooling": "mean",
+    "max_len": 66,
+    "evals_per_epoch": 1,
+    "group_by_length": True,
+    "layer_decay": 1.0,
+    "ema": 0.0,
+}
 
 
 def schedule(optimizer, total: int, warmup_ratio: float):
     from lmforge.lit.optim import warmup_linear
 
     warmup = max(1, int(warmup_ratio * total))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_linear(step, total, warmup, 0.0))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, total, warmup, 0.0))
 
 
 def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), layer_decay: float = 1.0):
@@ -97,17 +116,23 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
     for step in range(spec["steps"]):
         if cursor + spec["batch"] > len(perm):
             perm, cursor = torch.randperm(len(data), generator=order), 0
-        batch = torch.stack([data[int(i)] for i in perm[cursor:cursor + spec["batch"]]])
+        batch = torch.stack([data[int(i)] for i in perm[cursor : cursor + spec["batch"]]])
         cursor += spec["batch"]
         if spec["objective"] == "clm":  # the head at every position but the last: next token
             loss, _ = model(*(t.to(device) for t in next_token_targets(batch)))
             mlm_loss = loss
         else:
             inputs, positions, targets = mask_tokens(
-                batch, mask_rate=spec["mask_rate"], mask_id=special["mask"],
-                vocab_size=cfg.vocab_size, special_ids=list(special.values()), generator=masks)
-            inputs, positions, targets = (t.to(device, non_blocking=True)
-                                          for t in (inputs, positions, targets))
+                batch,
+                mask_rate=spec["mask_rate"],
+                mask_id=special["mask"],
+                vocab_size=cfg.vocab_size,
+                special_ids=list(special.values()),
+                generator=masks,
+            )
+            inputs, positions, targets = (
+                t.to(device, non_blocking=True) for t in (inputs, positions, targets)
+            )
             if spec["objective"] == "electra":
                 out = model(inputs, positions, targets, batch.to(device), generator=sampler)
                 loss, mlm_loss = out.loss, out.mlm_loss
@@ -121,8 +146,11 @@ def pretrain(spec: dict, model_cfg, shards: str, device: torch.device, seed: int
         lr_schedule.step()
         if step % 50 == 0 or step == spec["steps"] - 1:
             losses.append((step, round(mlm_loss.item(), 4), round(loss.item(), 4)))
-    return {"encoder": {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
-            "mlm_loss_curve": losses, "epochs_of_text": spec["steps"] * spec["batch"] / len(data)}
+    return {
+        "encoder": {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
+        "mlm_loss_curve": losses,
+        "epochs_of_text": spec["steps"] * spec["batch"] / len(data),
+    }
 
 
 @torch.no_grad()
@@ -169,8 +197,9 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     from lmforge.data.tokenization import TokenShards
     from lmforge.models.transformer import SequenceClassifier
 
-    splits = {name: LabelledRecords(TokenShards(shards, name), spec["max_len"])
-              for name in ("train", "val", "test")}
+    splits = {
+        name: LabelledRecords(TokenShards(shards, name), spec["max_len"]) for name in ("train", "val", "test")
+    }
     sentences = whole_texts(Path(shards).parent / "prepared" / "val.jsonl")
     if sentences is not None and len(sentences) == len(splits["val"]):
         # Validation rows that are no piece of another validation row (SST-2: its sentences).
@@ -188,8 +217,8 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
     order = torch.Generator().manual_seed(seed * 1_000_003)
     lengths = splits["train"].lengths
     if spec.get("train_limit"):  # smoke tests only
-        splits["train"].rows = splits["train"].rows[:spec["train_limit"]]
-        lengths = lengths[:spec["train_limit"]]
+        splits["train"].rows = splits["train"].rows[: spec["train_limit"]]
+        lengths = lengths[: spec["train_limit"]]
 
     def epoch_batches():
         """The finetune stage's batches: length-grouped (or plain shuffled) as configured."""
@@ -198,7 +227,7 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
         else:
             idx = torch.randperm(len(lengths), generator=order).tolist()
         for i in range(0, len(idx), spec["batch"]):
-            yield collate([splits["train"][j] for j in idx[i:i + spec["batch"]]])
+            yield collate([splits["train"][j] for j in idx[i : i + spec["batch"]]])
 
     torch.manual_seed(seed)
     model = SequenceClassifier(model_cfg, num_labels=labels, pooling=spec["pooling"])
@@ -235,8 +264,14 @@ def finetune(spec: dict, model_cfg, shards: str, device, seed: int, encoder: dic
             if step % every == 0 or step == total:
                 val_acc, val_f1 = score(scored, loader("val"), device)
                 test_acc, test_f1 = score(scored, loader("test"), device)
-                point = {"step": step, "epoch": round(step / per_epoch, 2), "val_acc": val_acc,
-                         "val_f1": val_f1, "test_acc": test_acc, "test_f1": test_f1}
+                point = {
+                    "step": step,
+                    "epoch": round(step / per_epoch, 2),
+                    "val_acc": val_acc,
+                    "val_f1": val_f1,
+                    "test_acc": test_acc,
+                    "test_f1": test_f1,
+                }
                 if "val_sentences" in splits:
                     point["val_sentences_acc"], _ = score(scored, loader("val_sentences"), device)
                 history.append(point)
@@ -258,8 +293,13 @@ def run_trial(trial: dict, shards: str, device: str) -> dict:
     model_cfg = TransformerConfig(vocab_size=vocab, pad_id=0, **{**DEFAULT_MODEL, **trial.get("model", {})})
     p = {**DEFAULT_PRETRAIN, **trial.get("pretrain", {})}
     start = time.perf_counter()
-    result = {"name": trial["name"], "seed": seed, "model": trial.get("model", {}),
-              "pretrain": trial.get("pretrain", {}), "finetunes": []}
+    result = {
+        "name": trial["name"],
+        "seed": seed,
+        "model": trial.get("model", {}),
+        "pretrain": trial.get("pretrain", {}),
+        "finetunes": [],
+    }
     encoder = None
     if p["steps"] > 0:
         out = pretrain(p, model_cfg, shards, dev, seed)
@@ -273,8 +313,7 @@ def run_trial(trial: dict, shards: str, device: str) -> dict:
         cfg = replace(model_cfg, max_len=max(model_cfg.max_len, f["max_len"]))
         t0 = time.perf_counter()
         out = finetune(f, cfg, shards, dev, seed, encoder)
-        result["finetunes"].append({"finetune": ft, **out,
-                                    "seconds": round(time.perf_counter() - t0, 1)})
+        result["finetunes"].append({"finetune": ft, **out, "seconds": round(time.perf_counter() - t0, 1)})
     return result
 
 
@@ -311,21 +350,27 @@ def table(paths: list[Path]) -> str:
                 spec = {**DEFAULT_FINETUNE, **ft["finetune"]}
                 # Finetuning settings other than lr and epochs that are not the defaults, so that
                 # two finetunes of one encoder (say with and without "ema") keep a row each.
-                extra = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in ft["finetune"].items()
-                                  if k not in ("lr", "epochs") and v != DEFAULT_FINETUNE.get(k))
+                extra = ", ".join(
+                    f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in ft["finetune"].items()
+                    if k not in ("lr", "epochs") and v != DEFAULT_FINETUNE.get(k)
+                )
                 name = f"{result['name']} ({extra})" if extra else result["name"]
                 key = (path.stem, name, spec["lr"], spec["epochs"])
                 rows[key][result["seed"]] = ft["best"]["test_acc"]
                 curve = result.get("mlm_loss_curve")
                 loss[key] = curve[-1][1] if curve else None
-    lines = ["| results | trial | finetune lr | epochs | MLM loss at end | test acc by seed | mean |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| results | trial | finetune lr | epochs | MLM loss at end | test acc by seed | mean |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for key in sorted(rows, key=lambda k: (k[0], k[1], k[2], k[3])):
         seeds = ", ".join(f"s{s} {100 * a:.1f}" for s, a in sorted(rows[key].items()))
         end = "—" if loss[key] is None else f"{loss[key]:.2f}"
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {key[3]} | {end} | {seeds} | "
-                     f"{100 * mean(rows[key].values()):.1f} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]:g} | {key[3]} | {end} | {seeds} | "
+            f"{100 * mean(rows[key].values()):.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -333,8 +378,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shards", default="data/shards")
     ap.add_argument("--grid", type=Path, help="JSON list of trials")
-    ap.add_argument("--table", type=Path, nargs="+", metavar="RESULTS",
-                    help="print a Markdown table of earlier --out files instead of running")
+    ap.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS",
+        help="print a Markdown table of earlier --out files instead of running",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--jobs", type=int, default=1, help="trials run at once")
     ap.add_argument("--only", default=None, help="run only trials whose name contains this")
@@ -370,17 +420,19 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(result: dict, elapsed: float) -> None:
     if "error" in result:
-        print(f"[{elapsed:5.0f}s] {result['name']}: ERROR {result['error'].splitlines()[-1]}",
-              flush=True)
+        print(f"[{elapsed:5.0f}s] {result['name']}: ERROR {result['error'].splitlines()[-1]}", flush=True)
         return
     curve = result.get("mlm_loss_curve")
     tail = f" mlm {curve[0][1]:.2f}->{curve[-1][1]:.2f}" if curve else ""
     for ft in result["finetunes"]:
         b = ft["best"]
-        print(f"[{elapsed:5.0f}s] {result['name']} s{result['seed']} ft={ft['finetune']}{tail}: "
-              f"test acc {b['test_acc']:.4f} f1 {b['test_f1']:.4f} (val {b['val_acc']:.4f}, "
-              f"epoch {b['epoch']}; last test {ft['last']['test_acc']:.4f}) "
-              f"pt {result['pretrain_seconds']}s ft {ft['seconds']}s", flush=True)
+        print(
+            f"[{elapsed:5.0f}s] {result['name']} s{result['seed']} ft={ft['finetune']}{tail}: "
+            f"test acc {b['test_acc']:.4f} f1 {b['test_f1']:.4f} (val {b['val_acc']:.4f}, "
+            f"epoch {b['epoch']}; last test {ft['last']['test_acc']:.4f}) "
+            f"pt {result['pretrain_seconds']}s ft {ft['seconds']}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

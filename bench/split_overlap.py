@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("val", "test"):
         held_out = texts(args.prepared / f"{name}.jsonl")
         inside = sum(f" {text} " in train for text in held_out)
-        print(f"{name}: {inside} of {len(held_out)} texts ({100 * inside / max(1, len(held_out)):.1f} %) "
-              "occur inside a train text, as whole words")
+        print(
+            f"{name}: {inside} of {len(held_out)} texts ({100 * inside / max(1, len(held_out)):.1f} %) "
+            "occur inside a train text, as whole words"
+        )
 
 
 if __name__ == "__main__":

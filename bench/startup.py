@@ -32,13 +32,14 @@ def timed(command: list[str], repeats: int = 5, expect: int | None = 0) -> float
 
 
 def heavy_imports(args: list[str]) -> list[str]:
-    code = ("import sys, runpy; sys.argv = ['x', *sys.argv[1:]]\n"
-            "try:\n    runpy.run_module('lmforge.pretrain', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "print('HEAVY:' + ','.join(m for m in ('lightning', 'torchmetrics', 'mlflow', 'torch') "
-            "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
-                          text=True)
+    code = (
+        "import sys, runpy; sys.argv = ['x', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('lmforge.pretrain', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('HEAVY:' + ','.join(m for m in ('lightning', 'torchmetrics', 'mlflow', 'torch') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
     line = next(x for x in reversed(done.stdout.splitlines()) if x.startswith("HEAVY:"))
     return [m for m in line.removeprefix("HEAVY:").split(",") if m]
 
@@ -50,20 +51,18 @@ def main() -> None:
     python = [sys.executable]
     rows = {
         "python -c pass (peer)": (timed([*python, "-c", "pass"]), None),
-        "python -m lmforge.pretrain --help": (
-            timed([*python, "-m", "lmforge.pretrain", "--help"]), 1.5),
-        "unknown key error": (
-            timed([*python, "-m", "lmforge.pretrain", "model.d_modl=1"], expect=2), 1.5),
-        "wrong type error": (
-            timed([*python, "-m", "lmforge.pretrain", "model.d_model=wide"], expect=2), 1.5),
+        "python -m lmforge.pretrain --help": (timed([*python, "-m", "lmforge.pretrain", "--help"]), 1.5),
+        "unknown key error": (timed([*python, "-m", "lmforge.pretrain", "model.d_modl=1"], expect=2), 1.5),
+        "wrong type error": (timed([*python, "-m", "lmforge.pretrain", "model.d_model=wide"], expect=2), 1.5),
     }
     dvc = Path(sys.executable).parent / "dvc"
     status = subprocess.run([str(dvc), "status", "--quiet"], cwd=ROOT, capture_output=True)
     if (ROOT / "dvc.lock").is_file() and status.returncode == 0:
         rows["dvc repro (nothing to do)"] = (timed([str(dvc), "repro"], repeats=3), 3.0)
     else:
-        print("dvc repro (nothing to do): skipped, the pipeline is not up to date here "
-              "(run `make run` first)")
+        print(
+            "dvc repro (nothing to do): skipped, the pipeline is not up to date here (run `make run` first)"
+        )
     print(f"{'command':<40}{'seconds':>9}{'target':>9}  heavy imports")
     for name, (seconds, target) in rows.items():
         extra = ""
@@ -72,8 +71,9 @@ def main() -> None:
             extra = extra or "none"
         print(f"{name:<40}{seconds:>9.2f}{(f'<= {target}' if target else ''):>9}  {extra}")
     if args.json:
-        args.json.write_text(json.dumps({k: {"seconds": v, "target": t}
-                                         for k, (v, t) in rows.items()}, indent=2))
+        args.json.write_text(
+            json.dumps({k: {"seconds": v, "target": t} for k, (v, t) in rows.items()}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -48,14 +48,15 @@ def run_cmd(*args: str, cwd: Path, timeout: float = 900, env: dict | None = None
     import sys
 
     bin_dir = str(Path(sys.executable).parent)
-    full_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"),
-                                                             os.environ.get("PYTHONPATH")])),
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
+    }
     for name in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "LMFORGE_PIPELINE_ID"):
         full_env.pop(name, None)
-    done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done.stdout + done.stderr
 
@@ -129,8 +130,9 @@ def post_json(url: str, payload: dict) -> dict:
     import json
     import urllib.request
 
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
 
@@ -144,14 +146,33 @@ def served_model(model_uri: str, tracking_uri: str, cwd: Path, log: Path) -> Ite
 
     port = free_port()
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+    }
     with open(log, "w") as handle:
         server = subprocess.Popen(
-            [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "--host", "127.0.0.1", "-p", str(port)],
-            cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(bin_dir / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_up(server, f"{base}/ping", log, seconds=240)
@@ -211,13 +232,22 @@ SWEEP_BATCHES = ("16", "32")
 
 def sweep(root: Path, experiment: str, *extra: str) -> str:
     """A 2x2 finetuning sweep (learning rate x batch size) through the command line."""
-    return run_cmd(sys_executable(), "-m", "lmforge.finetune", "-m", "experiment=tiny",
-                   "finetune.max_epochs=1", f"logger.experiment={experiment}",
-                   f"optim.lr={','.join(SWEEP_LRS)}", f"finetune.batch_size={','.join(SWEEP_BATCHES)}",
-                   *extra, cwd=root,
-                   # MLflow logs system metrics only after a full sampling interval (the stages'
-                   # default: 2 s); a tiny job on an idle machine can finish sooner.
-                   env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"})
+    return run_cmd(
+        sys_executable(),
+        "-m",
+        "lmforge.finetune",
+        "-m",
+        "experiment=tiny",
+        "finetune.max_epochs=1",
+        f"logger.experiment={experiment}",
+        f"optim.lr={','.join(SWEEP_LRS)}",
+        f"finetune.batch_size={','.join(SWEEP_BATCHES)}",
+        *extra,
+        cwd=root,
+        # MLflow logs system metrics only after a full sampling interval (the stages'
+        # default: 2 s); a tiny job on an idle machine can finish sooner.
+        env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"},
+    )
 
 
 def sys_executable() -> str:

@@ -11,8 +11,10 @@ from lmforge.data.datasets import length_grouped_order
 
 
 def padded_tokens(order: list[int], lengths: np.ndarray, batch: int) -> int:
-    return sum(int(lengths[order[i:i + batch]].max()) * len(order[i:i + batch])
-               for i in range(0, len(order), batch))
+    return sum(
+        int(lengths[order[i : i + batch]].max()) * len(order[i : i + batch])
+        for i in range(0, len(order), batch)
+    )
 
 
 def test_length_grouping_keeps_every_example_once_and_cuts_padding() -> None:
@@ -35,9 +37,9 @@ def test_length_grouped_batches_still_mix_the_data() -> None:
     order = length_grouped_order(lengths, 20, torch.Generator().manual_seed(0), group=5)
     firsts = [int(lengths[order[i]]) for i in range(0, len(order), 20)]
     assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)
-    means = [float(lengths[order[i:i + 20]].mean()) for i in range(0, len(order), 20)]
+    means = [float(lengths[order[i : i + 20]].mean()) for i in range(0, len(order), 20)]
     assert np.std(means) > 5  # batches differ in length from one another...
-    spreads = [int(np.ptp(lengths[order[i:i + 20]])) for i in range(0, len(order), 20)]
+    spreads = [int(np.ptp(lengths[order[i : i + 20]])) for i in range(0, len(order), 20)]
     assert np.mean(spreads) < 10  # ...while each batch is nearly uniform (plain: ~45)
 
 
@@ -85,8 +87,14 @@ def wait_fraction(delay: float, compute: float) -> float:
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
     wait = LoaderWait(window=5)
-    trainer = L.Trainer(max_epochs=1, callbacks=[wait], logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[wait],
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Model(), torch.utils.data.DataLoader(SlowData(delay), batch_size=2))
     assert wait.steps == 19  # every step but the first has a gap before it
     return wait.fraction

@@ -19,8 +19,9 @@ SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
 def tiny_cfg(**overrides: object) -> TransformerConfig:
-    kwargs: dict[str, object] = dict(vocab_size=40, d_model=32, n_layers=2, n_heads=4, d_ff=64,
-                                     max_len=24, dropout=0.0)
+    kwargs: dict[str, object] = dict(
+        vocab_size=40, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=24, dropout=0.0
+    )
     kwargs.update(overrides)
     return TransformerConfig(**kwargs)  # type: ignore[arg-type]
 
@@ -54,9 +55,14 @@ def test_causal_attention_with_a_padding_mask_matches_the_unpadded_rows() -> Non
 def lit_clm(cfg: TransformerConfig, lr: float = 1e-3, steps: int = 100):
     from lmforge.lit.mlm import LitMaskedLM
 
-    return LitMaskedLM(cfg, mask_rate=0.15, special_ids=SPECIALS,
-                       optim=OptimConfig(lr=lr, warmup_ratio=0.0), total_steps=steps,
-                       objective="clm")
+    return LitMaskedLM(
+        cfg,
+        mask_rate=0.15,
+        special_ids=SPECIALS,
+        optim=OptimConfig(lr=lr, warmup_ratio=0.0),
+        total_steps=steps,
+        objective="clm",
+    )
 
 
 def test_clm_loss_is_next_token_cross_entropy_at_every_position() -> None:
@@ -99,7 +105,8 @@ def test_clm_learns_a_sequence_it_can_only_predict_from_the_left() -> None:
 @pytest.mark.slow
 @pytest.mark.ci
 def test_pretrain_stage_runs_clm_by_config_and_finetune_loads_its_encoder(
-        tiny_project: Path, tmp_path: Path, tiny_stage_config) -> None:
+    tiny_project: Path, tmp_path: Path, tiny_stage_config
+) -> None:
     from lmforge import finetune, pretrain
 
     cfg = tiny_stage_config("pretrain=clm", "model.causal=true", "finetune.max_epochs=1")

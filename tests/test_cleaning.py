@@ -24,8 +24,15 @@ def test_normalisation_collapses_whitespace_and_unicode_forms() -> None:
 
 
 def test_drops_are_counted_by_reason() -> None:
-    records = [{"text": "hello world"}, {"text": "hello   world"}, {"text": "  "},
-               {"text": None}, {"text": "ab"}, {"text": "x" * 30_000}, {"text": "another one"}]
+    records = [
+        {"text": "hello world"},
+        {"text": "hello   world"},
+        {"text": "  "},
+        {"text": None},
+        {"text": "ab"},
+        {"text": "x" * 30_000},
+        {"text": "another one"},
+    ]
     kept, report = run(records)
     assert [r["text"] for _, r in kept] == ["hello world", "another one"]
     assert dict(report.dropped) == {"duplicate": 1, "empty": 2, "too_short": 1, "too_long": 1}
@@ -39,8 +46,7 @@ def test_split_depends_on_text_and_seed_only() -> None:
     assert first == [assign_split(t, SPLIT) for t in reversed(texts)][::-1]
     shares = {name: first.count(name) / len(first) for name in ("train", "val", "test")}
     assert abs(shares["val"] - 0.2) < 0.04 and abs(shares["test"] - 0.2) < 0.04
-    other = [assign_split(t, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=1))
-             for t in texts]
+    other = [assign_split(t, SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=1)) for t in texts]
     assert other != first
 
 
@@ -59,8 +65,15 @@ def test_input_rows_always_equal_kept_plus_dropped(texts: list) -> None:
 def test_phrases_follow_their_sentence_into_its_split() -> None:
     from lmforge.data.cleaning import group_substrings
 
-    texts = ["a gripping , funny film", "gripping , funny", "funny", "a dull film", "dull film",
-             "film", "funniest"]
+    texts = [
+        "a gripping , funny film",
+        "gripping , funny",
+        "funny",
+        "a dull film",
+        "dull film",
+        "film",
+        "funniest",
+    ]
     own = ["val", "train", "test", "train", "val", "val", "val"]
     splits = dict(zip(texts, group_substrings(texts, own), strict=True))
     # Roots (inside no longer text) keep their own split; their pieces follow them.
@@ -77,17 +90,20 @@ def test_phrases_follow_their_sentence_into_its_split() -> None:
 
 
 def test_grouped_split_leaves_given_splits_alone_and_still_balances() -> None:
-    records = [{"text": "the plot is thin", "label": 0, "split": "train"},
-               {"text": "plot is thin", "label": 0, "split": "train"},
-               {"text": "thin", "label": 0, "split": "train"},
-               {"text": "the plot is thin", "label": 0, "split": "train"},
-               {"text": "is thin", "label": 1, "split": "test"}]
+    records = [
+        {"text": "the plot is thin", "label": 0, "split": "train"},
+        {"text": "plot is thin", "label": 0, "split": "train"},
+        {"text": "thin", "label": 0, "split": "train"},
+        {"text": "the plot is thin", "label": 0, "split": "train"},
+        {"text": "is thin", "label": 1, "split": "test"},
+    ]
     drawn = set()
     for seed in range(8):  # ungrouped, three texts at val_fraction 0.5 rarely agree 8 times
         report = CleaningReport()
         cfg = SplitConfig(val_fraction=0.5, test_fraction=0.1, seed=seed, group_substrings=True)
-        names = {(r["text"], r.get("split")): name
-                 for name, r in clean_and_split(records, CLEAN, cfg, report)}
+        names = {
+            (r["text"], r.get("split")): name for name, r in clean_and_split(records, CLEAN, cfg, report)
+        }
         # The given test row stays test, though it is a piece of a train text; the train rows
         # form one group, whatever its root drew.
         assert names[("is thin", "test")] == "test"

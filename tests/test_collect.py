@@ -17,16 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sst2_config(workdir: Path, data_dir: Path, *overrides: str) -> Config:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=["experiment=sst2", f"data.source.path={data_dir}",
-                                           f"paths.raw={workdir}/raw",
-                                           f"paths.prepared={workdir}/prepared", *overrides])
+        raw = compose(
+            "config",
+            overrides=[
+                "experiment=sst2",
+                f"data.source.path={data_dir}",
+                f"paths.raw={workdir}/raw",
+                f"paths.prepared={workdir}/prepared",
+                *overrides,
+            ],
+        )
     return validate(raw)
 
 
 def write_glue(folder: Path) -> None:
     folder.mkdir()
-    train = ["label\tsentence"] + [f"{i % 2}\ttrain sentence number {i} , \"quoted\"" for i in
-                                   range(200)] + ["1\ta sentence that is also in dev ."]
+    train = (
+        ["label\tsentence"]
+        + [f'{i % 2}\ttrain sentence number {i} , "quoted"' for i in range(200)]
+        + ["1\ta sentence that is also in dev ."]
+    )
     dev = ["label\tcontent", "0\ta sentence that is also in dev .", "1\tdev only sentence ."]
     (folder / "train.tsv").write_text("\n".join(train) + "\n")
     (folder / "dev.tsv").write_text("\n".join(dev) + "\n")
@@ -74,8 +84,7 @@ def test_a_predefined_split_needs_a_file_for_local_sources(tmp_path: Path) -> No
     from lmforge.errors import UserError
 
     write_glue(tmp_path / "glue")
-    cfg = sst2_config(tmp_path, tmp_path / "glue", "data.source.kind=local",
-                      "~data.source.splits.test.file")
+    cfg = sst2_config(tmp_path, tmp_path / "glue", "data.source.kind=local", "~data.source.splits.test.file")
     with pytest.raises(UserError, match="data.source.splits.test: give `file`"):
         collect.run(cfg)
     assert not (tmp_path / "raw").exists()

@@ -20,8 +20,9 @@ OUTPUTS = ("data/prepared", "data/tokenizer", "data/shards")
 
 def config(workdir: Path) -> Config:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=["experiment=tiny",
-                                           f"logger.tracking_uri=sqlite:///{workdir}/mlflow.db"])
+        raw = compose(
+            "config", overrides=["experiment=tiny", f"logger.tracking_uri=sqlite:///{workdir}/mlflow.db"]
+        )
     return validate(raw)
 
 
@@ -59,8 +60,9 @@ def fresh(base: Path, raw: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_prepare_and_tokenize_twice_from_scratch_are_byte_identical(raw: Path, tmp_path: Path,
-                                                                     monkeypatch) -> None:
+def test_prepare_and_tokenize_twice_from_scratch_are_byte_identical(
+    raw: Path, tmp_path: Path, monkeypatch
+) -> None:
     first, second = fresh(tmp_path / "first", raw), fresh(tmp_path / "second", raw)
     in_dir(first, prepare, tokenize)
     in_dir(second, prepare, tokenize)

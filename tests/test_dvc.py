@@ -38,8 +38,11 @@ def ran_stages(output: str) -> set[str]:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,16 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_everything_once_then_nothing(repo: Path) -> None:
     first = sh("dvc", "repro", cwd=repo)
-    assert ran_stages(first) == {"collect", "prepare", "tokenize", "pretrain", "finetune",
-                                 "evaluate", "baselines", "report"}
+    assert ran_stages(first) == {
+        "collect",
+        "prepare",
+        "tokenize",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "baselines",
+        "report",
+    }
     assert (repo / "dvc.lock").is_file() and (repo / "metrics/eval.json").is_file()
     second = sh("dvc", "repro", cwd=repo)
     assert ran_stages(second) == set()

@@ -32,13 +32,13 @@ def wait_for_queue(repo: Path, seconds: float = 1500) -> str:
         time.sleep(10)
 
 
-def test_queued_experiments_run_two_at_a_time_into_one_store(tiny_project: Path,
-                                                            tmp_path: Path) -> None:
+def test_queued_experiments_run_two_at_a_time_into_one_store(tiny_project: Path, tmp_path: Path) -> None:
     import mlflow
 
     repo = tmp_path / "repo"
-    shutil.copytree(tiny_project, repo, symlinks=True,
-                    ignore=shutil.ignore_patterns("multirun", "outputs", "__pycache__"))
+    shutil.copytree(
+        tiny_project, repo, symlinks=True, ignore=shutil.ignore_patterns("multirun", "outputs", "__pycache__")
+    )
     # The project's own ignores: the store, sweep folders and plots/ stay out of git (DVC refuses
     # an output that git tracks).
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
@@ -47,8 +47,21 @@ def test_queued_experiments_run_two_at_a_time_into_one_store(tiny_project: Path,
     for name, lr in EXPERIMENTS.items():
         # -S recomposes params.yaml from conf/ and the overrides alone: experiment=tiny again,
         # or DVC would rerun every stage on the default config.
-        run_cmd("dvc", "exp", "run", "--queue", "-n", name, "-S", "experiment=tiny",
-                "-S", f"optim.lr={lr}", "-S", "finetune.max_epochs=1", cwd=repo)
+        run_cmd(
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            name,
+            "-S",
+            "experiment=tiny",
+            "-S",
+            f"optim.lr={lr}",
+            "-S",
+            "finetune.max_epochs=1",
+            cwd=repo,
+        )
     run_cmd("dvc", "queue", "start", "-j", "2", cwd=repo)
     status = wait_for_queue(repo)
     assert status.count("Success") == 2, status
@@ -69,7 +82,8 @@ def test_queued_experiments_run_two_at_a_time_into_one_store(tiny_project: Path,
     assert starts[1] < ends[0], "the two experiments did not run at the same time"
 
     # Both experiments' learning curves, overlaid by `dvc plots diff`.
-    plots, _ = json.JSONDecoder().raw_decode(run_cmd("dvc", "plots", "diff", "--json", *EXPERIMENTS,
-                                                     cwd=repo))
+    plots, _ = json.JSONDecoder().raw_decode(
+        run_cmd("dvc", "plots", "diff", "--json", *EXPERIMENTS, cwd=repo)
+    )
     (curves,) = plots["data"]["plots/finetune_curves.csv"]
     assert set(curves["revisions"]) == set(EXPERIMENTS)

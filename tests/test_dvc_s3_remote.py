@@ -25,9 +25,11 @@ pytest.importorskip("dvc_s3", reason="the S3 remote needs dvc-s3: pip install -e
 pytest.importorskip("moto", reason="the local S3 server needs moto: pip install -e '.[dev]'")
 
 BUCKET = "lmforge-data"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIALMFORGETEST0001",
-               "AWS_SECRET_ACCESS_KEY": "lmforge-test-secret-7f3e9c1d",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIALMFORGETEST0001",
+    "AWS_SECRET_ACCESS_KEY": "lmforge-test-secret-7f3e9c1d",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 # The stages tiny_project ran and recorded in dvc.lock (finetune and later never ran there), and
 # their outputs.
 STAGES = ("collect", "prepare", "tokenize", "pretrain")
@@ -43,8 +45,14 @@ def free_port() -> int:
 
 
 def dvc(*args: str, cwd: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done
@@ -59,8 +67,12 @@ def base_env(home: Path) -> dict[str, str]:
 
 
 def tree_digest(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in folders for p in sorted((root / folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted((root / folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -72,14 +84,22 @@ def s3_server(tmp_path: Path):
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "moto.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
-                               "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                              env=base_env(tmp_path), start_new_session=True)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=base_env(tmp_path),
+        start_new_session=True,
+    )
     try:
         wait_until_up(server, f"{url}/moto-api/data.json", log_path, seconds=60)
-        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
         s3.create_bucket(Bucket=BUCKET)
         yield url, s3
     finally:
@@ -88,12 +108,17 @@ def s3_server(tmp_path: Path):
 
 
 def test_push_and_pull_through_s3_restore_the_pipeline_data_byte_for_byte(
-        tiny_project: Path, s3_server, tmp_path: Path) -> None:
+    tiny_project: Path, s3_server, tmp_path: Path
+) -> None:
     url, s3 = s3_server
     # A clone of the session's project, so deleting its data cannot disturb other tests.
     repo = tmp_path / "project"
-    shutil.copytree(tiny_project, repo, symlinks=True,
-                    ignore=shutil.ignore_patterns("multirun", "outputs", "mlruns", "mlartifacts"))
+    shutil.copytree(
+        tiny_project,
+        repo,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("multirun", "outputs", "mlruns", "mlartifacts"),
+    )
     home = tmp_path / "home"
     home.mkdir()
     anonymous = base_env(home)

@@ -15,8 +15,9 @@ SPECIALS = (PAD, CLS, SEP)
 
 
 def tiny_cfg(**overrides: object) -> TransformerConfig:
-    kwargs: dict[str, object] = dict(vocab_size=40, d_model=32, n_layers=2, n_heads=4, d_ff=64,
-                                     max_len=24, dropout=0.0)
+    kwargs: dict[str, object] = dict(
+        vocab_size=40, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=24, dropout=0.0
+    )
     kwargs.update(overrides)
     return TransformerConfig(**kwargs)  # type: ignore[arg-type]
 
@@ -25,9 +26,9 @@ def masked_batch(cfg: TransformerConfig, seed: int = 0, rows: int = 4, length: i
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, cfg.vocab_size, (rows, length), generator=g)
     ids[:, 0] = CLS
-    inputs, positions, targets = mask_tokens(ids, mask_rate=0.3, mask_id=MASK,
-                                             vocab_size=cfg.vocab_size, special_ids=SPECIALS,
-                                             generator=g)
+    inputs, positions, targets = mask_tokens(
+        ids, mask_rate=0.3, mask_id=MASK, vocab_size=cfg.vocab_size, special_ids=SPECIALS, generator=g
+    )
     return ids, inputs, positions, targets
 
 
@@ -40,8 +41,9 @@ def test_loss_is_generator_mlm_plus_weighted_detection_loss_on_the_sampled_corru
 
     # Reference, step by step, from the model's own parts and the same sampling stream.
     mlm_loss, logits = model.generator(inputs, positions, targets)
-    sampled = torch.multinomial(torch.softmax(logits.float(), -1), 1,
-                                generator=torch.Generator().manual_seed(7)).squeeze(1)
+    sampled = torch.multinomial(
+        torch.softmax(logits.float(), -1), 1, generator=torch.Generator().manual_seed(7)
+    ).squeeze(1)
     corrupted = ids.clone().view(-1)
     corrupted[positions] = sampled
     corrupted = corrupted.view_as(ids)
@@ -69,10 +71,12 @@ def test_generator_and_discriminator_share_one_embedding_table() -> None:
     assert len(model.generator.encoder.blocks) == 1 and len(model.encoder.blocks) == 2
     # The saved encoder has the keys a masked-LM encoder has, so finetuning loads either.
     from lmforge.models.transformer import Encoder
+
     assert set(model.encoder.state_dict()) == set(Encoder(tiny_cfg()).state_dict())
     unique = {id(p) for p in model.parameters()}
-    assert model.num_parameters() == sum(p.numel() for p in model.parameters()) and \
-        len(unique) == len(list(model.parameters()))
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters()) and len(unique) == len(
+        list(model.parameters())
+    )
 
 
 def test_discriminator_learns_to_spot_replacements() -> None:
@@ -84,9 +88,9 @@ def test_discriminator_learns_to_spot_replacements() -> None:
     g = torch.Generator().manual_seed(0)
     first = None
     for _ in range(150):
-        inputs, positions, targets = mask_tokens(ids, mask_rate=0.15, mask_id=MASK,
-                                                 vocab_size=cfg.vocab_size,
-                                                 special_ids=SPECIALS, generator=g)
+        inputs, positions, targets = mask_tokens(
+            ids, mask_rate=0.15, mask_id=MASK, vocab_size=cfg.vocab_size, special_ids=SPECIALS, generator=g
+        )
         out = model(inputs, positions, targets, ids, generator=g)
         optim.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -102,8 +106,9 @@ def test_padded_positions_are_left_out_of_the_detection_loss() -> None:
     model = Electra(cfg).eval()
     ids, inputs, positions, targets = masked_batch(cfg, rows=2, length=12)
     mask = torch.ones_like(ids, dtype=torch.bool)
-    out_full = model(inputs, positions, targets, ids, attention_mask=mask,
-                     generator=torch.Generator().manual_seed(1))
+    out_full = model(
+        inputs, positions, targets, ids, attention_mask=mask, generator=torch.Generator().manual_seed(1)
+    )
     out_none = model(inputs, positions, targets, ids, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out_full.loss, out_none.loss)
 

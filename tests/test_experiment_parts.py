@@ -21,8 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sweep_overrides_pass_the_key_check() -> None:
-    check_overrides(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "hparams_search=finetune_optuna", "optim.lr=1e-3,3e-4"])
+    check_overrides(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hparams_search=finetune_optuna",
+            "optim.lr=1e-3,3e-4",
+        ]
+    )
     with pytest.raises(UserError, match="unknown config key 'optim.lrr'"):
         check_overrides(["optim.lrr=1e-3"])
 
@@ -31,8 +38,9 @@ def test_missing_sweep_plugin_is_a_one_line_error(monkeypatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if "optuna" in name else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if "optuna" in name else real(name, *a)
+    )
     with pytest.raises(UserError, match=r"pip install -e '\.\[sweep\]'"):
         check_plugins(["hparams_search=finetune_optuna"])
     check_plugins(["optim.lr=1e-3"])
@@ -43,8 +51,13 @@ def test_stage_name_is_the_module_also_under_python_m() -> None:
 
     assert stage_name(finetune.run) == "finetune"
     # `python -m lmforge.finetune` runs the module as __main__: Hydra's job name must still be it.
-    out = subprocess.run([sys.executable, "-m", "lmforge.finetune", "--cfg", "hydra"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "lmforge.finetune", "--cfg", "hydra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "    name: finetune\n" in out.stdout
     assert "lmforge.sweep.MlflowSweep" in out.stdout
@@ -69,8 +82,9 @@ def dvc_style_project(root: Path) -> str:
     shards.mkdir(parents=True)
     (shards / "a.bin").write_bytes(b"\x00\x01")
     (shards / "meta.json").write_text("{}")
-    entries = [{"md5": hashlib.md5(p.read_bytes()).hexdigest(), "relpath": p.name}
-               for p in sorted(shards.iterdir())]
+    entries = [
+        {"md5": hashlib.md5(p.read_bytes()).hexdigest(), "relpath": p.name} for p in sorted(shards.iterdir())
+    ]
     manifest = json.dumps(entries).encode()
     md5 = hashlib.md5(manifest).hexdigest()
     cache = root / ".dvc/cache/files/md5" / md5[:2]
@@ -78,7 +92,8 @@ def dvc_style_project(root: Path) -> str:
     (cache / f"{md5[2:]}.dir").write_bytes(manifest)
     (root / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  tokenize:\n    outs:\n    - path: data/shards\n"
-        f"      hash: md5\n      md5: {md5}.dir\n      nfiles: 2\n")
+        f"      hash: md5\n      md5: {md5}.dir\n      nfiles: 2\n"
+    )
     return f"{md5}.dir"
 
 
@@ -93,8 +108,10 @@ def test_lineage_tags_name_the_dvc_version_and_notice_changes(tmp_path: Path) ->
     assert "lmforge.lineage.tokenizer.path" not in tags  # absent folders are not invented
     (tmp_path / "data/shards/a.bin").write_bytes(b"\x00\x02")
     assert dvc_state(tmp_path, tmp_path / "data/shards", md5) == "modified"
-    assert lineage_tags(cfg, "pretrain", root=tmp_path)["lmforge.lineage.shards.sha256"] != \
-        tags["lmforge.lineage.shards.sha256"]
+    assert (
+        lineage_tags(cfg, "pretrain", root=tmp_path)["lmforge.lineage.shards.sha256"]
+        != tags["lmforge.lineage.shards.sha256"]
+    )
 
 
 def test_curve_writer_rows_per_validation(tmp_path: Path) -> None:
@@ -118,7 +135,9 @@ def test_curve_writer_rows_per_validation(tmp_path: Path) -> None:
         trainer.callback_metrics = {"val/loss": torch.tensor(0.9), "val/f1": torch.tensor(0.4)}
         writer.on_validation_end(trainer, None)
     rows = list(csv.DictReader(path.open()))
-    assert [(r["step"], r["epoch"], float(r["train_loss"])) for r in rows] == \
-        [("2", "0", 1.5), ("4", "1", 0.5)]
+    assert [(r["step"], r["epoch"], float(r["train_loss"])) for r in rows] == [
+        ("2", "0", 1.5),
+        ("4", "1", 0.5),
+    ]
     assert float(rows[0]["val_f1"]) == pytest.approx(0.4)
     assert float(rows[1]["val_loss"]) == pytest.approx(0.9)

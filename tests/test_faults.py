@@ -89,17 +89,25 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     from lmforge.lit.callbacks import AtomicCheckpointIO, StopOnNonFiniteLoss
 
     loader = DataLoader(TensorDataset(torch.randn(64, 2)), batch_size=4)
-    trainer = L.Trainer(max_steps=10, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-                        callbacks=[ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1,
-                                                   save_top_k=0, save_last=True),
-                                   StopOnNonFiniteLoss("pretrain", tmp_path, "pretrain.optim.lr")],
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=10,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=0, save_last=True),
+            StopOnNonFiniteLoss("pretrain", tmp_path, "pretrain.optim.lr"),
+        ],
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(UserError) as info:
         trainer.fit(toy_module(poison_at=3), loader)
-    assert str(info.value) == (f"pretrain: the training loss became nan after 3 steps (epoch 0); "
-                               f"the last good checkpoint is kept in {tmp_path / 'last.ckpt'}; "
-                               "lower pretrain.optim.lr or check the data")
+    assert str(info.value) == (
+        f"pretrain: the training loss became nan after 3 steps (epoch 0); "
+        f"the last good checkpoint is kept in {tmp_path / 'last.ckpt'}; "
+        "lower pretrain.optim.lr or check the data"
+    )
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
@@ -113,8 +121,7 @@ def test_a_crash_while_saving_never_corrupts_last_ckpt(tmp_path: Path) -> None:
     io.save_checkpoint({"global_step": 7, "weights": torch.ones(1000)}, target)
     # Pickling fails half-way: the big tensor is written, then the lambda cannot be.
     with pytest.raises(Exception, match="pickle|lambda"):
-        io.save_checkpoint({"global_step": 8, "weights": torch.zeros(1000), "bad": lambda: 0},
-                           target)
+        io.save_checkpoint({"global_step": 8, "weights": torch.zeros(1000), "bad": lambda: 0}, target)
     assert io.load_checkpoint(target)["global_step"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
@@ -181,8 +188,7 @@ def login_server():
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             login = self.headers.get("Authorization")
-            code = 200 if self.path == "/health" or login == allowed else \
-                403 if login == forbidden else 401
+            code = 200 if self.path == "/health" or login == allowed else 403 if login == forbidden else 401
             self.send_response(code)
             self.end_headers()
             self.wfile.write(b"{}")
@@ -198,18 +204,29 @@ def login_server():
     server.server_close()
 
 
-@pytest.mark.parametrize(("user", "password", "expected"), [
-    (None, None, "requires a login (HTTP 401); export MLFLOW_TRACKING_USERNAME and "
-                 "MLFLOW_TRACKING_PASSWORD"),
-    ("ana", "wrong-password-9", "refused the credentials of user 'ana' (HTTP 401)"),
-    ("bob", "bobs-password-22", "denies bob access (HTTP 403)"),
-])
-def test_refused_mlflow_credentials_fail_fast_in_one_line(login_server: str, monkeypatch, user,
-                                                          password, expected) -> None:
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        (
+            None,
+            None,
+            "requires a login (HTTP 401); export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
+        ("ana", "wrong-password-9", "refused the credentials of user 'ana' (HTTP 401)"),
+        ("bob", "bobs-password-22", "denies bob access (HTTP 403)"),
+    ],
+)
+def test_refused_mlflow_credentials_fail_fast_in_one_line(
+    login_server: str, monkeypatch, user, password, expected
+) -> None:
     from lmforge.safety import check_store
 
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-                 "MLFLOW_TRACKING_AUTH"):
+    for name in (
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_AUTH",
+    ):
         monkeypatch.delenv(name, raising=False)
     if user:
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
@@ -243,14 +260,15 @@ def test_locked_sqlite_store_fails_fast_in_one_line(tmp_path: Path) -> None:
 def tracked_config(tmp_path: Path, **source):
     from hydra import compose, initialize_config_dir
 
-    overrides = [f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                 *(f"data.source.{k}='{v}'" for k, v in source.items())]
+    overrides = [
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        *(f"data.source.{k}='{v}'" for k, v in source.items()),
+    ]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return validate(compose("config", overrides=["experiment=tiny", *overrides]))
 
 
-def test_a_crashing_stage_marks_its_run_failed_and_logs_no_secrets(tmp_path: Path,
-                                                                    monkeypatch) -> None:
+def test_a_crashing_stage_marks_its_run_failed_and_logs_no_secrets(tmp_path: Path, monkeypatch) -> None:
     from mlflow import MlflowClient
 
     from lmforge.tracking import stage_run
@@ -258,8 +276,12 @@ def test_a_crashing_stage_marks_its_run_failed_and_logs_no_secrets(tmp_path: Pat
     monkeypatch.setenv("HOME", str(tmp_path))  # the store lives under "home"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "conf").symlink_to(ROOT / "conf")
-    cfg = tracked_config(tmp_path, kind="url", url="https://ana:hunter2@example.org/d.csv?token=abc",
-                         cache_dir=str(tmp_path / "cache"))
+    cfg = tracked_config(
+        tmp_path,
+        kind="url",
+        url="https://ana:hunter2@example.org/d.csv?token=abc",
+        cache_dir=str(tmp_path / "cache"),
+    )
     with pytest.raises(RuntimeError), stage_run(cfg, "pretrain", "p1") as run:
         raise RuntimeError("boom")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -280,8 +302,11 @@ def test_a_crashing_stage_marks_its_run_failed_and_logs_no_secrets(tmp_path: Pat
 def text_files() -> list[Path]:
     found = [ROOT / "Makefile", ROOT / "README.md", ROOT / "dvc.yaml"]
     for folder in ("src", "docs", "conf", "bench", ".ci"):
-        found += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix
-                  in {".py", ".md", ".yaml", ".sh", ""}]
+        found += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix in {".py", ".md", ".yaml", ".sh", ""}
+        ]
     return [p for p in found if p.is_file()]
 
 
@@ -312,8 +337,9 @@ def test_no_remote_code_and_every_torch_load_is_weights_only() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(content=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".txt"]))
-def test_any_bytes_give_records_or_a_one_line_user_error(tmp_path_factory, content: bytes,
-                                                         suffix: str) -> None:
+def test_any_bytes_give_records_or_a_one_line_user_error(
+    tmp_path_factory, content: bytes, suffix: str
+) -> None:
     from lmforge.data.readers import read_local
 
     path = tmp_path_factory.mktemp("fuzz") / f"input{suffix}"
@@ -330,9 +356,13 @@ _cell = st.text(alphabet=string.ascii_letters + string.digits + " ,\"'\t;éß中
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.tuples(_cell.filter(str.strip), _cell.filter(lambda s: s.strip() == s
-                                                                       and s.strip())),
-                     min_size=1, max_size=20))
+@given(
+    rows=st.lists(
+        st.tuples(_cell.filter(str.strip), _cell.filter(lambda s: s.strip() == s and s.strip())),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_csv_and_jsonl_round_trip(tmp_path_factory, rows: list[tuple[str, str]]) -> None:
     import csv
     import json
@@ -344,8 +374,9 @@ def test_csv_and_jsonl_round_trip(tmp_path_factory, rows: list[tuple[str, str]])
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
         writer.writerows(rows)
-    (folder / "a.jsonl").write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
-                                            for t, label in rows), encoding="utf-8")
+    (folder / "a.jsonl").write_text(
+        "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows), encoding="utf-8"
+    )
     for name in ("a.csv", "a.jsonl"):
         got = [(r["text"], r["label"]) for r in read_local(folder / name)]
         assert got == rows, name
@@ -373,23 +404,36 @@ def test_signals_wait_for_a_safe_point_while_deferred() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["alpha beta", "alpha  beta", "gamma delta", " ", "",
-                                           "x", "epsilon zeta eta", "ALPHA beta"]),
-                          st.sampled_from([0, 1, None])), max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["alpha beta", "alpha  beta", "gamma delta", " ", "", "x", "epsilon zeta eta", "ALPHA beta"]
+            ),
+            st.sampled_from([0, 1, None]),
+        ),
+        max_size=40,
+    )
+)
 def test_cleaner_counts_every_drop_and_never_splits_a_text(records: list) -> None:
     from lmforge.config import CleanConfig, SplitConfig
     from lmforge.data.cleaning import CleaningReport, clean_and_split
 
     report = CleaningReport()
-    kept = list(clean_and_split(({"text": t, "label": label} for t, label in records),
-                                CleanConfig(min_chars=3), SplitConfig(0.3, 0.3, 1), report))
+    kept = list(
+        clean_and_split(
+            ({"text": t, "label": label} for t, label in records),
+            CleanConfig(min_chars=3),
+            SplitConfig(0.3, 0.3, 1),
+            report,
+        )
+    )
     assert report.input_rows == len(records) == report.kept + sum(report.dropped.values())
     splits: dict[str, str] = {}
     for split, record in kept:
         assert splits.setdefault(record["text"], split) == split
     assert len(splits) == len(kept)  # and no text twice, whatever its label
-    assert set(report.dropped) <= {"empty", "too_short", "too_long", "duplicate",
-                                   "duplicate_label_conflict"}
+    assert set(report.dropped) <= {"empty", "too_short", "too_long", "duplicate", "duplicate_label_conflict"}
 
 
 def test_texts_longer_than_the_context_are_counted_not_silently_cut() -> None:
@@ -404,7 +448,7 @@ def test_texts_longer_than_the_context_are_counted_not_silently_cut() -> None:
         meta = {"special_ids": {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}}
 
         def record(self, index: int):
-            return self.ids[self.offsets[index]:self.offsets[index + 1]]
+            return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
     records = LabelledRecords(Shards(), max_len=6)  # room for 4 tokens between [CLS] and [SEP]
     assert records.truncated == 1  # the 10-token one; the unlabelled one is not used

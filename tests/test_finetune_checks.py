@@ -12,13 +12,17 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 
-def test_half_epoch_validation_scores_twice_per_epoch(tiny_project: Path, tmp_path: Path,
-                                                       tiny_stage_config) -> None:
+def test_half_epoch_validation_scores_twice_per_epoch(
+    tiny_project: Path, tmp_path: Path, tiny_stage_config
+) -> None:
     from lmforge import finetune
 
-    cfg = tiny_stage_config("finetune.max_epochs=2", "finetune.patience=10",
-                            "finetune.val_check_interval=0.5",
-                            outputs=("finetuned", "metrics", "plots", "checkpoints"))
+    cfg = tiny_stage_config(
+        "finetune.max_epochs=2",
+        "finetune.patience=10",
+        "finetune.val_check_interval=0.5",
+        outputs=("finetuned", "metrics", "plots", "checkpoints"),
+    )
     with contextlib.chdir(tiny_project):
         best = finetune.run(cfg)
     rows = list(csv.DictReader((tmp_path / "plots" / "finetune_curves.csv").open()))

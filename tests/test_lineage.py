@@ -32,8 +32,7 @@ def best_child(root: Path):
 
 def lock_outs(root: Path) -> dict[str, str]:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values()
-            for out in stage.get("outs", [])}
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 def test_lineage_walks_from_finetune_run_to_the_data_in_dvc_lock(swept_project: Path) -> None:
@@ -55,15 +54,15 @@ def test_lineage_walks_from_finetune_run_to_the_data_in_dvc_lock(swept_project: 
     assert tags["lmforge.lineage.pretrained.dvc_md5"] == outs["models/pretrained"]
     assert tags["lmforge.lineage.pretrained.dvc_state"] == "verified"
     # -> and DVC itself agrees the workspace holds those versions.
-    status = run_cmd("dvc", "status", "--json", "collect", "prepare", "tokenize", "pretrain",
-                     cwd=swept_project)
+    status = run_cmd(
+        "dvc", "status", "--json", "collect", "prepare", "tokenize", "pretrain", cwd=swept_project
+    )
     assert json.loads(status.strip().splitlines()[-1]) == {}
     head = run_cmd("git", "rev-parse", "HEAD", cwd=swept_project).strip()
     assert tags["git.commit"] == pretrain.data.tags["git.commit"] == head
 
 
-def test_modified_data_is_not_passed_off_as_the_dvc_version(swept_project: Path,
-                                                            tmp_path: Path) -> None:
+def test_modified_data_is_not_passed_off_as_the_dvc_version(swept_project: Path, tmp_path: Path) -> None:
     md5 = lock_outs(swept_project)["data/shards"]
     copy = tmp_path / "shards"
     shutil.copytree(swept_project / "data/shards", copy)
@@ -75,16 +74,19 @@ def test_modified_data_is_not_passed_off_as_the_dvc_version(swept_project: Path,
     assert dvc_state(swept_project, copy, md5) == "modified"
 
 
-def test_finetune_run_keeps_checkpoints_reports_curves_inputs_and_system_metrics(
-        swept_project: Path) -> None:
+def test_finetune_run_keeps_checkpoints_reports_curves_inputs_and_system_metrics(swept_project: Path) -> None:
     client, run = best_child(swept_project)
     run_id = run.info.run_id
     listed = {a.path for a in client.list_artifacts(run_id)}
     assert {"checkpoints", "curves", "val_per_class.json", "config.yaml", "finetune.json"} <= listed
-    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == \
-        {"checkpoints/best.ckpt", "checkpoints/last.ckpt"}
-    assert {a.path for a in client.list_artifacts(run_id, "curves")} == \
-        {"curves/finetune_curves.csv", "curves/finetune_curves.png"}
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == {
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    }
+    assert {a.path for a in client.list_artifacts(run_id, "curves")} == {
+        "curves/finetune_curves.csv",
+        "curves/finetune_curves.png",
+    }
     report = json.loads(Path(client.download_artifacts(run_id, "val_per_class.json")).read_text())
     labels = json.loads((swept_project / "data/prepared/labels.json").read_text())
     assert set(report["per_class"]) == {str(x) for x in labels}
@@ -95,8 +97,11 @@ def test_finetune_run_keeps_checkpoints_reports_curves_inputs_and_system_metrics
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"train", "val"}
     profile = json.loads(inputs["val"].dataset.profile)
-    labelled = [r for r in map(json.loads, (swept_project / "data/prepared/val.jsonl").open())
-                if r.get("label") is not None]
+    labelled = [
+        r
+        for r in map(json.loads, (swept_project / "data/prepared/val.jsonl").open())
+        if r.get("label") is not None
+    ]
     assert profile["num_rows"] == len(labelled)
 
 
@@ -108,8 +113,7 @@ def test_dvc_plots_reads_the_learning_curves(swept_project: Path) -> None:
     pretrain_rows = (swept_project / "plots/pretrain_loss.csv").read_text().splitlines()
     assert pretrain_rows[0] == "step,train_loss" and len(pretrain_rows) == 1 + 20  # max_steps=20
     # DVC prints its JSON, then a line about the confusion plot no stage has written here.
-    shown, _ = json.JSONDecoder().raw_decode(run_cmd("dvc", "plots", "show", "--json",
-                                                     cwd=swept_project))
+    shown, _ = json.JSONDecoder().raw_decode(run_cmd("dvc", "plots", "show", "--json", cwd=swept_project))
     for path in ("plots/pretrain_loss.csv", "plots/finetune_curves.csv"):
         assert not [e for e in shown.get("errors", []) if e.get("name") == path]
         (plot,) = shown["data"][path]

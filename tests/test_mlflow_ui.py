@@ -27,8 +27,15 @@ from conftest import stop_server, wait_until_up
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def require_browser() -> str:
@@ -57,10 +64,23 @@ def free_port() -> int:
 def start_server(root: Path, port: int, log: Path) -> subprocess.Popen:
     bin_dir = Path(sys.executable).parent
     return subprocess.Popen(
-        [str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - child owns it
-        start_new_session=True)
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115 - child owns it
+        start_new_session=True,
+    )
 
 
 def read_metrics_section(page, shot: Path) -> tuple[list[str], list[str]]:
@@ -92,10 +112,11 @@ def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request
 
     client = mlflow.MlflowClient(f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name("basic-finetune")
-    children = {r.info.run_name: r for r in client.search_runs(
-        [experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")}
-    first, second = (next(r for name, r in children.items() if name.startswith(f"#{n} "))
-                     for n in (0, 1))
+    children = {
+        r.info.run_name: r
+        for r in client.search_runs([experiment.experiment_id], "tags.`mlflow.parentRunId` != ''")
+    }
+    first, second = (next(r for name, r in children.items() if name.startswith(f"#{n} ")) for n in (0, 1))
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -140,6 +161,6 @@ def test_ui_from_home_page_shows_best_val_f1_and_compares_two_sweep_runs(request
     # Both runs, and best_val_f1's row holds their F1 as the UI rounds it (3 decimals).
     assert first.info.run_id in columns and second.info.run_id in columns
     row = names.index("best_val_f1")
-    shown = sorted(float(v) for v in values[2 * row: 2 * row + 2])
+    shown = sorted(float(v) for v in values[2 * row : 2 * row + 2])
     expected = sorted(r.data.metrics["best_val_f1"] for r in (first, second))
     assert shown == pytest.approx(expected, abs=6e-4), (names, values)

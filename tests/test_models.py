@@ -79,9 +79,7 @@ def ref_encoder(
 
 def float64_state(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     return {
-        k[len(prefix) :]: v.detach().double()
-        for k, v in module.state_dict().items()
-        if k.startswith(prefix)
+        k[len(prefix) :]: v.detach().double() for k, v in module.state_dict().items() if k.startswith(prefix)
     }
 
 
@@ -197,9 +195,7 @@ def test_decoder_weight_is_tied_to_token_embedding() -> None:
     assert dec[5, 0].item() == 123.0
     # Counted once: unique parameters, not the sum over modules.
     assert model.num_parameters() == sum(p.numel() for p in set(model.parameters()))
-    assert model.num_parameters() < sum(
-        p.numel() for _, p in model.named_parameters(remove_duplicate=False)
-    )
+    assert model.num_parameters() < sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
 
 
 def test_init_scales_residual_projections() -> None:

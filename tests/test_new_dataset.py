@@ -25,8 +25,24 @@ TOPICS = {  # AG News' classes: 1 World, 2 Sports, 3 Business, 4 Sci/Tech
     3: "shares profit merger investors quarterly earnings market bank revenue stocks",
     4: "software chip researchers internet launch satellite browser data genome processor",
 }
-FILLER = ["the", "a", "of", "in", "on", "after", "new", "says", "report", "week", "today", "its",
-          "with", "over", "for", "as"]
+FILLER = [
+    "the",
+    "a",
+    "of",
+    "in",
+    "on",
+    "after",
+    "new",
+    "says",
+    "report",
+    "week",
+    "today",
+    "its",
+    "with",
+    "over",
+    "for",
+    "as",
+]
 
 
 def phrase(rng: random.Random, words: list[str], other: list[str], n: int) -> str:
@@ -43,8 +59,13 @@ def news(rng: random.Random, rows: int) -> list[tuple[int, str, str]]:
         words = TOPICS[label].split()
         # Some noise: a word from another topic, so the task is not a lookup.
         other = TOPICS[rng.choice([k for k in TOPICS if k != label])].split()
-        out.append((label, phrase(rng, words, other, 3).capitalize(),
-                    phrase(rng, words, other, 8).capitalize() + "."))
+        out.append(
+            (
+                label,
+                phrase(rng, words, other, 3).capitalize(),
+                phrase(rng, words, other, 8).capitalize() + ".",
+            )
+        )
     return out
 
 
@@ -65,15 +86,28 @@ def test_four_class_csv_in_its_own_schema_runs_end_to_end_with_overrides_only(tm
     work = tmp_path / "project"
     work.mkdir()
     (work / "conf").symlink_to(ROOT / "conf")
-    overrides = ["experiment=tiny", f"logger.tracking_uri=sqlite:///{work}/mlflow.db",
-                 "data.source.kind=local", f"data.source.path={data}",
-                 "data.source.text_columns=[title,description]", "data.source.label_column=label",
-                 "data.clean.min_chars=5", "hydra.run.dir=outputs/run"]
+    overrides = [
+        "experiment=tiny",
+        f"logger.tracking_uri=sqlite:///{work}/mlflow.db",
+        "data.source.kind=local",
+        f"data.source.path={data}",
+        "data.source.text_columns=[title,description]",
+        "data.source.label_column=label",
+        "data.clean.min_chars=5",
+        "hydra.run.dir=outputs/run",
+    ]
     for stage in STAGES:
         run_cmd(sys.executable, "-m", f"lmforge.{stage}", *overrides, cwd=work)
     # The held-out file, scored by the trained model through the same overrides.
-    run_cmd(sys.executable, "-m", "lmforge.evaluate", *overrides, f"eval.file={held_out}",
-            f"eval.output={work / 'held_out.json'}", cwd=work)
+    run_cmd(
+        sys.executable,
+        "-m",
+        "lmforge.evaluate",
+        *overrides,
+        f"eval.file={held_out}",
+        f"eval.output={work / 'held_out.json'}",
+        cwd=work,
+    )
 
     records = [json.loads(line) for line in (work / "data/raw/records.jsonl").open()]
     assert len(records) == 800

@@ -23,7 +23,7 @@ def test_layer_decay_scales_each_layer_from_the_head_down() -> None:
     for i in range(3):  # block i of 3 sits 3 - i layers below the top, every parameter alike
         block = {lr for name, lr in lrs.items() if name.startswith(f"encoder.blocks.{i}.")}
         assert len(block) == 1 and block.pop() == pytest.approx(1e-3 * 0.5 ** (3 - i))
-    assert lrs["encoder.tok_emb.weight"] == lrs["encoder.pos_emb.weight"] == pytest.approx(1e-3 * 0.5 ** 4)
+    assert lrs["encoder.tok_emb.weight"] == lrs["encoder.pos_emb.weight"] == pytest.approx(1e-3 * 0.5**4)
 
 
 def test_weight_decay_stays_on_matrices_with_or_without_layer_decay() -> None:

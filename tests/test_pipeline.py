@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_config(workdir: Path, *overrides: str) -> Config:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=["experiment=tiny",
-                                           f"logger.tracking_uri=sqlite:///{workdir}/mlflow.db",
-                                           *overrides])
+        raw = compose(
+            "config",
+            overrides=["experiment=tiny", f"logger.tracking_uri=sqlite:///{workdir}/mlflow.db", *overrides],
+        )
     return validate(raw)
 
 
@@ -49,8 +50,7 @@ def pipeline(tmp_path_factory) -> tuple[Path, Config]:
     os.environ["LMFORGE_PIPELINE_ID"] = "smoke-test"
     try:
         with working_dir(workdir):
-            for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines,
-                          report):
+            for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines, report):
                 stage.run(cfg)
     finally:
         os.environ.pop("LMFORGE_PIPELINE_ID")
@@ -64,8 +64,10 @@ def test_data_stages_produce_consistent_counts(pipeline) -> None:
     assert cleaning["input_rows"] == raw["records"] > 1000
     assert cleaning["input_rows"] == cleaning["kept"] + cleaning["dropped_total"]
     assert sum(cleaning["per_split"].values()) == cleaning["kept"]
-    texts = {s: {r["text"] for r in read_jsonl(workdir / f"data/prepared/{s}.jsonl")}
-             for s in ("train", "val", "test")}
+    texts = {
+        s: {r["text"] for r in read_jsonl(workdir / f"data/prepared/{s}.jsonl")}
+        for s in ("train", "val", "test")
+    }
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"]
     labels = json.loads((workdir / "data/prepared/labels.json").read_text())
     assert len(labels) == 4
@@ -121,8 +123,7 @@ def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:
     assert len(client.get_metric_history(runs["pretrain"].info.run_id, "train/loss")) > 1
     assert {"val/f1", "val/precision", "val/recall"} <= set(runs["finetune"].data.metrics)
     assert runs["finetune"].data.tags["lmforge.pretrain_run_id"] == runs["pretrain"].info.run_id
-    assert {"test_accuracy", "test_f1", "test_precision", "test_recall"} <= \
-        set(runs["evaluate"].data.metrics)
+    assert {"test_accuracy", "test_f1", "test_precision", "test_recall"} <= set(runs["evaluate"].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     assert {"eval.json", "confusion.png", "config.yaml"} <= artifacts
     assert "tokenizer.json" in {a.path for a in client.list_artifacts(runs["pretrain"].info.run_id)}
@@ -147,8 +148,13 @@ def test_evaluate_scores_any_labelled_file(pipeline, tmp_path) -> None:
         writer.writerow(["module", "docstring"])
         writer.writerows((r["label"], r["text"]) for r in labelled)
     output = tmp_path / "out.json"
-    file_cfg = tiny_config(workdir, f"eval.file={path}", f"eval.output={output}",
-                           "data.source.text_columns=[docstring]", "data.source.label_column=module")
+    file_cfg = tiny_config(
+        workdir,
+        f"eval.file={path}",
+        f"eval.output={output}",
+        "data.source.text_columns=[docstring]",
+        "data.source.label_column=module",
+    )
     with working_dir(workdir):
         evaluate.run(file_cfg)
     scored = json.loads(output.read_text())
@@ -172,8 +178,13 @@ def test_evaluate_file_rejects_labels_the_model_does_not_know(pipeline, tmp_path
 def test_disabled_pretraining_writes_every_declared_output(pipeline, tmp_path) -> None:
     """`pretrain.enabled=false` (the ablation) must still produce each output dvc.yaml declares."""
     workdir, _ = pipeline
-    cfg = tiny_config(workdir, "pretrain.enabled=false", f"paths.pretrained={tmp_path}/pretrained",
-                      f"paths.metrics={tmp_path}/metrics", f"paths.plots={tmp_path}/plots")
+    cfg = tiny_config(
+        workdir,
+        "pretrain.enabled=false",
+        f"paths.pretrained={tmp_path}/pretrained",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+    )
     with working_dir(workdir):
         pretrain.run(cfg)
     assert json.loads((tmp_path / "pretrained/meta.json").read_text())["enabled"] is False

@@ -19,10 +19,12 @@ from lmforge.io import read_jsonl
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 MODEL = "lmforge-classifier"
-SENTENCES = ["Run the event loop until the future is done and return its result.",
-             "Configure the canvas widget and redraw the window.",
-             "Build the extension modules with the compiler found for this platform.",
-             "Open the editor window and highlight the syntax of the file."]
+SENTENCES = [
+    "Run the event loop until the future is done and return its result.",
+    "Configure the canvas widget and redraw the window.",
+    "Build the extension modules with the compiler found for this platform.",
+    "Open the editor window and highlight the syntax of the file.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,7 @@ def champion(swept_project: Path):
     from lmforge.promote import promote
 
     uri = f"sqlite:///{swept_project}/mlflow.db"
-    done = promote("champion", "latest", Config(logger=LoggerConfig(tracking_uri=uri,
-                                                                     experiment="basic")))
+    done = promote("champion", "latest", Config(logger=LoggerConfig(tracking_uri=uri, experiment="basic")))
     mlflow.set_tracking_uri(uri)
     return swept_project, uri, done
 
@@ -79,8 +80,7 @@ def test_served_model_answers_over_http_like_the_loaded_one(champion, tmp_path: 
     root, uri, _ = champion
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(SENTENCES)
     with served_model(f"models:/{MODEL}@champion", uri, root, tmp_path / "serve.log") as base:
-        for payload in ({"dataframe_records": [{"text": t} for t in SENTENCES]},
-                        {"inputs": SENTENCES}):
+        for payload in ({"dataframe_records": [{"text": t} for t in SENTENCES]}, {"inputs": SENTENCES}):
             rows = post_json(f"{base}/invocations", payload)["predictions"]
             assert [r["label"] for r in rows] == expected["label"].tolist()
             for row, (_, want) in zip(rows, expected.iterrows(), strict=True):

@@ -22,18 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=tiny", "trainer.num_threads=1", "trainer.checkpoint_every_minutes=0"]
 # Long enough to kill mid-run (the tiny corpus packs into ~1,000 batches, so all of this is
 # mid-epoch); checkpoints every 20 steps, validation every 40, metrics logged every 5.
-PRETRAIN = [*TINY, "pretrain.max_steps=160", "trainer.checkpoint_every_n_steps=20",
-            "pretrain.val_check_interval=40", "trainer.log_every_n_steps=5"]
+PRETRAIN = [
+    *TINY,
+    "pretrain.max_steps=160",
+    "trainer.checkpoint_every_n_steps=20",
+    "pretrain.val_check_interval=40",
+    "trainer.log_every_n_steps=5",
+]
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LMFORGE_PIPELINE_ID": "resume-test",
-            "HYDRA_FULL_ERROR": "0"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "LMFORGE_PIPELINE_ID": "resume-test",
+        "HYDRA_FULL_ERROR": "0",
+    }
 
 
 def stage(workdir: Path, name: str, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"lmforge.{name}", *overrides], cwd=workdir,
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"lmforge.{name}", *overrides],
+        cwd=workdir,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> str:
@@ -159,9 +174,14 @@ def test_sigterm_marks_the_run_failed_and_finetuning_resumes_to_the_same_result(
     out, err = victim.communicate(timeout=120)
     assert victim.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(
-        "lmforge: error: interrupted by SIGTERM; outputs were left unchanged; run the same command "
-        "again to resume")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "lmforge: error: interrupted by SIGTERM; outputs were left unchanged; run the same command "
+            "again to resume"
+        )
+    )
     client, (stopped,) = mlflow_run(db, "lmforge-finetune")
     assert stopped.info.status == "FAILED"  # never left RUNNING
 
@@ -178,7 +198,8 @@ def test_sigterm_marks_the_run_failed_and_finetuning_resumes_to_the_same_result(
 
 @pytest.mark.slow
 def test_training_stages_hand_gradient_clipping_and_checkpointing_to_lightning(
-        data: Path, monkeypatch) -> None:
+    data: Path, monkeypatch
+) -> None:
     from hydra import compose, initialize_config_dir
 
     import lmforge.lit.trainer as trainer_module
@@ -200,9 +221,18 @@ def test_training_stages_hand_gradient_clipping_and_checkpointing_to_lightning(
     (data / "models/none/meta.json").write_text('{"enabled": false}')
     for module, clip in ((pretrain, "pretrain.optim.grad_clip=0.5"), (finetune, "optim.grad_clip=0.25")):
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = validate(compose("config", overrides=[
-                *TINY, clip, f"logger.experiment={module.__name__}", "paths.pretrained=models/none",
-                f"logger.tracking_uri=sqlite:///{data}/capture.db"]))
+            cfg = validate(
+                compose(
+                    "config",
+                    overrides=[
+                        *TINY,
+                        clip,
+                        f"logger.experiment={module.__name__}",
+                        "paths.pretrained=models/none",
+                        f"logger.tracking_uri=sqlite:///{data}/capture.db",
+                    ],
+                )
+            )
         with pytest.raises(Captured):
             module.run(cfg)
     assert seen["lmforge.pretrain"]["gradient_clip_val"] == 0.5

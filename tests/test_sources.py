@@ -85,9 +85,7 @@ def fake_stdlib(tmp_path: Path) -> Path:
                     {doc("email MIMEText send")}
             """),
     )
-    write(
-        root / "asyncio" / "tasks.py", f"{doc('asyncio tasks')}\nclass Task:\n    {doc('Task')}\n"
-    )
+    write(root / "asyncio" / "tasks.py", f"{doc('asyncio tasks')}\nclass Task:\n    {doc('Task')}\n")
     write(root / "_pydecimal.py", doc("_pydecimal module"))
     write(root / "abc.py", doc("abc module"))
     write(root / "short.py", '"""Too short."""')
@@ -382,9 +380,7 @@ def test_bad_parquet_and_paths(tmp_path: Path) -> None:
     assert "nothing: no such file" in user_error(lambda: read_local(tmp_path / "nothing"))
     (tmp_path / "empty").mkdir()
     write(tmp_path / "empty" / "notes.md", "no data here")
-    assert "empty: folder holds no supported files" in user_error(
-        lambda: read_local(tmp_path / "empty")
-    )
+    assert "empty: folder holds no supported files" in user_error(lambda: read_local(tmp_path / "empty"))
 
 
 def test_sst2_from_shared_data(shared_data_dir: Path) -> None:
@@ -442,9 +438,7 @@ def test_hf_local_parquet_folder_csv_and_label_names(tmp_path: Path) -> None:
     assert "no column 'text'; available: 'title', 'body', 'topic'" in message
     missing = str(tmp_path / "missing.parquet")
     assert "missing.parquet: no such file" in user_error(lambda: read_hf(missing, split="train"))
-    message = user_error(
-        lambda: read_hf(str(folder), split="train", data_files=["x"], cache_dir=cache)
-    )
+    message = user_error(lambda: read_hf(str(folder), split="train", data_files=["x"], cache_dir=cache))
     assert "data_dir/data_files only apply to hub datasets" in message
 
 
@@ -547,9 +541,7 @@ def test_url_download_progress_records_and_cache(
     assert len(server.requests) == 1  # the second call was served from the cache
 
 
-def test_url_checksum_mismatch_names_url_and_both_hashes(
-    server: FileServer, tmp_path: Path
-) -> None:
+def test_url_checksum_mismatch_names_url_and_both_hashes(server: FileServer, tmp_path: Path) -> None:
     server.files["/x.csv"] = CSV_BODY
     url = server.url("/x.csv")
     wrong = "0" * 64
@@ -617,9 +609,7 @@ def test_iter_records_dispatches_and_validates_options(
     path = write(tmp_path / "d.jsonl", json.dumps({"body": "hi", "y": 2}) + "\n")
     # A uniform config schema leaves other kinds' options at None; those are ignored.
     records = list(
-        iter_records(
-            "local", path=path, text_columns=["body"], label_column="y", url=None, top_k=None
-        )
+        iter_records("local", path=path, text_columns=["body"], label_column="y", url=None, top_k=None)
     )
     assert records == [{"text": "hi", "label": 2, "source": f"{path}:1"}]
     unlabelled = iter_records("local", path=path, text_columns="body", label_column=None)

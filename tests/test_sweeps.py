@@ -49,8 +49,9 @@ def check_children(client, root: Path, parent, children: list) -> None:
     assert parent.data.metrics["sweep/jobs"] == len(children)
     # Each job wrote its model into its own folder of the sweep: none overwrote another's.
     sweep_dir = Path(parent.data.tags["lmforge.sweep_dir"])
-    written = {json.loads(p.read_text())["mlflow_run_id"]
-               for p in sweep_dir.glob("*/models/finetuned/meta.json")}
+    written = {
+        json.loads(p.read_text())["mlflow_run_id"] for p in sweep_dir.glob("*/models/finetuned/meta.json")
+    }
     assert written == {c.info.run_id for c in children}
     assert not (root / "models/finetuned").exists()
 
@@ -76,8 +77,7 @@ def test_basic_sweep_is_one_parent_and_four_child_runs(swept_project: Path) -> N
 def test_joblib_sweep_runs_four_jobs_at_once_without_losing_runs(tiny_project: Path) -> None:
     # Four processes logging to one SQLite file at the same time; one torch thread each, since
     # the four share the machine's cores.
-    sweep(tiny_project, "joblib", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-          "trainer.num_threads=1")
+    sweep(tiny_project, "joblib", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.num_threads=1")
     client, parent, children = sweep_runs(tiny_project, "joblib")
     check_grid(parent, children)
     check_children(client, tiny_project, parent, children)
@@ -92,9 +92,18 @@ def test_optuna_search_reports_its_best_trial_on_the_parent(tiny_project: Path) 
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the sweep extra is absent")
     from conftest import run_cmd, sys_executable
 
-    run_cmd(sys_executable(), "-m", "lmforge.finetune", "-m", "hparams_search=finetune_optuna",
-            "experiment=tiny", "finetune.max_epochs=1", "logger.experiment=optuna",
-            "hydra.sweeper.n_trials=2", cwd=tiny_project)
+    run_cmd(
+        sys_executable(),
+        "-m",
+        "lmforge.finetune",
+        "-m",
+        "hparams_search=finetune_optuna",
+        "experiment=tiny",
+        "finetune.max_epochs=1",
+        "logger.experiment=optuna",
+        "hydra.sweeper.n_trials=2",
+        cwd=tiny_project,
+    )
     client, parent, children = sweep_runs(tiny_project, "optuna")
     assert len(children) == 2
     check_children(client, tiny_project, parent, children)
@@ -102,6 +111,7 @@ def test_optuna_search_reports_its_best_trial_on_the_parent(tiny_project: Path) 
     # Optuna maximised the value finetune's run() returned: the logged best_val_f1.
     import yaml
 
-    results = yaml.safe_load((Path(parent.data.tags["lmforge.sweep_dir"])
-                              / "optimization_results.yaml").read_text())
+    results = yaml.safe_load(
+        (Path(parent.data.tags["lmforge.sweep_dir"]) / "optimization_results.yaml").read_text()
+    )
     assert results["best_value"] == pytest.approx(parent.data.metrics["best_val_f1"])

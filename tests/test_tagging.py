@@ -16,10 +16,14 @@ from lmforge.io import read_jsonl
 from test_pipeline import tiny_config, working_dir
 
 # A toy grammar: every sentence is DET (ADJ) NOUN VERB (ADP DET NOUN) PUNCT.
-LEXICON = {"DET": ["the", "a", "this", "every"], "ADJ": ["big", "small", "red", "happy", "old"],
-           "NOUN": ["dog", "cat", "man", "house", "tree", "garden", "river"],
-           "VERB": ["runs", "sleeps", "sits", "jumps", "waits"], "ADP": ["in", "near", "under"],
-           "PUNCT": [".", "!"]}
+LEXICON = {
+    "DET": ["the", "a", "this", "every"],
+    "ADJ": ["big", "small", "red", "happy", "old"],
+    "NOUN": ["dog", "cat", "man", "house", "tree", "garden", "river"],
+    "VERB": ["runs", "sleeps", "sits", "jumps", "waits"],
+    "ADP": ["in", "near", "under"],
+    "PUNCT": [".", "!"],
+}
 MODEL = "lmforge-test-tagger"
 
 
@@ -41,18 +45,28 @@ def write_conllu(path: Path, sentences: list[list[tuple[str, str]]]) -> None:
     lines = []
     for number, sentence in enumerate(sentences):
         lines += [f"# sent_id = s{number}", "# text = " + " ".join(w for w, _ in sentence)]
-        lines += [f"{i}\t{w}\t{w.lower()}\t{t}\t{t[:2]}\t_\t0\tdep\t_\t_"
-                  for i, (w, t) in enumerate(sentence, start=1)]
+        lines += [
+            f"{i}\t{w}\t{w.lower()}\t{t}\t{t[:2]}\t_\t0\tdep\t_\t_"
+            for i, (w, t) in enumerate(sentence, start=1)
+        ]
         lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def overrides(corpus: Path) -> list[str]:
-    return ["task=tagging", "data.source.kind=local", f"data.source.path={corpus}",
-            "+data.source.splits.train.file=train.conllu",
-            "+data.source.splits.test.file=test.conllu", "data.clean.min_chars=1",
-            "task.word_feature_buckets=256", "finetune.max_epochs=3", "finetune.max_len=16",
-            "model.max_len=64", f"logger.registered_model={MODEL}"]
+    return [
+        "task=tagging",
+        "data.source.kind=local",
+        f"data.source.path={corpus}",
+        "+data.source.splits.train.file=train.conllu",
+        "+data.source.splits.test.file=test.conllu",
+        "data.clean.min_chars=1",
+        "task.word_feature_buckets=256",
+        "finetune.max_epochs=3",
+        "finetune.max_len=16",
+        "model.max_len=64",
+        f"logger.registered_model={MODEL}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +129,7 @@ def test_finetune_and_evaluate_score_every_word(pipeline) -> None:
     assert baselines["most_frequent_tag"]["words"] == report["words"]
 
 
-def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_path, capsys
-                                                                 ) -> None:
+def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_path, capsys) -> None:
     from lmforge import evaluate
 
     workdir, cfg = pipeline
@@ -126,8 +139,14 @@ def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_p
     write_conllu(tmp_path / "extra.conllu", sentences)
     output = tmp_path / "extra.json"
     with working_dir(workdir):
-        evaluate.run(cfg.__class__(**{**cfg.__dict__, "eval": cfg.eval.__class__(
-            file=str(tmp_path / "extra.conllu"), output=str(output))}))
+        evaluate.run(
+            cfg.__class__(
+                **{
+                    **cfg.__dict__,
+                    "eval": cfg.eval.__class__(file=str(tmp_path / "extra.conllu"), output=str(output)),
+                }
+            )
+        )
     report = json.loads(output.read_text())
     assert report["words"] == sum(len(s) for s in sentences)
     assert report["unseen_tag_words"] == 2 and report["unseen_tags"] == {"NUM": 2}
@@ -136,8 +155,9 @@ def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_p
     assert f"{tmp_path / 'extra.conllu'}:" in printed and "'NUM' is not one the model knows" in printed
     # The same sentences as JSONL word lists, read by config alone.
     jsonl = tmp_path / "extra.jsonl"
-    jsonl.write_text("".join(json.dumps({"tokens": [w for w, _ in s], "pos": [t for _, t in s]})
-                             + "\n" for s in sentences))
+    jsonl.write_text(
+        "".join(json.dumps({"tokens": [w for w, _ in s], "pos": [t for _, t in s]}) + "\n" for s in sentences)
+    )
     from lmforge.config import validate
 
     with working_dir(workdir):
@@ -148,8 +168,9 @@ def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_p
         raw.data.source.words_column, raw.data.source.tags_column = "tokens", "pos"
         evaluate.run(validate(raw))
     again = json.loads((tmp_path / "extra_jsonl.json").read_text())
-    assert {k: again[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")} == \
-        {k: report[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")}
+    assert {k: again[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")} == {
+        k: report[k] for k in ("accuracy", "f1", "words", "unseen_tag_words")
+    }
 
 
 def test_registered_tagger_tags_raw_sentences_and_word_lists(pipeline) -> None:
@@ -159,8 +180,9 @@ def test_registered_tagger_tags_raw_sentences_and_word_lists(pipeline) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
     raw = model.predict(["The big dog runs near a tree .", "  A cat   sleeps !"])
-    split = model.predict([["The", "big", "dog", "runs", "near", "a", "tree", "."],
-                           ["A", "cat", "sleeps", "!"]])
+    split = model.predict(
+        [["The", "big", "dog", "runs", "near", "a", "tree", "."], ["A", "cat", "sleeps", "!"]]
+    )
     assert raw["words"].tolist()[1] == ["A", "cat", "sleeps", "!"]
     assert [len(t) for t in raw["tags"]] == [8, 4]
     assert raw["tags"].tolist() == split["tags"].tolist()
@@ -181,8 +203,11 @@ def test_served_tagger_answers_like_the_loaded_one(pipeline, tmp_path) -> None:
     model_uri = f"models:/{MODEL}/1"
     expected = mlflow.pyfunc.load_model(model_uri).predict(texts)["tags"].tolist()
     with served_model(model_uri, uri, workdir, tmp_path / "serve.log") as base:
-        for payload in ({"inputs": texts}, {"dataframe_records": [{"text": t} for t in texts]},
-                        {"dataframe_records": [{"words": t.split()} for t in texts]}):
+        for payload in (
+            {"inputs": texts},
+            {"dataframe_records": [{"text": t} for t in texts]},
+            {"dataframe_records": [{"words": t.split()} for t in texts]},
+        ):
             rows = post_json(f"{base}/invocations", payload)["predictions"]
             assert [r["tags"] for r in rows] == expected
             assert [r["words"] for r in rows] == [t.split() for t in texts]
@@ -231,12 +256,19 @@ def test_conll_ner_file_runs_end_to_end_by_config_with_entity_scores(tmp_path) -
     test, spans = ner_sentences(30, 1)
     write_conll(corpus / "test.txt", test)
     (tmp_path / "conf").symlink_to(Path(__file__).resolve().parents[1] / "conf")
-    cfg = tiny_config(tmp_path, "task=tagging", "data.source.kind=local",
-                      f"data.source.path={corpus}", "data.source.format=conll",
-                      "+data.source.splits.train.file=train.txt",
-                      "+data.source.splits.test.file=test.txt", "pretrain.enabled=false",
-                      "task.word_feature_buckets=256", "finetune.max_epochs=3",
-                      "logger.registered_model=null")
+    cfg = tiny_config(
+        tmp_path,
+        "task=tagging",
+        "data.source.kind=local",
+        f"data.source.path={corpus}",
+        "data.source.format=conll",
+        "+data.source.splits.train.file=train.txt",
+        "+data.source.splits.test.file=test.txt",
+        "pretrain.enabled=false",
+        "task.word_feature_buckets=256",
+        "finetune.max_epochs=3",
+        "logger.registered_model=null",
+    )
     with working_dir(tmp_path):
         for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
             stage.run(cfg)
@@ -249,8 +281,8 @@ def test_conll_ner_file_runs_end_to_end_by_config_with_entity_scores(tmp_path) -
         rows = list(csv.DictReader(handle))
     gold, predicted, start = [], [], 0
     for sentence in test:
-        gold.append([r["actual"] for r in rows[start:start + len(sentence)]])
-        predicted.append([r["predicted"] for r in rows[start:start + len(sentence)]])
+        gold.append([r["actual"] for r in rows[start : start + len(sentence)]])
+        predicted.append([r["predicted"] for r in rows[start : start + len(sentence)]])
         start += len(sentence)
     assert gold == [[t for _, t in s] for s in test]
     assert span_scores(gold, predicted)["f1"] == pytest.approx(entities["f1"])

@@ -79,16 +79,17 @@ def test_jsonl_and_parquet_hold_word_and_tag_lists(tmp_path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{"tokens": ["Paris", "is", "nice"], "ner": ["B-LOC", "O", "O"]},
-            {"tokens": ["Hi"], "ner": ["O"]}]
+    rows = [{"tokens": ["Paris", "is", "nice"], "ner": ["B-LOC", "O", "O"]}, {"tokens": ["Hi"], "ner": ["O"]}]
     jsonl = write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     records = list(read_local(jsonl, words_column="tokens", tags_column="ner"))
     assert [r["words"] for r in records] == [["Paris", "is", "nice"], ["Hi"]]
     assert records[0]["tags"] == ["B-LOC", "O", "O"] and records[1]["source"] == f"{jsonl}:2"
     parquet = tmp_path / "a.parquet"
     pq.write_table(pa.Table.from_pylist(rows), parquet)
-    assert [r["tags"] for r in read_local(parquet, words_column="tokens", tags_column="ner")] == \
-        [["B-LOC", "O", "O"], ["O"]]
+    assert [r["tags"] for r in read_local(parquet, words_column="tokens", tags_column="ner")] == [
+        ["B-LOC", "O", "O"],
+        ["O"],
+    ]
 
 
 def test_hf_rows_with_class_label_tags_become_tag_names(tmp_path) -> None:
@@ -96,34 +97,62 @@ def test_hf_rows_with_class_label_tags_become_tag_names(tmp_path) -> None:
 
     from lmforge.data.sources import read_hf
 
-    features = datasets.Features({
-        "tokens": datasets.Sequence(datasets.Value("string")),
-        "ner": datasets.Sequence(datasets.ClassLabel(names=["O", "B-LOC", "I-LOC"]))})
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner": datasets.Sequence(datasets.ClassLabel(names=["O", "B-LOC", "I-LOC"])),
+        }
+    )
     rows = {"tokens": [["New", "York", "!"], ["Hi"]], "ner": [[1, 2, 0], [0]]}
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(tmp_path / "ds")
     parquet = tmp_path / "ner.parquet"
     datasets.load_from_disk(tmp_path / "ds").to_parquet(parquet)
-    records = list(read_hf(str(parquet), split="train", words_column="tokens", tags_column="ner",
-                           cache_dir=str(tmp_path / "cache")))
+    records = list(
+        read_hf(
+            str(parquet),
+            split="train",
+            words_column="tokens",
+            tags_column="ner",
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
     assert [r["words"] for r in records] == [["New", "York", "!"], ["Hi"]]
     # A parquet export keeps the ClassLabel names in its schema metadata.
     assert records[0]["tags"] == ["B-LOC", "I-LOC", "O"]
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("columns.conllu", "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\n",
-     r"columns.conllu line 1: 9 tab-separated columns, CoNLL-U has 10"),
-    ("id.conllu", "# text = I\nx\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n",
-     r"id.conllu line 2: ID 'x' is not an integer"),
-    ("empty.conllu", "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n\n# sent_id = 2\n# text = \n\n",
-     r"empty.conllu line 3: sentence has no tokens"),
-    ("lengths.jsonl", '{"words": ["a", "b"], "tags": ["X", "Y"]}\n{"words": ["a", "b"], '
-     '"tags": ["X"]}\n', r"lengths.jsonl line 2: 'words' has 2 words but 'tags' has 1 tags"),
-    ("short.conll", "EU B-ORG\nrejects\n", r"short.conll line 2: 1 column\(s\), expected a word "
-     "and a tag"),
-])
-def test_bad_tagged_input_names_file_and_line_and_writes_nothing(tmp_path, name, text,
-                                                                  message) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "columns.conllu",
+            "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\n",
+            r"columns.conllu line 1: 9 tab-separated columns, CoNLL-U has 10",
+        ),
+        (
+            "id.conllu",
+            "# text = I\nx\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n",
+            r"id.conllu line 2: ID 'x' is not an integer",
+        ),
+        (
+            "empty.conllu",
+            "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n\n# sent_id = 2\n# text = \n\n",
+            r"empty.conllu line 3: sentence has no tokens",
+        ),
+        (
+            "lengths.jsonl",
+            '{"words": ["a", "b"], "tags": ["X", "Y"]}\n{"words": ["a", "b"], "tags": ["X"]}\n',
+            r"lengths.jsonl line 2: 'words' has 2 words but 'tags' has 1 tags",
+        ),
+        (
+            "short.conll",
+            "EU B-ORG\nrejects\n",
+            r"short.conll line 2: 1 column\(s\), expected a word "
+            "and a tag",
+        ),
+    ],
+)
+def test_bad_tagged_input_names_file_and_line_and_writes_nothing(tmp_path, name, text, message) -> None:
     from lmforge import collect
 
     path = write(tmp_path / name, text)
@@ -192,8 +221,9 @@ def test_first_subwords_carry_the_tags_and_predictions_come_back_per_word(tokeni
     special = special_ids()
     sentences = [["Unbelievably", "the", "xylophone", "works", "."], ["Hi", "fox"]]
     tags = [[0, 1, 2, 3, 4], [5, 2]]
-    data = TaggedWindows(plain_sentences(tokenizer, sentences, special["unk"], tags), 64,
-                         special["cls"], special["sep"])
+    data = TaggedWindows(
+        plain_sentences(tokenizer, sentences, special["unk"], tags), 64, special["cls"], special["sep"]
+    )
     ids, labels, mask, features = data[0]
     assert ids[0] == special["cls"] and ids[-1] == special["sep"]
     assert labels[mask].tolist() == tags[0]
@@ -219,8 +249,12 @@ def test_a_sentence_longer_than_the_context_is_tagged_in_windows(tokenizer) -> N
 
     special = special_ids()
     words = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"] * 3
-    data = TaggedWindows(plain_sentences(tokenizer, [words], special["unk"], [list(range(27))]),
-                         12, special["cls"], special["sep"])
+    data = TaggedWindows(
+        plain_sentences(tokenizer, [words], special["unk"], [list(range(27))]),
+        12,
+        special["cls"],
+        special["sep"],
+    )
     assert len(data) > 1 and data.split_sentences == 1 and data.truncated_words == 0
     seen = []
     for i in range(len(data)):
@@ -242,8 +276,12 @@ def test_entity_spans_match_hand_counted_cases() -> None:
     # A type change inside a span ends it and starts another.
     assert entity_spans(["B-PER", "I-LOC", "I-LOC"]) == [("PER", 0, 0), ("LOC", 1, 2)]
     # BIOES: S- is one word, E- closes its span, B- after B- starts a new one.
-    assert entity_spans(["S-ORG", "B-PER", "E-PER", "B-LOC", "B-LOC", "E-LOC"]) == \
-        [("ORG", 0, 0), ("PER", 1, 2), ("LOC", 3, 3), ("LOC", 4, 5)]
+    assert entity_spans(["S-ORG", "B-PER", "E-PER", "B-LOC", "B-LOC", "E-LOC"]) == [
+        ("ORG", 0, 0),
+        ("PER", 1, 2),
+        ("LOC", 3, 3),
+        ("LOC", 4, 5),
+    ]
     assert is_span_scheme(["O", "B-PER", "I-PER"]) and not is_span_scheme(["NOUN", "VERB"])
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "S-MISC"]]
     predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["I-ORG", "O", "O"]]
@@ -253,8 +291,14 @@ def test_entity_spans_match_hand_counted_cases() -> None:
     assert (scores["correct"], scores["predicted"], scores["support"]) == (2, 3, 4)
     assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(0.5)
     assert scores["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
-    assert scores["per_type"]["ORG"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3),
-                                         "support": 1, "predicted": 2, "correct": 1}
+    assert scores["per_type"]["ORG"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "support": 1,
+        "predicted": 2,
+        "correct": 1,
+    }
     assert scores["per_type"]["MISC"]["recall"] == 0.0
 
 

@@ -18,12 +18,37 @@ from lmforge.io import read_jsonl
 from test_pipeline import tiny_config, working_dir
 
 # A toy language pair: each German word has one English word; sentences are word-for-word.
-LEXICON = {"ein": "a", "mann": "man", "hund": "dog", "frau": "woman", "kind": "child",
-           "läuft": "runs", "springt": "jumps", "sitzt": "sits", "auf": "on", "der": "the",
-           "straße": "street", "wiese": "meadow", "im": "in the", "park": "park", "rot": "red",
-           "blau": "blue", "großer": "big", "kleiner": "small", "schnell": "fast", "und": "and"}
-FRENCH = {"ein": "un", "mann": "homme", "hund": "chien", "läuft": "court", "auf": "sur",
-          "der": "la", "straße": "rue"}
+LEXICON = {
+    "ein": "a",
+    "mann": "man",
+    "hund": "dog",
+    "frau": "woman",
+    "kind": "child",
+    "läuft": "runs",
+    "springt": "jumps",
+    "sitzt": "sits",
+    "auf": "on",
+    "der": "the",
+    "straße": "street",
+    "wiese": "meadow",
+    "im": "in the",
+    "park": "park",
+    "rot": "red",
+    "blau": "blue",
+    "großer": "big",
+    "kleiner": "small",
+    "schnell": "fast",
+    "und": "and",
+}
+FRENCH = {
+    "ein": "un",
+    "mann": "homme",
+    "hund": "chien",
+    "läuft": "court",
+    "auf": "sur",
+    "der": "la",
+    "straße": "rue",
+}
 MODEL = "lmforge-test-text2text"
 
 
@@ -33,8 +58,9 @@ def sentences(n: int, seed: int, words: dict[str, str]) -> list[tuple[str, str]]
     pairs = []
     for _ in range(n):
         source = [rng.choice(vocab) for _ in range(rng.randint(3, 9))]
-        pairs.append((" ".join(source).capitalize() + ".",
-                      " ".join(words[w] for w in source).capitalize() + "."))
+        pairs.append(
+            (" ".join(source).capitalize() + ".", " ".join(words[w] for w in source).capitalize() + ".")
+        )
     return pairs
 
 
@@ -44,11 +70,21 @@ def write_pair(stem: Path, suffixes: tuple[str, str], pairs: list[tuple[str, str
 
 
 def overrides(corpus: Path) -> list[str]:
-    return ["task=text2text", "pretrain=clm", "data.source.kind=local",
-            f"data.source.path={corpus}", "data.source.parallel=[de,en]",
-            "+data.source.splits.train.file=train", "+data.source.splits.test.file=val",
-            "data.clean.min_chars=1", "task.max_source_len=24", "task.max_target_len=24",
-            "generate.max_new_tokens=24", "finetune.max_epochs=2", f"logger.registered_model={MODEL}"]
+    return [
+        "task=text2text",
+        "pretrain=clm",
+        "data.source.kind=local",
+        f"data.source.path={corpus}",
+        "data.source.parallel=[de,en]",
+        "+data.source.splits.train.file=train",
+        "+data.source.splits.test.file=val",
+        "data.clean.min_chars=1",
+        "task.max_source_len=24",
+        "task.max_target_len=24",
+        "generate.max_new_tokens=24",
+        "finetune.max_epochs=2",
+        f"logger.registered_model={MODEL}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +96,19 @@ def pipeline(tmp_path_factory):
     corpus.mkdir()
     write_pair(corpus / "train", ("de", "en"), sentences(600, 0, LEXICON))
     write_pair(corpus / "val", ("de", "en"), sentences(40, 1, LEXICON))
-    write_pair(corpus / "test", ("fr", "en"),
-               [(f, e) for f, e in zip(*(  # the same sentences in French and English
-                   [p[i] for p in sentences(20, 2, FRENCH)] for i in (0, 1)), strict=True)])
+    write_pair(
+        corpus / "test",
+        ("fr", "en"),
+        [
+            (f, e)
+            for f, e in zip(
+                *(  # the same sentences in French and English
+                    [p[i] for p in sentences(20, 2, FRENCH)] for i in (0, 1)
+                ),
+                strict=True,
+            )
+        ],
+    )
     (workdir / "conf").symlink_to(Path(__file__).resolve().parents[1] / "conf")
     cfg = tiny_config(workdir, *overrides(corpus))
     with working_dir(workdir):
@@ -110,12 +156,12 @@ def test_mlflow_holds_the_text2text_runs_and_the_registered_model(pipeline) -> N
     assert finetune.data.tags["lmforge.objective"] == "best_val_loss"
     assert finetune.data.tags["lmforge.pretrain_checkpoint"].endswith("lm.pt")
     assert {"val/loss", "val/perplexity", "best_val_loss"} <= set(finetune.data.metrics)
-    assert {"test_sacrebleu", "test_chrf", "test_rougeL", "test_target_perplexity"} <= \
-        set(evaluate.data.metrics)
+    assert {"test_sacrebleu", "test_chrf", "test_rougeL", "test_target_perplexity"} <= set(
+        evaluate.data.metrics
+    )
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
     assert {"eval.json", "samples.csv", "test_samples.json"} <= artifacts
-    table = json.loads(Path(client.download_artifacts(evaluate.info.run_id, "test_samples.json"))
-                       .read_text())
+    table = json.loads(Path(client.download_artifacts(evaluate.info.run_id, "test_samples.json")).read_text())
     assert table["columns"] == ["source", "reference", "prediction"] and len(table["data"]) == 40
     (version,) = client.search_model_versions(f"name = '{MODEL}'")
     assert version.run_id == finetune.info.run_id
@@ -129,8 +175,13 @@ def test_eval_file_scores_another_language_pair_by_config(pipeline, tmp_path) ->
 
     workdir, _ = pipeline
     output = tmp_path / "fr-en.json"
-    cfg = tiny_config(workdir, *overrides(workdir / "corpus"), "data.source.parallel=[fr,en]",
-                      f"eval.file={workdir / 'corpus' / 'test'}", f"eval.output={output}")
+    cfg = tiny_config(
+        workdir,
+        *overrides(workdir / "corpus"),
+        "data.source.parallel=[fr,en]",
+        f"eval.file={workdir / 'corpus' / 'test'}",
+        f"eval.output={output}",
+    )
     with working_dir(workdir):
         evaluate.run(cfg)
     result = json.loads(output.read_text())
@@ -146,8 +197,13 @@ def test_generate_writes_one_output_per_input(pipeline, tmp_path, capsys) -> Non
     inputs.write_text("Ein mann läuft.\nEin kind sitzt im park.\n" + "hund " * 200 + "\n")
     output = tmp_path / "out.jsonl"
     for strategy in ("greedy", "beam", "sample"):
-        cfg = tiny_config(workdir, *overrides(workdir / "corpus"), f"generate.input={inputs}",
-                          f"generate.output={output}", f"generate.strategy={strategy}")
+        cfg = tiny_config(
+            workdir,
+            *overrides(workdir / "corpus"),
+            f"generate.input={inputs}",
+            f"generate.output={output}",
+            f"generate.strategy={strategy}",
+        )
         with working_dir(workdir):
             generate.run(cfg)
         rows = list(read_jsonl(output))
@@ -163,9 +219,13 @@ def test_generate_continues_a_prompt_with_the_pretrained_lm(pipeline, capsys) ->
     workdir, _ = pipeline
     long_prompt = "ein mann " * 100  # longer than the 64-token context: keeps its last tokens
     for prompt in ("Ein hund", long_prompt):
-        cfg = tiny_config(workdir, *overrides(workdir / "corpus"), f"generate.prompt='{prompt}'",
-                          f"generate.model={workdir / 'models/pretrained'}",
-                          "generate.max_new_tokens=8")
+        cfg = tiny_config(
+            workdir,
+            *overrides(workdir / "corpus"),
+            f"generate.prompt='{prompt}'",
+            f"generate.model={workdir / 'models/pretrained'}",
+            "generate.max_new_tokens=8",
+        )
         with working_dir(workdir):
             generate.run(cfg)
     out = capsys.readouterr().out
@@ -179,8 +239,9 @@ def test_generate_says_what_is_missing(pipeline, tmp_path) -> None:
     cfg = tiny_config(workdir, *overrides(workdir / "corpus"))
     with working_dir(workdir), pytest.raises(UserError, match="generate.prompt=TEXT"):
         generate.run(cfg)
-    cfg = tiny_config(workdir, *overrides(workdir / "corpus"), "generate.prompt=x",
-                      f"generate.model={tmp_path}")
+    cfg = tiny_config(
+        workdir, *overrides(workdir / "corpus"), "generate.prompt=x", f"generate.model={tmp_path}"
+    )
     with working_dir(workdir), pytest.raises(UserError, match="config.json is missing"):
         generate.run(cfg)
 
@@ -226,5 +287,9 @@ def test_sources_and_targets_over_budget_are_cut_and_counted(pipeline) -> None:
     # The pipeline's own run logged its counts (none cut at its budgets of 24 tokens).
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
-    assert {"data/truncated_train_source", "data/truncated_train_target",
-            "data/truncated_val_source", "data/truncated_val_target"} <= set(run.data.metrics)
+    assert {
+        "data/truncated_train_source",
+        "data/truncated_train_target",
+        "data/truncated_val_source",
+        "data/truncated_val_target",
+    } <= set(run.data.metrics)

@@ -12,10 +12,18 @@ import pytest
 from lmforge.text_metrics import chrf_score, score_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-PREDICTIONS = ["A man is riding a bike down the street.", "Two dogs play in the snow",
-               "the cat is on the mat", "Children are playing soccer on a field."]
-REFERENCES = ["A man is riding a bicycle on the street.", "Two dogs are playing in snow.",
-              "There is a cat on the mat.", "Kids play football in a park."]
+PREDICTIONS = [
+    "A man is riding a bike down the street.",
+    "Two dogs play in the snow",
+    "the cat is on the mat",
+    "Children are playing soccer on a field.",
+]
+REFERENCES = [
+    "A man is riding a bicycle on the street.",
+    "Two dogs are playing in snow.",
+    "There is a cat on the mat.",
+    "Kids play football in a park.",
+]
 
 
 def test_identical_texts_score_full_marks_and_lengths_are_words() -> None:
@@ -32,9 +40,11 @@ def test_scores_match_torchmetrics_on_the_same_texts() -> None:
     scores = score_texts(PREDICTIONS, REFERENCES)
     targets = [[r] for r in REFERENCES]
     assert scores["sacrebleu"] == pytest.approx(
-        100 * float(SacreBLEUScore(tokenize="13a")(PREDICTIONS, targets)))
+        100 * float(SacreBLEUScore(tokenize="13a")(PREDICTIONS, targets))
+    )
     assert scores["chrf"] == pytest.approx(
-        100 * float(CHRFScore(n_word_order=0)(PREDICTIONS, targets)), abs=1e-4)
+        100 * float(CHRFScore(n_word_order=0)(PREDICTIONS, targets)), abs=1e-4
+    )
     rouge = ROUGEScore(rouge_keys=("rouge1", "rouge2", "rougeL"))(PREDICTIONS, REFERENCES)
     assert scores["rougeL"] == pytest.approx(100 * float(rouge["rougeL_fmeasure"]))
     assert 0 < scores["sacrebleu"] < scores["chrf"] < 100
@@ -56,10 +66,17 @@ def test_mismatched_lengths_are_an_error() -> None:
 
 def test_scores_work_without_nltk() -> None:
     # nltk blocked outright: ROUGE must not reach for its stemmer or sentence splitter.
-    code = ("import sys; sys.modules['nltk'] = None\n"
-            "from lmforge.text_metrics import score_texts\n"
-            "print(round(score_texts(['a cat sat'], ['a cat sat'])['rougeL']))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=120)
+    code = (
+        "import sys; sys.modules['nltk'] = None\n"
+        "from lmforge.text_metrics import score_texts\n"
+        "print(round(score_texts(['a cat sat'], ['a cat sat'])['rougeL']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "100"

@@ -51,22 +51,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def request(url: str, user: str | None = None, password: str | None = None,
-            payload: dict | None = None) -> dict:
+def request(
+    url: str, user: str | None = None, password: str | None = None, payload: dict | None = None
+) -> dict:
     headers = {"Content-Type": "application/json"}
     if user is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     data = json.dumps(payload).encode() if payload is not None else None
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers),
-                                timeout=30) as response:
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data, headers=headers), timeout=30
+    ) as response:
         return json.loads(response.read() or b"{}")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This interpreter's tools on PATH, this checkout importable, no MLflow settings but ``extra``."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "LMFORGE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "LMFORGE_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     return {**env, **extra}
@@ -74,13 +75,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def client_env(server: dict, user: str | None, password: str | None = None) -> dict[str, str]:
     """What a team member exports: the server's URL and their own login, nothing in any file."""
-    login = {} if user is None else {"MLFLOW_TRACKING_USERNAME": user,
-                                     "MLFLOW_TRACKING_PASSWORD": password or USERS[user]}
+    login = (
+        {}
+        if user is None
+        else {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or USERS[user]}
+    )
     return clean_env(MLFLOW_TRACKING_URI=server["url"], **login)
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900
-        ) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -91,23 +94,46 @@ def server(tmp_path_factory) -> dict:
     (folder / "basic_auth.ini").write_text(AUTH_INI.format(folder=folder))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = clean_env(MLFLOW_AUTH_CONFIG_PATH=str(folder / "basic_auth.ini"),
-                    MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
-                    MLFLOW_FLASK_SERVER_SECRET_KEY="test-csrf-key-4e1b")
+    env = clean_env(
+        MLFLOW_AUTH_CONFIG_PATH=str(folder / "basic_auth.ini"),
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        MLFLOW_FLASK_SERVER_SECRET_KEY="test-csrf-key-4e1b",
+    )
     log_path = folder / "server.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-         "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
-         "--app-name", "basic-auth"],
-        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder}/mlflow.db",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--app-name",
+            "basic-auth",
+        ],
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until_up(process, f"{url}/health", log_path, seconds=240)
         for user, password in USERS.items():
-            request(f"{url}/api/2.0/mlflow/users/create", "admin", ADMIN_PASSWORD,
-                    {"username": user, "password": password})
+            request(
+                f"{url}/api/2.0/mlflow/users/create",
+                "admin",
+                ADMIN_PASSWORD,
+                {"username": user, "password": password},
+            )
         yield {"url": url, "folder": folder, "artifacts": folder / "artifacts", "log": log_path}
     finally:
         stop_server(process)
@@ -117,15 +143,32 @@ def server(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def team_sweep(server: dict, tiny_project: Path) -> dict:
     """ana's 2-job sweep and ben's promote, both over HTTP; their outputs for the tests."""
-    sweep = run([sys.executable, "-m", "lmforge.finetune", "-m", "experiment=tiny",
-                 "finetune.max_epochs=1", "trainer.num_threads=1", f"logger.experiment={EXPERIMENT}",
-                 "optim.lr=3e-3,1e-3"], tiny_project, client_env(server, "ana"))
+    sweep = run(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.finetune",
+            "-m",
+            "experiment=tiny",
+            "finetune.max_epochs=1",
+            "trainer.num_threads=1",
+            f"logger.experiment={EXPERIMENT}",
+            "optim.lr=3e-3,1e-3",
+        ],
+        tiny_project,
+        client_env(server, "ana"),
+    )
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-    promote = run([sys.executable, "-m", "lmforge.promote", "--sweep", "latest",
-                   "--experiment", EXPERIMENT], tiny_project, client_env(server, "ben"))
+    promote = run(
+        [sys.executable, "-m", "lmforge.promote", "--sweep", "latest", "--experiment", EXPERIMENT],
+        tiny_project,
+        client_env(server, "ben"),
+    )
     assert promote.returncode == 0, promote.stdout + promote.stderr
-    return {"output": sweep.stdout + sweep.stderr + promote.stdout + promote.stderr,
-            "promote": promote.stdout}
+    return {
+        "output": sweep.stdout + sweep.stderr + promote.stdout + promote.stderr,
+        "promote": promote.stdout,
+    }
 
 
 def authenticated_client(server: dict, monkeypatch, user: str = "ana"):
@@ -136,8 +179,7 @@ def authenticated_client(server: dict, monkeypatch, user: str = "ana"):
     return MlflowClient(server["url"])
 
 
-def test_a_client_without_valid_credentials_is_refused_in_one_line(server: dict,
-                                                                   tiny_project: Path) -> None:
+def test_a_client_without_valid_credentials_is_refused_in_one_line(server: dict, tiny_project: Path) -> None:
     search = f"{server['url']}/api/2.0/mlflow/experiments/search?max_results=1"
     for login in ((None, None), ("ana", "not-her-password")):
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -146,15 +188,29 @@ def test_a_client_without_valid_credentials_is_refused_in_one_line(server: dict,
     assert "experiments" in request(search, "ana", USERS["ana"])
 
     # lmforge's commands say so in one line before doing anything, naming what to set.
-    sweep = [sys.executable, "-m", "lmforge.finetune", "-m", "experiment=tiny",
-             f"logger.experiment={EXPERIMENT}-refused", "optim.lr=3e-3,1e-3"]
+    sweep = [
+        sys.executable,
+        "-m",
+        "lmforge.finetune",
+        "-m",
+        "experiment=tiny",
+        f"logger.experiment={EXPERIMENT}-refused",
+        "optim.lr=3e-3,1e-3",
+    ]
     promote = [sys.executable, "-m", "lmforge.promote", "--experiment", EXPERIMENT]
-    cases = [(sweep, client_env(server, None),
-              "requires a login (HTTP 401); export MLFLOW_TRACKING_USERNAME"),
-             (sweep, client_env(server, "ana", "wrong-password-123"),
-              "refused the credentials of user 'ana' (HTTP 401)"),
-             (promote, client_env(server, "ben", "wrong-password-456"),
-              "refused the credentials of user 'ben' (HTTP 401)")]
+    cases = [
+        (sweep, client_env(server, None), "requires a login (HTTP 401); export MLFLOW_TRACKING_USERNAME"),
+        (
+            sweep,
+            client_env(server, "ana", "wrong-password-123"),
+            "refused the credentials of user 'ana' (HTTP 401)",
+        ),
+        (
+            promote,
+            client_env(server, "ben", "wrong-password-456"),
+            "refused the credentials of user 'ben' (HTTP 401)",
+        ),
+    ]
     for args, env, expected in cases:
         done = run(args, tiny_project, env, timeout=300)
         assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
@@ -164,23 +220,33 @@ def test_a_client_without_valid_credentials_is_refused_in_one_line(server: dict,
         assert "wrong-password" not in done.stdout + done.stderr
     # The refused sweeps stopped before creating anything: no experiment, no parent run.
     with pytest.raises(urllib.error.HTTPError) as missing:
-        request(f"{server['url']}/api/2.0/mlflow/experiments/get-by-name?experiment_name="
-                f"{EXPERIMENT}-refused-finetune", "admin", ADMIN_PASSWORD)
+        request(
+            f"{server['url']}/api/2.0/mlflow/experiments/get-by-name?experiment_name="
+            f"{EXPERIMENT}-refused-finetune",
+            "admin",
+            ADMIN_PASSWORD,
+        )
     assert missing.value.code == 404
 
 
 def test_a_stopped_server_fails_in_one_line() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
-    done = run([sys.executable, "-m", "lmforge.promote", "--experiment", EXPERIMENT],
-               ROOT, clean_env(MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME="ana",
-                                       MLFLOW_TRACKING_PASSWORD=USERS["ana"]), timeout=120)
+    done = run(
+        [sys.executable, "-m", "lmforge.promote", "--experiment", EXPERIMENT],
+        ROOT,
+        clean_env(
+            MLFLOW_TRACKING_URI=url, MLFLOW_TRACKING_USERNAME="ana", MLFLOW_TRACKING_PASSWORD=USERS["ana"]
+        ),
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert f"MLflow server {url} is unreachable" in done.stderr
 
 
-def test_a_sweep_over_http_is_one_parent_and_two_child_runs(server: dict, team_sweep: dict,
-                                                            monkeypatch) -> None:
+def test_a_sweep_over_http_is_one_parent_and_two_child_runs(
+    server: dict, team_sweep: dict, monkeypatch
+) -> None:
     client = authenticated_client(server, monkeypatch)
     experiment = client.get_experiment_by_name(f"{EXPERIMENT}-finetune")
     assert experiment is not None
@@ -200,11 +266,13 @@ def test_a_sweep_over_http_is_one_parent_and_two_child_runs(server: dict, team_s
 
 
 def test_promote_over_http_sets_the_alias_on_the_best_registered_version(
-        server: dict, team_sweep: dict, monkeypatch) -> None:
+    server: dict, team_sweep: dict, monkeypatch
+) -> None:
     client = authenticated_client(server, monkeypatch, "ben")
     experiment = client.get_experiment_by_name(f"{EXPERIMENT}-finetune")
-    children = [r for r in client.search_runs([experiment.experiment_id])
-                if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags
+    ]
     versions = {v.run_id: v for v in client.search_model_versions(f"name = '{MODEL}'")}
     # Each job registered its model; promote pointed the alias at the best job's version.
     assert {c.info.run_id for c in children} <= set(versions)
@@ -215,14 +283,16 @@ def test_promote_over_http_sets_the_alias_on_the_best_registered_version(
 
 
 def test_artifacts_travel_through_the_server_into_its_own_folder(
-        server: dict, team_sweep: dict, tiny_project: Path, monkeypatch) -> None:
+    server: dict, team_sweep: dict, tiny_project: Path, monkeypatch
+) -> None:
     import mlflow
 
     client = authenticated_client(server, monkeypatch)
     experiment = client.get_experiment_by_name(f"{EXPERIMENT}-finetune")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
-    children = [r for r in client.search_runs([experiment.experiment_id])
-                if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags
+    ]
     stored = [p for p in server["artifacts"].rglob("*") if p.is_file()]
     for child in children:
         run_id = child.info.run_id
@@ -243,8 +313,9 @@ def test_artifacts_travel_through_the_server_into_its_own_folder(
         mlflow.set_tracking_uri(None)
 
 
-def test_no_password_reaches_a_run_a_log_or_a_file(server: dict, team_sweep: dict,
-                                                    tiny_project: Path, monkeypatch) -> None:
+def test_no_password_reaches_a_run_a_log_or_a_file(
+    server: dict, team_sweep: dict, tiny_project: Path, monkeypatch
+) -> None:
     secrets = [ADMIN_PASSWORD, *USERS.values()]
     assert not [s for s in secrets if s in team_sweep["output"]]
     client = authenticated_client(server, monkeypatch)

@@ -48,8 +48,9 @@ def has_targets(path: Path) -> bool:
     return "target" in next(iter(read_jsonl(path)), {})
 
 
-def nearest_targets(train_sources: list[str], train_targets: list[str],
-                    queries: list[str], chunk: int = 512) -> list[str]:
+def nearest_targets(
+    train_sources: list[str], train_targets: list[str], queries: list[str], chunk: int = 512
+) -> list[str]:
     """For each query, the target of the training source nearest by TF-IDF cosine similarity."""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -59,7 +60,7 @@ def nearest_targets(train_sources: list[str], train_targets: list[str],
     test = vectorizer.transform(queries)
     found = []
     for start in range(0, test.shape[0], chunk):
-        similarity = (test[start:start + chunk] @ train.T).toarray()
+        similarity = (test[start : start + chunk] @ train.T).toarray()
         found.extend(int(i) for i in np.argmax(similarity, axis=1))
     return [train_targets[i] for i in found]
 
@@ -72,12 +73,17 @@ def text_to_text_baselines(prepared: Path) -> dict:
     train_x, train_y = pairs(prepared / "train.jsonl")
     test_x, test_y = pairs(prepared / "test.jsonl")
     if not test_x:
-        raise UserError(f"{prepared / 'test.jsonl'} holds no pairs; raise data.split.test_fraction "
-                        "or add data")
-    predictions = {"lead": [first_sentence(x) for x in test_x],
-                   "retrieval": nearest_targets(train_x, train_y, test_x)}
-    return {name: {**score_texts(predicted, test_y), "pairs": len(test_y)}
-            for name, predicted in predictions.items()}
+        raise UserError(
+            f"{prepared / 'test.jsonl'} holds no pairs; raise data.split.test_fraction or add data"
+        )
+    predictions = {
+        "lead": [first_sentence(x) for x in test_x],
+        "retrieval": nearest_targets(train_x, train_y, test_x),
+    }
+    return {
+        name: {**score_texts(predicted, test_y), "pairs": len(test_y)}
+        for name, predicted in predictions.items()
+    }
 
 
 def most_frequent_tags(sentences: list[dict]) -> tuple[dict[str, str], str]:
@@ -92,8 +98,7 @@ def most_frequent_tags(sentences: list[dict]) -> tuple[dict[str, str], str]:
             per_word.setdefault(word, Counter())[tag] += 1
             overall[tag] += 1
     # Counter.most_common keeps insertion order among equal counts: the tag seen first wins.
-    return ({w: c.most_common(1)[0][0] for w, c in per_word.items()},
-            overall.most_common(1)[0][0])
+    return ({w: c.most_common(1)[0][0] for w, c in per_word.items()}, overall.most_common(1)[0][0])
 
 
 def tagging_baselines(prepared: Path) -> dict:
@@ -106,8 +111,7 @@ def tagging_baselines(prepared: Path) -> dict:
     if not test:
         raise UserError(f"{prepared / 'test.jsonl'} holds no sentences; add a test split")
     results = {}
-    for name, source in (("most_frequent_tag", train), ("most_frequent_tag_train_and_val",
-                                                         train + val)):
+    for name, source in (("most_frequent_tag", train), ("most_frequent_tag_train_and_val", train + val)):
         lexicon, fallback = most_frequent_tags(source)
         counts = {"seen": [0, 0], "unseen": [0, 0]}
         for record in test:
@@ -117,10 +121,14 @@ def tagging_baselines(prepared: Path) -> dict:
                 counts[kind][1] += 1
         correct = counts["seen"][0] + counts["unseen"][0]
         words = counts["seen"][1] + counts["unseen"][1]
-        results[name] = {"accuracy": correct / words, "correct": correct, "words": words,
-                         "unseen_words": counts["unseen"][1], "unseen_tag": fallback,
-                         **{f"accuracy_{k}": (v[0] / v[1] if v[1] else 0.0)
-                            for k, v in counts.items()}}
+        results[name] = {
+            "accuracy": correct / words,
+            "correct": correct,
+            "words": words,
+            "unseen_words": counts["unseen"][1],
+            "unseen_tag": fallback,
+            **{f"accuracy_{k}": (v[0] / v[1] if v[1] else 0.0) for k, v in counts.items()},
+        }
     return results
 
 
@@ -132,17 +140,21 @@ def run(cfg: Config) -> None:
         results = tagging_baselines(prepared)
         write_json(Path(cfg.paths.metrics) / "baselines.json", results)
         for name, values in results.items():
-            print(f"baselines: {name}: word accuracy {values['accuracy']:.4f} "
-                  f"({values['correct']}/{values['words']}; unseen forms {values['unseen_words']}"
-                  f", {values['accuracy_unseen']:.4f} right)")
+            print(
+                f"baselines: {name}: word accuracy {values['accuracy']:.4f} "
+                f"({values['correct']}/{values['words']}; unseen forms {values['unseen_words']}"
+                f", {values['accuracy_unseen']:.4f} right)"
+            )
         return
     if has_targets(prepared / "train.jsonl"):
         results = text_to_text_baselines(prepared)
         write_json(Path(cfg.paths.metrics) / "baselines.json", results)
         for name, values in results.items():
-            print(f"baselines: {name}: ROUGE-1/2/L {values['rouge1']:.2f} / {values['rouge2']:.2f}"
-                  f" / {values['rougeL']:.2f}, SacreBLEU {values['sacrebleu']:.2f}, "
-                  f"chrF {values['chrf']:.2f} ({values['pairs']} test pairs)")
+            print(
+                f"baselines: {name}: ROUGE-1/2/L {values['rouge1']:.2f} / {values['rouge2']:.2f}"
+                f" / {values['rougeL']:.2f}, SacreBLEU {values['sacrebleu']:.2f}, "
+                f"chrF {values['chrf']:.2f} ({values['pairs']} test pairs)"
+            )
         return
     classification_baselines(cfg)
 
@@ -159,18 +171,24 @@ def classification_baselines(cfg: Config) -> None:
     test_x, test_y = labelled(prepared / "test.jsonl")
     systems = {
         "majority_class": DummyClassifier(strategy="most_frequent"),
-        "tfidf_logreg": make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2,
-                                                      sublinear_tf=True),
-                                      LogisticRegression(max_iter=2000, C=10.0)),
+        "tfidf_logreg": make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+            LogisticRegression(max_iter=2000, C=10.0),
+        ),
     }
     results = {}
     for name, system in systems.items():
         system.fit(train_x, train_y)
         predicted = system.predict(test_x)
         precision, recall, f1, _ = precision_recall_fscore_support(
-            test_y, predicted, average="macro", zero_division=0)
-        results[name] = {"accuracy": accuracy_score(test_y, predicted), "precision": precision,
-                         "recall": recall, "f1": f1}
+            test_y, predicted, average="macro", zero_division=0
+        )
+        results[name] = {
+            "accuracy": accuracy_score(test_y, predicted),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
     write_json(Path(cfg.paths.metrics) / "baselines.json", results)
     for name, values in results.items():
         print(f"baselines: {name}: accuracy {values['accuracy']:.4f}, macro F1 {values['f1']:.4f}")

@@ -23,8 +23,21 @@ from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
 
-CONFIG_GROUPS = ("data", "tokenizer", "model", "pretrain", "finetune", "task", "generate", "optim",
-                 "trainer", "logger", "eval", "experiment", "hparams_search")
+CONFIG_GROUPS = (
+    "data",
+    "tokenizer",
+    "model",
+    "pretrain",
+    "finetune",
+    "task",
+    "generate",
+    "optim",
+    "trainer",
+    "logger",
+    "eval",
+    "experiment",
+    "hparams_search",
+)
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -59,8 +72,9 @@ def check_overrides(argv: list[str]) -> None:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             while parent and parent not in known:
                 parent = parent.rsplit(".", 1)[0] if "." in parent else ""
-            siblings = sorted(k.rsplit(".", 1)[-1] for k in known
-                              if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
+            siblings = sorted(
+                k.rsplit(".", 1)[-1] for k in known if (k.rsplit(".", 1)[0] if "." in k else "") == parent
+            )
             where = f" under '{parent}'" if parent else " at the top level"
             raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(siblings)}")
         value = arg.split("=", 1)[1]
@@ -102,20 +116,29 @@ def check_plugins(argv: list[str]) -> None:
     """A search config whose Hydra plugin is not installed: say which extra to install."""
     from importlib.util import find_spec
 
-    if any(arg.startswith("hparams_search=") for arg in argv) \
-            and find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+    if (
+        any(arg.startswith("hparams_search=") for arg in argv)
+        and find_spec("hydra_plugins.hydra_optuna_sweeper") is None
+    ):
         raise UserError("hparams_search needs the Optuna sweeper: pip install -e '.[sweep]'")
-    if any(arg.startswith("hydra/launcher=joblib") for arg in argv) \
-            and find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+    if (
+        any(arg.startswith("hydra/launcher=joblib") for arg in argv)
+        and find_spec("hydra_plugins.hydra_joblib_launcher") is None
+    ):
         raise UserError("hydra/launcher=joblib needs the joblib launcher: pip install -e '.[sweep]'")
-    if any(arg.startswith(("hydra/launcher=submitit", "hydra/launcher=slurm")) for arg in argv) \
-            and find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-        raise UserError("hydra/launcher=submitit_* and =slurm need the submitit launcher: "
-                        "pip install -e '.[scale]'")
+    if (
+        any(arg.startswith(("hydra/launcher=submitit", "hydra/launcher=slurm")) for arg in argv)
+        and find_spec("hydra_plugins.hydra_submitit_launcher") is None
+    ):
+        raise UserError(
+            "hydra/launcher=submitit_* and =slurm need the submitit launcher: pip install -e '.[scale]'"
+        )
     if ("-m" in argv or "--multirun" in argv) and any(a in ("--cfg", "-c") for a in argv):
-        raise UserError("--cfg prints one job's config and cannot run with -m: drop -m and the "
-                        "comma-separated sweep values (e.g. python -m lmforge.finetune "
-                        "hydra/launcher=slurm --cfg hydra)")
+        raise UserError(
+            "--cfg prints one job's config and cannot run with -m: drop -m and the "
+            "comma-separated sweep values (e.g. python -m lmforge.finetune "
+            "hydra/launcher=slurm --cfg hydra)"
+        )
 
 
 def stage_name(run: Callable) -> str:
@@ -134,15 +157,34 @@ VERBOSE_ENV = "LMFORGE_VERBOSE"
 # LOCAL_RANK, SQLite migrations, system metrics monitor started/stopped). Lightning resets its
 # two package loggers to INFO when imported, after this runs: their modules' own loggers are
 # named too (lmforge.lit.trainer quiets the package loggers once Lightning is imported).
-CHATTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
-                  "lightning.fabric.utilities.seed", "lightning.fabric.utilities.rank_zero",
-                  "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                  "mlflow", "alembic", "huey", "urllib3", "git", "numexpr", "torch")
+CHATTY_LOGGERS = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning.fabric.utilities.seed",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "mlflow",
+    "alembic",
+    "huey",
+    "urllib3",
+    "git",
+    "numexpr",
+    "torch",
+)
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
-def quiet_library_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                          file: object = None, line: str | None = None) -> None:
+def quiet_library_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
     """``warnings.showwarning`` for a normal run: a warning raised in lmforge's own code is shown,
     one from a library (Lightning's PossibleUserWarnings, MLflow's pyfunc type-hint notice) is not;
     ``--verbose`` shows them all."""
@@ -173,10 +215,11 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-
 def _interrupted_message(name: str) -> str:
-    return (f"interrupted by {name}; outputs were left unchanged; run the same command again to "
-            "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)")
+    return (
+        f"interrupted by {name}; outputs were left unchanged; run the same command again to "
+        "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)"
+    )
 
 
 def stage(run: Callable[[Config], object]) -> Callable[[], None]:
@@ -188,8 +231,11 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
             spec = getattr(module, "__spec__", None)
             print_help(module.__doc__, spec.name if spec else run.__module__, find_root() / "conf")
             return
-        verbose = ("--verbose" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
-                   or os.environ.get(VERBOSE_ENV) == "1")
+        verbose = (
+            "--verbose" in sys.argv
+            or os.environ.get("HYDRA_FULL_ERROR") == "1"
+            or os.environ.get(VERBOSE_ENV) == "1"
+        )
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
         configure_output(verbose)

@@ -29,8 +29,7 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
     for key in ("max_records", "splits", "label_map"):
         options.pop(key)
     if kind == "stdlib":
-        return kind, {"top_k": source.top_k, "stdlib_dir": source.path,
-                      "target_column": source.target_column}
+        return kind, {"top_k": source.top_k, "stdlib_dir": source.path, "target_column": source.target_column}
     options.pop("top_k")
     if kind == "hf" and source.path:
         # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
@@ -79,8 +78,10 @@ def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
                 merged["label_column"] = None
         if kind == "local":
             if file is None:
-                raise UserError(f"data.source.splits.{split}: give `file` (a path under "
-                                f"data.source.path) to read this split from local files")
+                raise UserError(
+                    f"data.source.splits.{split}: give `file` (a path under "
+                    f"data.source.path) to read this split from local files"
+                )
             merged["path"] = str(Path(source.path) / file)
         elif kind == "hf":
             merged["split"] = hub_split or split
@@ -104,8 +105,10 @@ def map_label(record: dict, label_map: dict) -> dict:
         return record
     if str(label) not in label_map:
         known = ", ".join(sorted(map(str, label_map)))
-        raise UserError(f"{record.get('source', '?')}: label {label!r} is not in data.source.label_map "
-                        f"({known}); add it to the map or remove the row")
+        raise UserError(
+            f"{record.get('source', '?')}: label {label!r} is not in data.source.label_map "
+            f"({known}); add it to the map or remove the row"
+        )
     return {**record, "label": label_map[str(label)]}
 
 
@@ -120,8 +123,9 @@ def run(cfg: Config) -> None:
     with atomic_dir(cfg.paths.raw) as out:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:
-            for record in tqdm(records, desc=f"collect ({source.kind})", unit=" records",
-                               mininterval=1.0, disable=None):
+            for record in tqdm(
+                records, desc=f"collect ({source.kind})", unit=" records", mininterval=1.0, disable=None
+            ):
                 if source.label_map is not None:
                     record = map_label(record, source.label_map)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -130,16 +134,23 @@ def run(cfg: Config) -> None:
                 pairs += "target" in record
                 sentences += "words" in record
         if count == 0:
-            raise UserError(f"data source '{source.kind}' ({source.path or source.name or ''}) "
-                            "yielded no records; point data.source.path at non-empty data")
+            raise UserError(
+                f"data source '{source.kind}' ({source.path or source.name or ''}) "
+                "yielded no records; point data.source.path at non-empty data"
+            )
         meta = {"records": count, "labelled": labelled, "source": asdict(source)}
         if pairs:
             meta["pairs"] = pairs
         if sentences:
             meta["tagged_sentences"] = sentences
         write_json(out / "meta.json", meta)
-    what = (f"{pairs} source/target pairs" if pairs else
-            f"{sentences} tagged sentences" if sentences else f"{labelled} labelled")
+    what = (
+        f"{pairs} source/target pairs"
+        if pairs
+        else f"{sentences} tagged sentences"
+        if sentences
+        else f"{labelled} labelled"
+    )
     print(f"collect: {count} records ({what}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
 
 

@@ -67,51 +67,95 @@ class SourceConfig:
     splits: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(self.kind in SOURCE_KINDS, "data.source.kind",
-               f"'{self.kind}' is not one of {', '.join(SOURCE_KINDS)}")
+        _check(
+            self.kind in SOURCE_KINDS,
+            "data.source.kind",
+            f"'{self.kind}' is not one of {', '.join(SOURCE_KINDS)}",
+        )
         _check(self.top_k >= 2, "data.source.top_k", "a classification task needs at least 2 classes")
         if self.kind == "local":
-            _check(bool(self.path), "data.source.path",
-                   "the local source needs a file or folder: data.source.path=DIR")
+            _check(
+                bool(self.path),
+                "data.source.path",
+                "the local source needs a file or folder: data.source.path=DIR",
+            )
         _check(bool(self.text_columns), "data.source.text_columns", "name at least one column")
-        _check(self.max_records is None or self.max_records > 0, "data.source.max_records",
-               "must be positive (null reads everything)")
+        _check(
+            self.max_records is None or self.max_records > 0,
+            "data.source.max_records",
+            "must be positive (null reads everything)",
+        )
         if self.label_map is not None:
-            _check(bool(self.label_map), "data.source.label_map",
-                   "is empty; map each raw label to a class name, or set it to null")
-            _check(self.label_column is not None, "data.source.label_map",
-                   "needs data.source.label_column (the column whose values it maps)")
+            _check(
+                bool(self.label_map),
+                "data.source.label_map",
+                "is empty; map each raw label to a class name, or set it to null",
+            )
+            _check(
+                self.label_column is not None,
+                "data.source.label_map",
+                "needs data.source.label_column (the column whose values it maps)",
+            )
         for name, spec in self.splits.items():
-            _check(name in ("train", "val", "test"), f"data.source.splits.{name}",
-                   "split names are train, val and test")
-            unknown = set(spec or {}) - {"split", "file", "text_columns", "label_column",
-                                         "target_column", "tags_column"}
-            _check(not unknown, f"data.source.splits.{name}",
-                   f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, "
-                   "label_column, target_column")
+            _check(
+                name in ("train", "val", "test"),
+                f"data.source.splits.{name}",
+                "split names are train, val and test",
+            )
+            unknown = set(spec or {}) - {
+                "split",
+                "file",
+                "text_columns",
+                "label_column",
+                "target_column",
+                "tags_column",
+            }
+            _check(
+                not unknown,
+                f"data.source.splits.{name}",
+                f"unknown option(s) {sorted(unknown)}; use split, file, text_columns, "
+                "label_column, target_column",
+            )
         if self.target_column is not None:
-            _check(bool(self.target_column), "data.source.target_column",
-                   "is empty; name the column holding the target text, or set it to null")
-            _check(self.target_column not in self.text_columns, "data.source.target_column",
-                   f"'{self.target_column}' is also in data.source.text_columns; the source text "
-                   "and the target must be different columns")
-            _check(self.kind != "stdlib" or self.target_column == "summary",
-                   "data.source.target_column",
-                   f"the stdlib source has one target, 'summary' (docsum), not "
-                   f"'{self.target_column}'")
+            _check(
+                bool(self.target_column),
+                "data.source.target_column",
+                "is empty; name the column holding the target text, or set it to null",
+            )
+            _check(
+                self.target_column not in self.text_columns,
+                "data.source.target_column",
+                f"'{self.target_column}' is also in data.source.text_columns; the source text "
+                "and the target must be different columns",
+            )
+            _check(
+                self.kind != "stdlib" or self.target_column == "summary",
+                "data.source.target_column",
+                f"the stdlib source has one target, 'summary' (docsum), not '{self.target_column}'",
+            )
         if self.parallel is not None:
             suffixes = [str(s) for s in self.parallel]
-            _check(len(suffixes) == 2 and all(s.strip(". ") for s in suffixes)
-                   and suffixes[0] != suffixes[1], "data.source.parallel",
-                   f"{suffixes} must be two different file suffixes [source, target], e.g. [de, en]")
-            _check(self.kind == "local", "data.source.parallel",
-                   f"parallel files are read by kind local, not '{self.kind}'; set "
-                   "data.source.kind=local")
-            _check(self.target_column is None, "data.source.parallel",
-                   "reads its targets from the second file; set data.source.target_column=null")
+            _check(
+                len(suffixes) == 2 and all(s.strip(". ") for s in suffixes) and suffixes[0] != suffixes[1],
+                "data.source.parallel",
+                f"{suffixes} must be two different file suffixes [source, target], e.g. [de, en]",
+            )
+            _check(
+                self.kind == "local",
+                "data.source.parallel",
+                f"parallel files are read by kind local, not '{self.kind}'; set data.source.kind=local",
+            )
+            _check(
+                self.target_column is None,
+                "data.source.parallel",
+                "reads its targets from the second file; set data.source.target_column=null",
+            )
         if self.target_column is not None or self.parallel is not None:
-            _check(self.label_map is None, "data.source.label_map",
-                   "text-to-text records have no labels; set it to null")
+            _check(
+                self.label_map is None,
+                "data.source.label_map",
+                "text-to-text records have no labels; set it to null",
+            )
         if self.splits:
             _check("train" in self.splits, "data.source.splits", "a train entry is required")
 
@@ -124,8 +168,11 @@ class CleanConfig:
     max_chars: int = 20_000
 
     def __post_init__(self) -> None:
-        _check(self.normalization in ("NFC", "NFKC", "NFD", "NFKD", "none"),
-               "data.clean.normalization", "use one of NFC, NFKC, NFD, NFKD, none")
+        _check(
+            self.normalization in ("NFC", "NFKC", "NFD", "NFKD", "none"),
+            "data.clean.normalization",
+            "use one of NFC, NFKC, NFD, NFKD, none",
+        )
         _check(self.min_chars >= 1, "data.clean.min_chars", "must be at least 1")
         _check(self.max_chars > self.min_chars, "data.clean.max_chars", "must exceed min_chars")
 
@@ -143,8 +190,11 @@ class SplitConfig:
     def __post_init__(self) -> None:
         _check(0 < self.val_fraction < 1, "data.split.val_fraction", "must be in (0, 1)")
         _check(0 < self.test_fraction < 1, "data.split.test_fraction", "must be in (0, 1)")
-        _check(self.val_fraction + self.test_fraction < 1, "data.split",
-               "val_fraction + test_fraction must leave room for a train split")
+        _check(
+            self.val_fraction + self.test_fraction < 1,
+            "data.split",
+            "val_fraction + test_fraction must leave room for a train split",
+        )
 
 
 @dataclass
@@ -165,9 +215,11 @@ class TokenizerConfig:
         _check(self.kind in ("bpe", "wordpiece"), "tokenizer.kind", "use bpe or wordpiece")
         _check(self.min_frequency >= 1, "tokenizer.min_frequency", "must be at least 1")
         # Five special tokens plus room for at least the byte/character alphabet.
-        _check(self.vocab_size >= 300, "tokenizer.vocab_size",
-               f"{self.vocab_size} leaves no room beyond the special tokens and the alphabet; "
-               "use at least 300")
+        _check(
+            self.vocab_size >= 300,
+            "tokenizer.vocab_size",
+            f"{self.vocab_size} leaves no room beyond the special tokens and the alphabet; use at least 300",
+        )
         _check(self.vocab_size <= 2**31 - 1, "tokenizer.vocab_size", "too large")
 
 
@@ -184,8 +236,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for key in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
             _check(getattr(self, key) > 0, f"model.{key}", "must be positive")
-        _check(self.d_model % self.n_heads == 0, "model.n_heads",
-               f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        _check(
+            self.d_model % self.n_heads == 0,
+            "model.n_heads",
+            f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}",
+        )
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
 
 
@@ -207,14 +262,20 @@ class OptimConfig:
         names the wrong one."""
         _check(self.lr > 0, f"{prefix}.lr", f"{self.lr} must be positive")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{prefix}.betas",
-               "give two values in [0, 1)")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"{prefix}.betas",
+            "give two values in [0, 1)",
+        )
         _check(0 <= self.warmup_ratio < 1, f"{prefix}.warmup_ratio", "must be in [0, 1)")
         _check(0 <= self.min_lr_ratio <= 1, f"{prefix}.min_lr_ratio", "must be in [0, 1]")
         _check(self.grad_clip >= 0, f"{prefix}.grad_clip", "must be >= 0 (0 turns clipping off)")
         _check(0 < self.layer_decay <= 1, f"{prefix}.layer_decay", "must be in (0, 1] (1 turns it off)")
-        _check(prefix == "optim" or self.layer_decay == 1, f"{prefix}.layer_decay",
-               "layer-wise decay is for finetuning a pretrained encoder; set optim.layer_decay")
+        _check(
+            prefix == "optim" or self.layer_decay == 1,
+            f"{prefix}.layer_decay",
+            "layer-wise decay is for finetuning a pretrained encoder; set optim.layer_decay",
+        )
 
 
 # Masked LM (BERT), replaced-token detection (ELECTRA), next-token prediction (GPT).
@@ -239,8 +300,11 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.optim.check("pretrain.optim")
-        _check(self.objective in PRETRAIN_OBJECTIVES, "pretrain.objective",
-               f"'{self.objective}' is not one of {', '.join(PRETRAIN_OBJECTIVES)}")
+        _check(
+            self.objective in PRETRAIN_OBJECTIVES,
+            "pretrain.objective",
+            f"'{self.objective}' is not one of {', '.join(PRETRAIN_OBJECTIVES)}",
+        )
         _check(self.generator_layers > 0, "pretrain.generator_layers", "must be positive")
         _check(self.disc_weight > 0, "pretrain.disc_weight", "must be positive")
         _check(0 < self.mask_rate < 1, "pretrain.mask_rate", f"{self.mask_rate} is outside (0, 1)")
@@ -266,8 +330,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
-        _check(0 < self.val_check_interval <= 1, "finetune.val_check_interval",
-               "a fraction of an epoch in (0, 1], e.g. 0.5 to validate every half epoch")
+        _check(
+            0 < self.val_check_interval <= 1,
+            "finetune.val_check_interval",
+            "a fraction of an epoch in (0, 1], e.g. 0.5 to validate every half epoch",
+        )
         _check(self.max_epochs > 0, "finetune.max_epochs", "must be positive")
         _check(self.pooling in ("mean", "cls"), "finetune.pooling", "use mean or cls")
         _check(self.patience >= 0, "finetune.patience", "must be >= 0")
@@ -292,8 +359,11 @@ class TaskConfig:
     word_feature_buckets: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.word_feature_buckets >= 0, "task.word_feature_buckets",
-               "must be >= 0 (0 turns word features off)")
+        _check(
+            self.word_feature_buckets >= 0,
+            "task.word_feature_buckets",
+            "must be >= 0 (0 turns word features off)",
+        )
         _check(self.name in TASKS, "task.name", f"'{self.name}' is not one of {', '.join(TASKS)}")
         _check(self.max_source_len > 0, "task.max_source_len", "must be positive")
         _check(self.max_target_len > 0, "task.max_target_len", "must be positive")
@@ -320,8 +390,11 @@ class GenerateConfig:
     model: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self.strategy in DECODING_STRATEGIES, "generate.strategy",
-               f"'{self.strategy}' is not one of {', '.join(DECODING_STRATEGIES)}")
+        _check(
+            self.strategy in DECODING_STRATEGIES,
+            "generate.strategy",
+            f"'{self.strategy}' is not one of {', '.join(DECODING_STRATEGIES)}",
+        )
         _check(self.max_new_tokens > 0, "generate.max_new_tokens", "must be positive")
         _check(self.num_beams > 0, "generate.num_beams", "must be positive")
         _check(self.temperature > 0, "generate.temperature", "must be positive")
@@ -349,16 +422,28 @@ class TrainerConfig:
     checkpoint_every_minutes: float = 10.0
 
     def __post_init__(self) -> None:
-        _check(self.accelerator in ("cpu", "gpu", "cuda", "mps", "tpu", "auto"), "trainer.accelerator",
-               f"'{self.accelerator}' is not one of cpu, gpu, cuda, mps, tpu, auto")
+        _check(
+            self.accelerator in ("cpu", "gpu", "cuda", "mps", "tpu", "auto"),
+            "trainer.accelerator",
+            f"'{self.accelerator}' is not one of cpu, gpu, cuda, mps, tpu, auto",
+        )
         _check(self.num_workers >= 0, "trainer.num_workers", "must be >= 0")
-        _check(self.num_threads is None or self.num_threads > 0, "trainer.num_threads",
-               "must be positive (null uses every core)")
+        _check(
+            self.num_threads is None or self.num_threads > 0,
+            "trainer.num_threads",
+            "must be positive (null uses every core)",
+        )
         _check(self.log_every_n_steps > 0, "trainer.log_every_n_steps", "must be positive")
-        _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
-               "must be >= 0 (0 turns step checkpoints off)")
-        _check(self.checkpoint_every_minutes >= 0, "trainer.checkpoint_every_minutes",
-               "must be >= 0 (0 turns timed checkpoints off)")
+        _check(
+            self.checkpoint_every_n_steps >= 0,
+            "trainer.checkpoint_every_n_steps",
+            "must be >= 0 (0 turns step checkpoints off)",
+        )
+        _check(
+            self.checkpoint_every_minutes >= 0,
+            "trainer.checkpoint_every_minutes",
+            "must be >= 0 (0 turns timed checkpoints off)",
+        )
 
 
 @dataclass
@@ -417,18 +502,27 @@ class Config:
     def __post_init__(self) -> None:
         self.optim.check("optim")
         # Cross-group checks: caught here at start-up instead of after data loading.
-        _check(self.pretrain.seq_len <= self.model.max_len, "pretrain.seq_len",
-               f"{self.pretrain.seq_len} exceeds model.max_len={self.model.max_len}; "
-               "lower one or raise the other")
-        _check(self.finetune.max_len <= self.model.max_len, "finetune.max_len",
-               f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
-               "lower one or raise the other")
+        _check(
+            self.pretrain.seq_len <= self.model.max_len,
+            "pretrain.seq_len",
+            f"{self.pretrain.seq_len} exceeds model.max_len={self.model.max_len}; "
+            "lower one or raise the other",
+        )
+        _check(
+            self.finetune.max_len <= self.model.max_len,
+            "finetune.max_len",
+            f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
+            "lower one or raise the other",
+        )
         if self.task.name == "text2text":
             # [CLS] source [SEP] target [SEP]
             framed = self.task.max_source_len + self.task.max_target_len + 3
-            _check(framed <= self.model.max_len, "task.max_source_len",
-                   f"max_source_len + max_target_len + 3 = {framed} exceeds model.max_len="
-                   f"{self.model.max_len}; lower the budgets or raise model.max_len")
+            _check(
+                framed <= self.model.max_len,
+                "task.max_source_len",
+                f"max_source_len + max_target_len + 3 = {framed} exceeds model.max_len="
+                f"{self.model.max_len}; lower the budgets or raise model.max_len",
+            )
 
 
 def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
@@ -467,8 +561,10 @@ def validate(cfg: Any) -> Config:
         reason = str(exc).splitlines()[0]
         if "not in struct" in reason or "Key '" in reason and "not in" in reason:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
-            valid = sorted(k.split(".")[-1] for k in schema_keys()
-                           if k.rsplit(".", 1)[0] == parent and k.count(".") == key.count("."))
-            raise UserError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}") \
-                from None
+            valid = sorted(
+                k.split(".")[-1]
+                for k in schema_keys()
+                if k.rsplit(".", 1)[0] == parent and k.count(".") == key.count(".")
+            )
+            raise UserError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}") from None
         raise UserError(f"config key '{key}': {reason}") from None

@@ -14,8 +14,16 @@ from typing import Any
 import lightning as L
 
 # Validation figures copied from Lightning's callback metrics into the curve, in this order.
-VAL_KEYS = ("val/loss", "val/f1", "val/precision", "val/recall", "val/accuracy",
-            "val/perplexity", "val/mlm_accuracy", "val/next_token_accuracy")
+VAL_KEYS = (
+    "val/loss",
+    "val/f1",
+    "val/precision",
+    "val/recall",
+    "val/accuracy",
+    "val/perplexity",
+    "val/mlm_accuracy",
+    "val/next_token_accuracy",
+)
 
 
 def _column(key: str) -> str:
@@ -39,8 +47,9 @@ class CurveWriter(L.Callback):
         self.rows: list[dict[str, float | int]] = []
         self._pending: list[float] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return

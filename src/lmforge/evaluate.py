@@ -38,9 +38,12 @@ def run(cfg: Config) -> None:
     metrics_path = Path(cfg.paths.metrics) / "eval.json"
     write_json(metrics_path, result["report"])
     upstream = json.loads((folder / "meta.json").read_text())
-    with stage_run(cfg, "evaluate", pipeline_id(folder / "meta.json"),
-                   extra_tags={"lmforge.finetune_run_id": upstream["mlflow_run_id"],
-                               "lmforge.task": task.name}):
+    with stage_run(
+        cfg,
+        "evaluate",
+        pipeline_id(folder / "meta.json"),
+        extra_tags={"lmforge.finetune_run_id": upstream["mlflow_run_id"], "lmforge.task": task.name},
+    ):
         import mlflow
 
         mlflow.log_metrics(result["mlflow_metrics"])

@@ -35,8 +35,15 @@ def confusion_png(matrix, labels: list, path: Path, title: str) -> None:
     ax.set_title(title)
     peak = matrix.max() or 1
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, str(int(value)), ha="center", va="center",
-                color="white" if value > peak / 2 else "black", fontsize=8)
+        ax.text(
+            col,
+            row,
+            str(int(value)),
+            ha="center",
+            va="center",
+            color="white" if value > peak / 2 else "black",
+            fontsize=8,
+        )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

@@ -48,63 +48,112 @@ def run(cfg: Config) -> float:
     set_threads(cfg)
     f = cfg.finetune
     # Resumable mid-epoch; own generators keep the global RNG for dropout alone (lit/resume.py).
-    sampler = ResumableSampler(len(data.train), cfg.seed,
-                               lengths=data.train_lengths if f.group_by_length else None,
-                               batch_size=f.batch_size)
-    train_loader = DataLoader(data.train, batch_size=f.batch_size, sampler=sampler,
-                              collate_fn=data.collate, num_workers=cfg.trainer.num_workers,
-                              pin_memory=cfg.trainer.pin_memory,
-                              generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = DataLoader(data.val, batch_size=cfg.eval.batch_size, collate_fn=data.collate,
-                            num_workers=cfg.trainer.num_workers, pin_memory=cfg.trainer.pin_memory,
-                            generator=torch.Generator().manual_seed(cfg.seed))
+    sampler = ResumableSampler(
+        len(data.train),
+        cfg.seed,
+        lengths=data.train_lengths if f.group_by_length else None,
+        batch_size=f.batch_size,
+    )
+    train_loader = DataLoader(
+        data.train,
+        batch_size=f.batch_size,
+        sampler=sampler,
+        collate_fn=data.collate,
+        num_workers=cfg.trainer.num_workers,
+        pin_memory=cfg.trainer.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    val_loader = DataLoader(
+        data.val,
+        batch_size=cfg.eval.batch_size,
+        collate_fn=data.collate,
+        num_workers=cfg.trainer.num_workers,
+        pin_memory=cfg.trainer.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     model_cfg = model_config(cfg, meta["vocab_size"])
     total_steps = f.max_epochs * math.ceil(len(data.train) / f.batch_size)
     module = task.module(cfg, model_cfg, meta, total_steps)
     if cfg.trainer.compile:
         module.model.compile()
-    tags = {"lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
-            "lmforge.pretrained": str(upstream.get("enabled", False)).lower(),
-            "lmforge.task": task.name, "lmforge.objective": task.objective,
-            "lmforge.objective_mode": task.mode}
+    tags = {
+        "lmforge.pretrain_run_id": upstream.get("mlflow_run_id", "none"),
+        "lmforge.pretrained": str(upstream.get("enabled", False)).lower(),
+        "lmforge.task": task.name,
+        "lmforge.objective": task.objective,
+        "lmforge.objective_mode": task.mode,
+    }
     if upstream.get("enabled"):
         tags["lmforge.pretrain_checkpoint"] = task.load_pretrained(module, pretrained)
 
     plan = plan_resume(cfg, "finetune")
     plan.drop_missing_run(tracking_uri(cfg))
-    with stage_run(cfg, "finetune", pipeline_id(pretrained / "meta.json"),
-                   extra_tags=tags, run_id=plan.run_id) as run:
+    with stage_run(
+        cfg, "finetune", pipeline_id(pretrained / "meta.json"), extra_tags=tags, run_id=plan.run_id
+    ) as run:
         import mlflow
 
         plan.record(run.info.run_id, pipeline_id(pretrained / "meta.json"))
         if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
-            mlflow.log_params({"data.train_examples": len(data.train),
-                               "data.val_examples": len(data.val), **data.params})
+            mlflow.log_params(
+                {"data.train_examples": len(data.train), "data.val_examples": len(data.val), **data.params}
+            )
             mlflow.log_metrics({f"data/truncated_{k}": v for k, v in data.truncated.items()})
-        checkpoints = ModelCheckpoint(dirpath=plan.folder, monitor=task.monitor, mode=task.mode,
-                                      save_top_k=1, save_last=True, filename="best")
+        checkpoints = ModelCheckpoint(
+            dirpath=plan.folder,
+            monitor=task.monitor,
+            mode=task.mode,
+            save_top_k=1,
+            save_last=True,
+            filename="best",
+        )
         stopper = EarlyStopping(monitor=task.monitor, mode=task.mode, patience=f.patience)
         loader_wait = LoaderWait()
-        callbacks = [TrainingState(sampler, f.batch_size), checkpoints, stopper, loader_wait,
-                     *periodic_checkpoints(cfg, plan.folder),
-                     StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
-                     CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False)]
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
-                                max_epochs=f.max_epochs, val_check_interval=f.val_check_interval,
-                                gradient_clip_val=cfg.optim.grad_clip or None)
+        callbacks = [
+            TrainingState(sampler, f.batch_size),
+            checkpoints,
+            stopper,
+            loader_wait,
+            *periodic_checkpoints(cfg, plan.folder),
+            StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
+            CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False),
+        ]
+        trainer = build_trainer(
+            cfg,
+            run.info.run_id,
+            tracking_uri(cfg),
+            callbacks=callbacks,
+            max_epochs=f.max_epochs,
+            val_check_interval=f.val_check_interval,
+            gradient_clip_val=cfg.optim.grad_clip or None,
+        )
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         if checkpoints.best_model_path:
             best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(best["state_dict"])
-        score = float(checkpoints.best_model_score) if checkpoints.best_model_score is not None \
+        score = (
+            float(checkpoints.best_model_score)
+            if checkpoints.best_model_score is not None
             else float(trainer.callback_metrics[task.monitor])
-        metrics = {task.objective: score, "epochs": trainer.current_epoch,
-                   "steps": trainer.global_step, "loader_wait_fraction": loader_wait.fraction}
+        )
+        metrics = {
+            task.objective: score,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "loader_wait_fraction": loader_wait.fraction,
+        }
         with atomic_dir(cfg.paths.finetuned) as out:
             task.save(module, cfg, meta, out)
             shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
-            write_json(out / "meta.json", {"pipeline_id": pipeline_id(pretrained / "meta.json"),
-                                           "mlflow_run_id": run.info.run_id, **tags, **metrics})
+            write_json(
+                out / "meta.json",
+                {
+                    "pipeline_id": pipeline_id(pretrained / "meta.json"),
+                    "mlflow_run_id": run.info.run_id,
+                    **tags,
+                    **metrics,
+                },
+            )
         write_json(Path(cfg.paths.metrics) / "finetune.json", metrics)
         mlflow.log_metric(task.objective, score)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "finetune.json"))
@@ -112,8 +161,10 @@ def run(cfg: Config) -> float:
         task.after_fit(module, val_loader, cfg, meta)
         task.log_model(cfg, Path(cfg.paths.finetuned))
     plan.clear()
-    print(f"finetune: {task.name}, best {task.monitor} {score:.3f} after {trainer.current_epoch} "
-          f"epochs; MLflow run {run.info.run_id}")
+    print(
+        f"finetune: {task.name}, best {task.monitor} {score:.3f} after {trainer.current_epoch} "
+        f"epochs; MLflow run {run.info.run_id}"
+    )
     return score
 
 

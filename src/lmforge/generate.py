@@ -37,9 +37,11 @@ def default_model(cfg: Config) -> Path:
     pretrained = Path(cfg.paths.pretrained)
     if (pretrained / "lm.pt").is_file():
         return pretrained
-    raise UserError(f"no model that generates: {finetuned} holds no text-to-text model and "
-                    f"{pretrained} no language model; finetune with task=text2text, pretrain with "
-                    "pretrain=clm, or set generate.model=FOLDER")
+    raise UserError(
+        f"no model that generates: {finetuned} holds no text-to-text model and "
+        f"{pretrained} no language model; finetune with task=text2text, pretrain with "
+        "pretrain=clm, or set generate.model=FOLDER"
+    )
 
 
 def read_inputs(cfg: Config, path: Path) -> list[str]:
@@ -49,8 +51,12 @@ def read_inputs(cfg: Config, path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     from lmforge.data.sources import read_local
 
-    return [r["text"] for r in read_local(path, text_columns=cfg.data.source.text_columns,
-                                          label_column=None, format=cfg.data.source.format)]
+    return [
+        r["text"]
+        for r in read_local(
+            path, text_columns=cfg.data.source.text_columns, label_column=None, format=cfg.data.source.format
+        )
+    ]
 
 
 def run(cfg: Config) -> None:
@@ -67,25 +73,32 @@ def run(cfg: Config) -> None:
     texts = [g.prompt] if g.prompt is not None else read_inputs(cfg, Path(g.input or ""))
     if not texts:
         raise UserError(f"generate.input={g.input} holds no input")
-    with tqdm(total=len(texts), desc="generate", unit=" texts", mininterval=1.0,
-              disable=None if len(texts) > 1 else True) as bar:
+    with tqdm(
+        total=len(texts),
+        desc="generate",
+        unit=" texts",
+        mininterval=1.0,
+        disable=None if len(texts) > 1 else True,
+    ) as bar:
         out = model.generate(texts, g, progress=bar.update)
     notes = []
     if out.truncated_inputs:
         side = "last" if model.continuation else "first"
-        notes.append(f"{out.truncated_inputs} input(s) longer than the context, cut to their "
-                     f"{side} tokens")
+        notes.append(f"{out.truncated_inputs} input(s) longer than the context, cut to their {side} tokens")
     if out.stopped_at_context:
-        notes.append(f"{out.stopped_at_context} output(s) stopped at the context limit "
-                     f"({model.model.cfg.max_len} tokens)")
+        notes.append(
+            f"{out.stopped_at_context} output(s) stopped at the context limit "
+            f"({model.model.cfg.max_len} tokens)"
+        )
     if g.prompt is not None and not g.output:
         print(out.texts[0])
     else:
         output = Path(g.output or Path(cfg.paths.metrics) / "generated.jsonl")
         with atomic_file(output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
             for text, generated, n in zip(texts, out.texts, out.tokens, strict=True):
-                handle.write(json.dumps({"input": text, "output": generated, "tokens": n},
-                                        ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps({"input": text, "output": generated, "tokens": n}, ensure_ascii=False) + "\n"
+                )
         print(f"generate: {len(texts)} output(s) from {folder} ({g.strategy}) -> {output}")
     for note in notes:
         print(f"generate: note: {note}")

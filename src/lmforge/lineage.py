@@ -28,13 +28,18 @@ from lmforge.config import Config
 
 TAG_PREFIX = "lmforge.lineage."
 # The DVC-tracked folders (keys of ``paths``) each stage reads.
-STAGE_INPUTS = {"pretrain": ("shards", "tokenizer"),
-                "finetune": ("shards", "tokenizer", "pretrained"),
-                "evaluate": ("shards", "tokenizer", "finetuned")}
+STAGE_INPUTS = {
+    "pretrain": ("shards", "tokenizer"),
+    "finetune": ("shards", "tokenizer", "pretrained"),
+    "evaluate": ("shards", "tokenizer", "finetuned"),
+}
 # The prepared splits each stage reads, logged as MLflow dataset inputs, and whether it reads only
 # the labelled rows (finetuning and evaluation skip the unlabelled text pretraining uses).
-STAGE_SPLITS = {"pretrain": (("train", "val"), False), "finetune": (("train", "val"), True),
-                "evaluate": (("test",), True)}
+STAGE_SPLITS = {
+    "pretrain": (("train", "val"), False),
+    "finetune": (("train", "val"), True),
+    "evaluate": (("test",), True),
+}
 
 
 def folder_sha256(folder: Path) -> str:
@@ -92,7 +97,8 @@ def dvc_state(root: Path, folder: Path, md5: str) -> str:
             entries = {e["relpath"]: e["md5"] for e in json.loads(manifest.read_text())}
             on_disk = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
             same = set(entries) == set(on_disk) and all(
-                _file_md5(on_disk[rel]) == md5_ for rel, md5_ in entries.items())
+                _file_md5(on_disk[rel]) == md5_ for rel, md5_ in entries.items()
+            )
             return "verified" if same else "modified"
     return "unverified"
 
@@ -159,15 +165,19 @@ def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
         if not path.is_file():
             continue
         # Labels as strings (or None): one column type whether the source's labels are ints or names.
-        rows = [{"text": r["text"], "label": None if r.get("label") is None else str(r["label"])}
-                for r in read_jsonl(path) if not labelled_only or r.get("label") is not None]
+        rows = [
+            {"text": r["text"], "label": None if r.get("label") is None else str(r["label"])}
+            for r in read_jsonl(path)
+            if not labelled_only or r.get("label") is not None
+        ]
         frame = pd.DataFrame(rows, columns=["text", "label"])
         has_labels = bool(frame["label"].notna().any())
         with warnings.catch_warnings():
             # A local path matches two equivalent source kinds; MLflow warns and picks one.
             warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
-            dataset = from_pandas(frame, source=str(path.resolve()), name=split,
-                                  targets="label" if has_labels else None)
+            dataset = from_pandas(
+                frame, source=str(path.resolve()), name=split, targets="label" if has_labels else None
+            )
         log_input_retrying(dataset, split)
         logged.append(dataset)
     return logged

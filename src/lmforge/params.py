@@ -18,8 +18,9 @@ from lmforge.cli import find_root
 def compose(output: Path, root: Path, overrides: list[str] | None = None) -> None:
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(output, str(root / "conf"), None, "config", str(root / ".dvc" / "hydra"),
-                     overrides or [])
+    compose_and_dump(
+        output, str(root / "conf"), None, "config", str(root / ".dvc" / "hydra"), overrides or []
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         text = fresh.read_text()
     if args.check:
         if not target.is_file() or target.read_text() != text:
-            print(f"{target} differs from the composition of conf/; "
-                  "run `python -m lmforge.params` and commit it", file=sys.stderr)
+            print(
+                f"{target} differs from the composition of conf/; "
+                "run `python -m lmforge.params` and commit it",
+                file=sys.stderr,
+            )
             return 1
         print(f"{target} is in sync with conf/")
         return 0

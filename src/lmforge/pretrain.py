@@ -73,24 +73,43 @@ def run(cfg: Config) -> None:
     train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
     val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
     if len(train) < p.batch_size:
-        raise UserError(f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
-                        f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
-                        f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text")
-    loader_args = {"batch_size": p.batch_size, "num_workers": cfg.trainer.num_workers,
-                   "pin_memory": cfg.trainer.pin_memory}
+        raise UserError(
+            f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
+            f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
+            f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text"
+        )
+    loader_args = {
+        "batch_size": p.batch_size,
+        "num_workers": cfg.trainer.num_workers,
+        "pin_memory": cfg.trainer.pin_memory,
+    }
     # A sampler that can resume mid-epoch; every loader has its own generator, so creating an
     # iterator never draws from the global RNG (which a resumed run restores for dropout).
     sampler = ResumableSampler(len(train), cfg.seed)
-    train_loader = DataLoader(train, sampler=sampler, drop_last=True,
-                              generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    val_loader = DataLoader(val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed),
-                            **loader_args)
+    train_loader = DataLoader(
+        train,
+        sampler=sampler,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **loader_args,
+    )
+    val_loader = DataLoader(
+        val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
+    )
     model_cfg = model_config(cfg, meta["vocab_size"])
     peak = matmul_peak(cfg)
-    module = LitMaskedLM(model_cfg, mask_rate=p.mask_rate, special_ids=meta["special_ids"],
-                         optim=p.optim, total_steps=p.max_steps, seed=cfg.seed, peak_flops=peak,
-                         objective=p.objective, generator_layers=p.generator_layers,
-                         disc_weight=p.disc_weight)
+    module = LitMaskedLM(
+        model_cfg,
+        mask_rate=p.mask_rate,
+        special_ids=meta["special_ids"],
+        optim=p.optim,
+        total_steps=p.max_steps,
+        seed=cfg.seed,
+        peak_flops=peak,
+        objective=p.objective,
+        generator_layers=p.generator_layers,
+        disc_weight=p.disc_weight,
+    )
     if cfg.trainer.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model
 
@@ -102,29 +121,47 @@ def run(cfg: Config) -> None:
 
         plan.record(run.info.run_id, pipeline)
         if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
-            mlflow.log_params({"model.parameters": module.model.num_parameters(),
-                               "data.train_sequences": len(train), "perf.peak_flops": peak or 0})
+            mlflow.log_params(
+                {
+                    "model.parameters": module.model.num_parameters(),
+                    "data.train_sequences": len(train),
+                    "perf.peak_flops": peak or 0,
+                }
+            )
             mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
         checkpoints = periodic_checkpoints(cfg, plan.folder)
         loader_wait = LoaderWait()
-        callbacks = [TrainingState(sampler, p.batch_size), *checkpoints, loader_wait,
-                     StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
-                     CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True)]
-        trainer = build_trainer(cfg, run.info.run_id, tracking_uri(cfg), callbacks=callbacks,
-                                max_steps=p.max_steps,
-                                val_check_interval=min(p.val_check_interval, len(train_loader)),
-                                check_val_every_n_epoch=None,
-                                limit_val_batches=p.limit_val_batches,
-                                enable_checkpointing=bool(checkpoints),
-                                gradient_clip_val=p.optim.grad_clip or None)
+        callbacks = [
+            TrainingState(sampler, p.batch_size),
+            *checkpoints,
+            loader_wait,
+            StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
+            CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True),
+        ]
+        trainer = build_trainer(
+            cfg,
+            run.info.run_id,
+            tracking_uri(cfg),
+            callbacks=callbacks,
+            max_steps=p.max_steps,
+            val_check_interval=min(p.val_check_interval, len(train_loader)),
+            check_val_every_n_epoch=None,
+            limit_val_batches=p.limit_val_batches,
+            enable_checkpointing=bool(checkpoints),
+            gradient_clip_val=p.optim.grad_clip or None,
+        )
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics = {"val_loss": final.get("val/loss"), "val_perplexity": final.get("val/perplexity"),
-                   f"val_{module.accuracy_name}": final.get(f"val/{module.accuracy_name}"),
-                   "val_disc_accuracy": final.get("val/disc_accuracy"),
-                   "tokens_per_s": final.get("perf/tokens_per_s"), "mfu": final.get("perf/mfu"),
-                   "loader_wait_fraction": loader_wait.fraction,
-                   "steps": trainer.global_step}
+        metrics = {
+            "val_loss": final.get("val/loss"),
+            "val_perplexity": final.get("val/perplexity"),
+            f"val_{module.accuracy_name}": final.get(f"val/{module.accuracy_name}"),
+            "val_disc_accuracy": final.get("val/disc_accuracy"),
+            "tokens_per_s": final.get("perf/tokens_per_s"),
+            "mfu": final.get("perf/mfu"),
+            "loader_wait_fraction": loader_wait.fraction,
+            "steps": trainer.global_step,
+        }
         with atomic_dir(cfg.paths.pretrained) as out:
             torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
             if p.objective != "electra":  # the whole LM (head too), where text-to-text starts
@@ -132,17 +169,27 @@ def run(cfg: Config) -> None:
             # A self-contained folder: `python -m lmforge.generate` continues text with it.
             shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
             write_json(out / "config.json", asdict(module.model_cfg))
-            write_json(out / "meta.json", {"enabled": True, "pipeline_id": pipeline,
-                                           "mlflow_run_id": run.info.run_id, **metrics})
+            write_json(
+                out / "meta.json",
+                {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run.info.run_id, **metrics},
+            )
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
     plan.clear()
-    shown = ", ".join(f"{name} {metrics[key]:.3f}" for name, key in (
-        ("val loss", "val_loss"), ("MLM accuracy", "val_mlm_accuracy"),
-        ("next-token accuracy", "val_next_token_accuracy"),
-        ("replaced-token accuracy", "val_disc_accuracy")) if metrics.get(key) is not None)
-    print(f"pretrain: {p.objective}, {trainer.global_step} steps"
-          f"{', ' + shown if shown else ''}; MLflow run {run.info.run_id}")
+    shown = ", ".join(
+        f"{name} {metrics[key]:.3f}"
+        for name, key in (
+            ("val loss", "val_loss"),
+            ("MLM accuracy", "val_mlm_accuracy"),
+            ("next-token accuracy", "val_next_token_accuracy"),
+            ("replaced-token accuracy", "val_disc_accuracy"),
+        )
+        if metrics.get(key) is not None
+    )
+    print(
+        f"pretrain: {p.objective}, {trainer.global_step} steps"
+        f"{', ' + shown if shown else ''}; MLflow run {run.info.run_id}"
+    )
 
 
 main = stage(run)

@@ -39,15 +39,18 @@ class Promotion:
 def _sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
     if sweep != "latest":
         return sweep
-    parents = client.search_runs([experiment_id], filter_string="tags.`lmforge.sweep` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parents = client.search_runs(
+        [experiment_id],
+        filter_string="tags.`lmforge.sweep` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not parents:
         raise UserError("no sweep in the finetune experiment; run one with python -m lmforge.finetune -m")
     return parents[0].info.run_id
 
 
-def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | None = None
-            ) -> Promotion:
+def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | None = None) -> Promotion:
     """Set ``alias`` on the model version of the best finetune run (see the module docstring)."""
     from mlflow import MlflowClient
 
@@ -61,8 +64,10 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(f"{cfg.logger.experiment}-finetune")
     if experiment is None:
-        raise UserError(f"no experiment {cfg.logger.experiment}-finetune in {tracking_uri(cfg)}; "
-                        "run the finetune stage first")
+        raise UserError(
+            f"no experiment {cfg.logger.experiment}-finetune in {tracking_uri(cfg)}; "
+            "run the finetune stage first"
+        )
     query = "attributes.status = 'FINISHED'"
     if sweep:
         parent = _sweep_parent(client, experiment.experiment_id, sweep)
@@ -74,35 +79,50 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
             version = max(versions, key=lambda v: int(v.version))
             client.set_registered_model_alias(name, alias, version.version)
             metric = run_objective(run)[0]
-            return Promotion(name, alias, str(version.version), run.info.run_id,
-                             run.data.metrics[metric], metric)
+            return Promotion(
+                name, alias, str(version.version), run.info.run_id, run.data.metrics[metric], metric
+            )
     where = f"sweep {sweep}" if sweep else f"experiment {experiment.name}"
     raise UserError(f"no finished finetune run with a registered '{name}' version in {where}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmforge.promote", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lmforge.promote",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--alias", default="champion", help="the alias to set (default: champion)")
-    parser.add_argument("--sweep", default=None,
-                        help="'latest' or a sweep's parent run id: choose among its jobs only")
-    parser.add_argument("--model", default=None, help="registered model name "
-                        f"(default: {LoggerConfig().registered_model})")
+    parser.add_argument(
+        "--sweep", default=None, help="'latest' or a sweep's parent run id: choose among its jobs only"
+    )
+    parser.add_argument(
+        "--model", default=None, help=f"registered model name (default: {LoggerConfig().registered_model})"
+    )
     parser.add_argument("--experiment", default=None, help="experiment prefix (default: lmforge)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db",
+    )
     args = parser.parse_args(argv)
     defaults = LoggerConfig()
-    cfg = Config(logger=LoggerConfig(tracking_uri=args.tracking_uri,
-                                     experiment=args.experiment or defaults.experiment,
-                                     registered_model=args.model or defaults.registered_model))
+    cfg = Config(
+        logger=LoggerConfig(
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment or defaults.experiment,
+            registered_model=args.model or defaults.registered_model,
+        )
+    )
     try:
         done = promote(args.alias, args.sweep, cfg)
     except UserError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
         return 2
-    print(f"promote: {done.model}@{done.alias} -> version {done.version} (run {done.run_id}, "
-          f"{done.metric} {done.score:.4f})")
+    print(
+        f"promote: {done.model}@{done.alias} -> version {done.version} (run {done.run_id}, "
+        f"{done.metric} {done.score:.4f})"
+    )
     return 0
 
 

@@ -51,13 +51,18 @@ def _pip_requirements() -> list[str]:
     subprocess just to list them, a slow step for every finetuning run."""
     from importlib.metadata import version
 
-    names = ("torch", "tokenizers", "numpy", "pandas", "mlflow", "lightning", "torchmetrics",
-             "omegaconf")
+    names = ("torch", "tokenizers", "numpy", "pandas", "mlflow", "lightning", "torchmetrics", "omegaconf")
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
-def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
-               extra: dict[str, Any] | None = None, free_input: bool = False) -> Any:
+def log_pyfunc(
+    cfg: Config,
+    folder: Path,
+    model: Any,
+    example_texts: list[str],
+    extra: dict[str, Any] | None = None,
+    free_input: bool = False,
+) -> Any:
     """Log ``folder`` (the finetune stage's output) with the task's pyfunc ``model`` in the
     active run; register it under ``logger.registered_model`` unless that is null. ``extra``
     values are written as JSON artifacts of the same names. ``free_input``: no input schema, for
@@ -69,8 +74,12 @@ def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
     with tempfile.TemporaryDirectory() as tmp:
         preprocessing = Path(tmp) / "preprocessing.json"
         preprocessing.write_text(json.dumps(asdict(cfg.data.clean)))
-        artifacts = {"weights": str(folder / "model.pt"), "config": str(folder / "config.json"),
-                     "tokenizer": str(folder / "tokenizer.json"), "preprocessing": str(preprocessing)}
+        artifacts = {
+            "weights": str(folder / "model.pt"),
+            "config": str(folder / "config.json"),
+            "tokenizer": str(folder / "tokenizer.json"),
+            "preprocessing": str(preprocessing),
+        }
         for name, value in (extra or {}).items():
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(value))
@@ -81,8 +90,8 @@ def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
         # whose single column is `text` (a named column would reject the list).
         signature = infer_signature(example, model.predict(None, example))
         signature = ModelSignature(
-            inputs=None if free_input else Schema([ColSpec(DataType.string)]),
-            outputs=signature.outputs)
+            inputs=None if free_input else Schema([ColSpec(DataType.string)]), outputs=signature.outputs
+        )
         # MLflow warns against pickled models (it prefers models-from-code); this pickle holds no
         # state, only the class reference: load_context rebuilds everything from the artifacts.
         pyfunc_log = logging.getLogger("mlflow.pyfunc")
@@ -90,9 +99,14 @@ def log_pyfunc(cfg: Config, folder: Path, model: Any, example_texts: list[str],
         pyfunc_log.setLevel(logging.ERROR)
         try:
             return mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=model, artifacts=artifacts, signature=signature,
-                input_example=example, pip_requirements=_pip_requirements(),
-                registered_model_name=cfg.logger.registered_model or None)
+                name=MODEL_NAME,
+                python_model=model,
+                artifacts=artifacts,
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+                registered_model_name=cfg.logger.registered_model or None,
+            )
         finally:
             pyfunc_log.setLevel(level)
 

@@ -16,8 +16,14 @@ def _load(path: Path) -> dict:
 
 def _text_scores(values: dict) -> str:
     """The text-to-text figures present in ``values``, e.g. ``BLEU 31.2  chrF 55.0``."""
-    names = (("sacrebleu", "BLEU"), ("chrf", "chrF"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
-             ("rougeL", "ROUGE-L"), ("exact_match", "exact"))
+    names = (
+        ("sacrebleu", "BLEU"),
+        ("chrf", "chrF"),
+        ("rouge1", "ROUGE-1"),
+        ("rouge2", "ROUGE-2"),
+        ("rougeL", "ROUGE-L"),
+        ("exact_match", "exact"),
+    )
     return "  ".join(f"{label} {values[key]:.4f}" for key, label in names if key in values)
 
 
@@ -30,8 +36,10 @@ def summary(cfg: Config) -> str:
     cleaning = _load(Path(cfg.paths.prepared) / "cleaning.json")
     lines = ["", "=" * 72, "lmforge pipeline summary", "=" * 72]
     if cleaning:
-        lines.append(f"data      {cleaning['input_rows']} rows -> {cleaning['kept']} kept "
-                     f"(dropped {cleaning['dropped']}); splits {cleaning['per_split']}")
+        lines.append(
+            f"data      {cleaning['input_rows']} rows -> {cleaning['kept']} kept "
+            f"(dropped {cleaning['dropped']}); splits {cleaning['per_split']}"
+        )
     if pretrain.get("enabled") is False:
         lines.append("pretrain  disabled")
     elif pretrain:
@@ -39,24 +47,30 @@ def summary(cfg: Config) -> str:
             accuracy = f"next-token accuracy {pretrain['val_next_token_accuracy']:.3f}"
         else:
             accuracy = f"MLM accuracy {pretrain['val_mlm_accuracy']:.3f}"
-        lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f},"
-                     f" {accuracy}")
+        lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f}, {accuracy}")
     if "best_val_f1" in finetune:
-        lines.append(f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} "
-                     f"({finetune['epochs']} epochs)")
+        lines.append(
+            f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} ({finetune['epochs']} epochs)"
+        )
     elif "best_val_loss" in finetune:
-        lines.append(f"finetune  best val target loss {finetune['best_val_loss']:.4f} "
-                     f"({finetune['epochs']} epochs)")
+        lines.append(
+            f"finetune  best val target loss {finetune['best_val_loss']:.4f} ({finetune['epochs']} epochs)"
+        )
     if "accuracy" in evaluation:
         # Taggers are scored per word, classifiers per example.
-        count = (f"{evaluation['words']} words" if "words" in evaluation
-                 else f"{evaluation['examples']} examples")
-        lines.append(f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
-                     f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}  ({count})")
+        count = (
+            f"{evaluation['words']} words" if "words" in evaluation else f"{evaluation['examples']} examples"
+        )
+        lines.append(
+            f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
+            f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}  ({count})"
+        )
         if "entities" in evaluation:
             e = evaluation["entities"]
-            lines.append(f"          entities P {e['precision']:.4f}  R {e['recall']:.4f}  "
-                         f"F1 {e['f1']:.4f}  ({e['support']} gold spans)")
+            lines.append(
+                f"          entities P {e['precision']:.4f}  R {e['recall']:.4f}  "
+                f"F1 {e['f1']:.4f}  ({e['support']} gold spans)"
+            )
     elif evaluation:
         lines.append("test      " + _text_scores(evaluation) + f"  ({evaluation['examples']} examples)")
     for name, values in baselines.items():
@@ -66,11 +80,13 @@ def summary(cfg: Config) -> str:
         else:
             lines.append(f"baseline  {name:<15} {_text_scores(values)}")
     uri = tracking_uri(cfg)
-    lines += ["", f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/eval/ "
-                  "(dvc plots show)",
-              f"MLflow    {uri}",
-              f"          mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
-              "=" * 72]
+    lines += [
+        "",
+        f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/eval/ (dvc plots show)",
+        f"MLflow    {uri}",
+        f"          mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+        "=" * 72,
+    ]
     return "\n".join(lines)
 
 

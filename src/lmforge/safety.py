@@ -55,9 +55,11 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             pass  # it answered: a proxy or an old server without /health is still reachable
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise UserError(f"MLflow server {shown} is unreachable ({reason}); start it (mlflow "
-                            "server --host 127.0.0.1) or point logger.tracking_uri / "
-                            "MLFLOW_TRACKING_URI at a reachable store") from None
+            raise UserError(
+                f"MLflow server {shown} is unreachable ({reason}); start it (mlflow "
+                "server --host 127.0.0.1) or point logger.tracking_uri / "
+                "MLFLOW_TRACKING_URI at a reachable store"
+            ) from None
         check_credentials(uri, timeout)
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
@@ -72,13 +74,16 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             finally:
                 connection.close()
         except sqlite3.Error as exc:
-            raise UserError(f"MLflow store {shown}: {exc} (another process holds it); wait for "
-                            "it to finish, or set logger.tracking_uri to another store") from None
+            raise UserError(
+                f"MLflow store {shown}: {exc} (another process holds it); wait for "
+                "it to finish, or set logger.tracking_uri to another store"
+            ) from None
     elif uri.startswith("file:") or "://" not in uri:
         folder = Path(uri.removeprefix("file://").removeprefix("file:"))
         if folder.exists() and not os.access(folder, os.W_OK):
-            raise UserError(f"MLflow store {shown} is not writable; fix its permissions or set "
-                            "logger.tracking_uri")
+            raise UserError(
+                f"MLflow store {shown} is not writable; fix its permissions or set logger.tracking_uri"
+            )
 
 
 def _auth_header() -> tuple[str | None, str | None]:
@@ -106,7 +111,8 @@ def check_credentials(uri: str, timeout: float = 5.0) -> None:
         return  # an auth plugin signs MLflow's requests; this probe cannot sign its own
     request = urllib.request.Request(
         uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
-        headers={"Authorization": header} if header else {})
+        headers={"Authorization": header} if header else {},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (http(s) only)
             return
@@ -115,14 +121,20 @@ def check_credentials(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError):
         return  # /health answered; leave other transport trouble to MLflow's own client
     if code == 401 and header is None:
-        raise UserError(f"MLflow server {shown} requires a login (HTTP 401); export "
-                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-                        "MLFLOW_TRACKING_TOKEN) before running")
+        raise UserError(
+            f"MLflow server {shown} requires a login (HTTP 401); export "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) before running"
+        )
     if code == 401:
         who = f"user '{user}'" if user else "MLFLOW_TRACKING_TOKEN"
-        raise UserError(f"MLflow server {shown} refused the credentials of {who} (HTTP 401); "
-                        "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-                        "MLFLOW_TRACKING_TOKEN)")
+        raise UserError(
+            f"MLflow server {shown} refused the credentials of {who} (HTTP 401); "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN)"
+        )
     if code == 403:
-        raise UserError(f"MLflow server {shown} denies {user or 'this client'} access (HTTP 403); "
-                        "ask its admin for permission, or use another account")
+        raise UserError(
+            f"MLflow server {shown} denies {user or 'this client'} access (HTTP 403); "
+            "ask its admin for permission, or use another account"
+        )

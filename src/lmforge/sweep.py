@@ -96,21 +96,30 @@ class MlflowSweep(Callback):
             swept += [f"{k}={v}" for k, v in params.items()]
         client = MlflowClient(uri)
         run = client.create_run(
-            experiment_id, run_name=f"sweep {' '.join(swept) or 'of ' + stage}",
-            tags={STAGE_TAG: stage, SWEEP_TAG: "parent", **git_state(),
-                  "lmforge.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-                  "lmforge.sweeper": sweeper.rsplit(".", 1)[-1],
-                  "lmforge.launcher": launcher.rsplit(".", 1)[-1]})
+            experiment_id,
+            run_name=f"sweep {' '.join(swept) or 'of ' + stage}",
+            tags={
+                STAGE_TAG: stage,
+                SWEEP_TAG: "parent",
+                **git_state(),
+                "lmforge.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+                "lmforge.sweeper": sweeper.rsplit(".", 1)[-1],
+                "lmforge.launcher": launcher.rsplit(".", 1)[-1],
+            },
+        )
         client.log_param(run.info.run_id, "sweep.overrides", " ".join(given)[:6000])
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        self.parent = {"run_id": run.info.run_id, "experiment_id": experiment_id,
-                       "tracking_uri": uri, "fixed": fixed}
+        self.parent = {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": uri,
+            "fixed": fixed,
+        }
         (sweep_dir / PARENT_FILE).write_text(json.dumps(self.parent, indent=1))
         # A job that fails ends the process before on_multirun_end: mark the parent FAILED then.
         atexit.register(self._close, "FAILED")
-        print(f"sweep: MLflow parent run {run.info.run_id} in experiment "
-              f"{cfg.logger.experiment}-{stage}")
+        print(f"sweep: MLflow parent run {run.info.run_id} in experiment {cfg.logger.experiment}-{stage}")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -139,21 +148,23 @@ class MlflowSweep(Callback):
         client = MlflowClient(self.parent["tracking_uri"])
         children = client.search_runs(
             [self.parent["experiment_id"]],
-            filter_string=f"tags.mlflow.parentRunId = '{self.parent['run_id']}'")
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent['run_id']}'",
+        )
         from lmforge.tracking import ranked, run_objective
 
         scored = ranked(children)
         run_id = self.parent["run_id"]
         client.log_metric(run_id, "sweep/jobs", len(children))
-        client.log_metric(run_id, "sweep/finished",
-                          sum(c.info.status == "FINISHED" for c in children))
+        client.log_metric(run_id, "sweep/finished", sum(c.info.status == "FINISHED" for c in children))
         if scored:
             best = scored[0]
             objective = run_objective(best)[0]
             client.log_metric(run_id, objective, best.data.metrics[objective])
             client.set_tag(run_id, BEST_RUN_TAG, best.info.run_id)
-            print(f"sweep: best {objective} {best.data.metrics[objective]:.4f} in run "
-                  f"{best.info.run_id} ({best.info.run_name}) of {len(children)}")
+            print(
+                f"sweep: best {objective} {best.data.metrics[objective]:.4f} in run "
+                f"{best.info.run_id} ({best.info.run_name}) of {len(children)}"
+            )
         self._close("FINISHED")
 
     def _close(self, status: str) -> None:

@@ -20,8 +20,7 @@ _EPS = 1e-16
 
 def _char_ngrams(text: str) -> list[Counter]:
     chars = text.strip().replace(" ", "")
-    return [Counter(chars[i:i + n] for i in range(len(chars) - n + 1))
-            for n in range(1, CHRF_ORDER + 1)]
+    return [Counter(chars[i : i + n] for i in range(len(chars) - n + 1)) for n in range(1, CHRF_ORDER + 1)]
 
 
 def chrf_score(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -37,8 +36,7 @@ def chrf_score(predictions: Sequence[str], references: Sequence[str]) -> float:
     """
     matches, hyp_totals, ref_totals = ([0] * CHRF_ORDER for _ in range(3))
     for prediction, reference in zip(predictions, references, strict=True):
-        for n, (hyp, ref) in enumerate(zip(_char_ngrams(prediction), _char_ngrams(reference),
-                                           strict=True)):
+        for n, (hyp, ref) in enumerate(zip(_char_ngrams(prediction), _char_ngrams(reference), strict=True)):
             matches[n] += sum((hyp & ref).values())
             hyp_totals[n] += sum(hyp.values())
             ref_totals[n] += sum(ref.values())
@@ -70,8 +68,10 @@ def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[s
 
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references; "
-                         "give one prediction per reference")
+        raise ValueError(
+            f"{len(predictions)} predictions but {len(references)} references; "
+            "give one prediction per reference"
+        )
     if not predictions:
         raise ValueError("no predictions to score")
     bleu = SacreBLEUScore(tokenize="13a", lowercase=False)
@@ -84,8 +84,9 @@ def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[s
     rouge_scores = rouge(predictions, references)
     for key in ("rouge1", "rouge2", "rougeL"):
         scores[key] = float(rouge_scores[f"{key}_fmeasure"]) * PERCENT
-    scores["exact_match"] = sum(p.strip() == r.strip() for p, r in
-                                zip(predictions, references, strict=True)) / len(predictions)
+    scores["exact_match"] = sum(
+        p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)
+    ) / len(predictions)
     scores["mean_pred_words"] = sum(len(p.split()) for p in predictions) / len(predictions)
     scores["mean_ref_words"] = sum(len(r.split()) for r in references) / len(references)
     return scores

@@ -40,24 +40,33 @@ def run(cfg: Config) -> None:
     names = json.loads((prepared / "labels.json").read_text())
     index = {str(name): i for i, name in enumerate(names)}
     if cfg.tokenizer.kind == "wordpiece":
-        print("tokenize: note: the WordPiece trainer is not deterministic (tokenizers#1794): "
-              "a rerun can give a slightly different vocabulary; tokenizer=bpe reproduces exactly",
-              file=sys.stderr)
+        print(
+            "tokenize: note: the WordPiece trainer is not deterministic (tokenizers#1794): "
+            "a rerun can give a slightly different vocabulary; tokenizer=bpe reproduces exactly",
+            file=sys.stderr,
+        )
 
     first = next(iter(read_jsonl(prepared / "train.jsonl")), {})
     targets = "target" in first
     if targets:
         # One joint vocabulary: a decoder reads the source and writes the target with it.
-        texts = (text for r in read_jsonl(prepared / "train.jsonl")
-                 for text in (r["text"], r["target"]))
+        texts = (text for r in read_jsonl(prepared / "train.jsonl") for text in (r["text"], r["target"]))
         length = 2 * counts["train"]
     else:
         texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
         length = counts["train"]
-    tokenizer = train_tokenizer(tqdm(texts, total=length, desc="tokenizer (train)",
-                                     unit=" texts" if targets else " records", mininterval=1.0,
-                                     disable=None),
-                                cfg.tokenizer, length=length)
+    tokenizer = train_tokenizer(
+        tqdm(
+            texts,
+            total=length,
+            desc="tokenizer (train)",
+            unit=" texts" if targets else " records",
+            mininterval=1.0,
+            disable=None,
+        ),
+        cfg.tokenizer,
+        length=length,
+    )
     with atomic_dir(cfg.paths.tokenizer) as out:
         tokenizer.save(str(out / "tokenizer.json"))
 
@@ -73,25 +82,47 @@ def run(cfg: Config) -> None:
     with atomic_dir(cfg.paths.shards) as out:
         stats = {}
         for split in SPLITS:
-            with tqdm(total=counts[split], desc=f"encode ({split})", unit=" records",
-                      mininterval=1.0, disable=None) as bar:
+            with tqdm(
+                total=counts[split], desc=f"encode ({split})", unit=" records", mininterval=1.0, disable=None
+            ) as bar:
                 stats[split] = encode_to_shards(tokenizer, pairs(split), out, split, progress=bar)
             if targets:
-                with tqdm(total=counts[split], desc=f"encode ({split} targets)",
-                          unit=" records", mininterval=1.0, disable=None) as bar:
-                    stats[split].update(encode_targets_to_shards(
-                        tokenizer, (r["target"] for r in read_jsonl(prepared / f"{split}.jsonl")),
-                        out, split, progress=bar))
+                with tqdm(
+                    total=counts[split],
+                    desc=f"encode ({split} targets)",
+                    unit=" records",
+                    mininterval=1.0,
+                    disable=None,
+                ) as bar:
+                    stats[split].update(
+                        encode_targets_to_shards(
+                            tokenizer,
+                            (r["target"] for r in read_jsonl(prepared / f"{split}.jsonl")),
+                            out,
+                            split,
+                            progress=bar,
+                        )
+                    )
         vocab = tokenizer.get_vocab_size()
-        meta = {"vocab_size": vocab, "dtype": ids_dtype(vocab).name, "special_ids": special_ids(),
-                "labels": names, "splits": stats, "tokenizer": asdict(cfg.tokenizer)}
+        meta = {
+            "vocab_size": vocab,
+            "dtype": ids_dtype(vocab).name,
+            "special_ids": special_ids(),
+            "labels": names,
+            "splits": stats,
+            "tokenizer": asdict(cfg.tokenizer),
+        }
         if targets:
             meta["targets"] = True
         write_json(out / "meta.json", meta)
-    print(f"tokenize: vocab {vocab}; " + ", ".join(
-        f"{s}: {v['records']} records / {v['tokens']} tokens"
-        + (f" + {v['target_tokens']} target tokens" if targets else "")
-        for s, v in stats.items()))
+    print(
+        f"tokenize: vocab {vocab}; "
+        + ", ".join(
+            f"{s}: {v['records']} records / {v['tokens']} tokens"
+            + (f" + {v['target_tokens']} target tokens" if targets else "")
+            for s, v in stats.items()
+        )
+    )
 
 
 def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) -> None:
@@ -102,9 +133,15 @@ def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) ->
     from lmforge.data.tokenization import ids_dtype, special_ids
 
     tags = json.loads((prepared / "tags.json").read_text())
-    unseen = sorted({t for split in ("val", "test")
-                     for t in json.loads((prepared / "cleaning.json").read_text())
-                     .get("unseen_tags", {}).get(split, {})})
+    unseen = sorted(
+        {
+            t
+            for split in ("val", "test")
+            for t in json.loads((prepared / "cleaning.json").read_text())
+            .get("unseen_tags", {})
+            .get(split, {})
+        }
+    )
     tag_index = {t: i for i, t in enumerate([*tags, *unseen])}
     vocab = tokenizer.get_vocab_size()
     dtype = ids_dtype(vocab)
@@ -112,18 +149,35 @@ def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) ->
         stats = {}
         for split in SPLITS:
             sentences = ((r["words"], r["tags"]) for r in read_jsonl(prepared / f"{split}.jsonl"))
-            with tqdm(total=counts[split], desc=f"encode ({split})", unit=" sentences",
-                      mininterval=1.0, disable=None) as bar:
-                stats[split] = encode_tagged_to_shards(tokenizer, sentences, out, split,
-                                                       tag_index, dtype, special_ids()["unk"],
-                                                       progress=bar)
-        write_json(out / "meta.json", {
-            "vocab_size": vocab, "dtype": dtype.name, "special_ids": special_ids(), "labels": [],
-            "splits": stats, "tokenizer": asdict(cfg.tokenizer),
-            "tagging": {"tags": tags, "unseen_tags": unseen, "features": list(FEATURE_NAMES)}})
-    print(f"tokenize: vocab {vocab}; {len(tags)} tags; " + ", ".join(
-        f"{s}: {v['records']} sentences / {v['words']} words / {v['tokens']} tokens"
-        for s, v in stats.items()))
+            with tqdm(
+                total=counts[split],
+                desc=f"encode ({split})",
+                unit=" sentences",
+                mininterval=1.0,
+                disable=None,
+            ) as bar:
+                stats[split] = encode_tagged_to_shards(
+                    tokenizer, sentences, out, split, tag_index, dtype, special_ids()["unk"], progress=bar
+                )
+        write_json(
+            out / "meta.json",
+            {
+                "vocab_size": vocab,
+                "dtype": dtype.name,
+                "special_ids": special_ids(),
+                "labels": [],
+                "splits": stats,
+                "tokenizer": asdict(cfg.tokenizer),
+                "tagging": {"tags": tags, "unseen_tags": unseen, "features": list(FEATURE_NAMES)},
+            },
+        )
+    print(
+        f"tokenize: vocab {vocab}; {len(tags)} tags; "
+        + ", ".join(
+            f"{s}: {v['records']} sentences / {v['words']} words / {v['tokens']} tokens"
+            for s, v in stats.items()
+        )
+    )
 
 
 main = stage(run)

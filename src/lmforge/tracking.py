@@ -33,9 +33,11 @@ TRAINING_STAGES = ("pretrain", "finetune")
 # The job's own folder (multirun/<date>/<time>/<job>), set by the sweep callback: see job_outputs.
 JOB_DIR_ENV = "LMFORGE_JOB_DIR"
 # Checkpoints too: parallel jobs resuming from one folder would take each other's checkpoints.
-STAGE_OUTPUTS = {"pretrain": ("pretrained", "metrics", "plots", "checkpoints"),
-                 "finetune": ("finetuned", "metrics", "plots", "checkpoints"),
-                 "evaluate": ("metrics", "plots")}
+STAGE_OUTPUTS = {
+    "pretrain": ("pretrained", "metrics", "plots", "checkpoints"),
+    "finetune": ("finetuned", "metrics", "plots", "checkpoints"),
+    "evaluate": ("metrics", "plots"),
+}
 
 
 # Finetune runs carry the figure their task is judged by (tags lmforge.objective and
@@ -134,7 +136,7 @@ KEY_METRICS_VIEW = "lmforge-key-metrics"
 STAGE_DESCRIPTIONS = {
     "pretrain": "lmforge pretraining runs: self-supervised loss and throughput of the encoder.",
     "finetune": "lmforge finetuning runs: each run's best validation figure (best_val_f1 for "
-                "classification, best_val_loss for text-to-text).",
+    "classification, best_val_loss for text-to-text).",
     "evaluate": "lmforge evaluation runs: test accuracy and macro F1 of the finetuned model.",
 }
 # The runs table's columns in the "Key metrics" view, sorted by the first one (descending
@@ -155,21 +157,21 @@ def key_metrics_view(stage: str, objective: str | None = None) -> str:
     metrics = STAGE_KEY_METRICS.get(stage, ())
     if objective:
         metrics = (objective, *(m for m in metrics if m != objective))
-    state: dict[str, Any] = {"selectedColumns": [*(f"metrics.`{m}`" for m in metrics),
-                                                 "attributes.`Models`"]}
+    state: dict[str, Any] = {"selectedColumns": [*(f"metrics.`{m}`" for m in metrics), "attributes.`Models`"]}
     if metrics:
         state.update(orderByKey=f"metrics.`{metrics[0]}`", orderByAsc=metrics[0].endswith("loss"))
     now = int(time.time() * 1000)
-    return json.dumps({"name": "Key metrics", "createdAt": now, "updatedAt": now,
-                       "state": json.dumps(state)})
+    return json.dumps({"name": "Key metrics", "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
 
 
 def experiment_tags(name: str, objective: str | None = None) -> dict[str, str]:
     """Tags that make the MLflow UI open ``<prefix>-<stage>`` on what matters: a model-training
     experiment with a one-line description and a "Key metrics" view of its runs table."""
     stage = name.rsplit("-", 1)[-1]
-    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
-            DESCRIPTION_TAG: STAGE_DESCRIPTIONS.get(stage, f"lmforge {stage} runs.")}
+    tags = {
+        EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND,
+        DESCRIPTION_TAG: STAGE_DESCRIPTIONS.get(stage, f"lmforge {stage} runs."),
+    }
     if stage in STAGE_KEY_METRICS:
         tags[SAVED_VIEW_PREFIX + KEY_METRICS_VIEW] = key_metrics_view(stage, objective)
     return tags
@@ -194,8 +196,9 @@ def ensure_experiment(name: str, objective: str | None = None) -> str:
     if not uri.startswith("sqlite:"):
         artifacts = None
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts,
-                                        tags=experiment_tags(name, objective))
+        return mlflow.create_experiment(
+            name, artifact_location=artifacts, tags=experiment_tags(name, objective)
+        )
     except mlflow.exceptions.MlflowException as exc:
         # Parallel jobs (joblib sweeps, `dvc queue start -j 2`) race to create it: the loser
         # uses the winner's.
@@ -206,8 +209,14 @@ def ensure_experiment(name: str, objective: str | None = None) -> str:
 
 
 @contextmanager
-def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = None,
-              extra_tags: dict[str, str] | None = None, run_id: str | None = None) -> Iterator[Any]:
+def stage_run(
+    cfg: Config,
+    stage: str,
+    pipeline: str,
+    run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> Iterator[Any]:
     """An MLflow run for one stage, with config, git state and pipeline id; FAILED on error.
 
     ``run_id`` continues that run (a resumed training stage): its params, tags and config were
@@ -229,20 +238,29 @@ def stage_run(cfg: Config, stage: str, pipeline: str, run_name: str | None = Non
         with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics) as run:
             yield run
         return
-    experiment_id = ensure_experiment(f"{cfg.logger.experiment}-{stage}",
-                                      (extra_tags or {}).get("lmforge.objective"))
-    tags = {STAGE_TAG: stage, PIPELINE_TAG: pipeline, **git_state(), **lineage_tags(cfg, stage),
-            **(extra_tags or {})}
-    with mlflow.start_run(experiment_id=experiment_id,
-                          run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{pipeline}",
-                          parent_run_id=os.environ.get(PARENT_ENV) or None, tags=tags,
-                          log_system_metrics=system_metrics) as run:
+    experiment_id = ensure_experiment(
+        f"{cfg.logger.experiment}-{stage}", (extra_tags or {}).get("lmforge.objective")
+    )
+    tags = {
+        STAGE_TAG: stage,
+        PIPELINE_TAG: pipeline,
+        **git_state(),
+        **lineage_tags(cfg, stage),
+        **(extra_tags or {}),
+    }
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{pipeline}",
+        parent_run_id=os.environ.get(PARENT_ENV) or None,
+        tags=tags,
+        log_system_metrics=system_metrics,
+    ) as run:
         # Credentials and home folders never reach the store (see lmforge.safety.redact).
         resolved = redact(asdict(cfg))
         params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
         items = list(params.items())
         for start in range(0, len(items), 100):
-            mlflow.log_params(dict(items[start:start + 100]))
+            mlflow.log_params(dict(items[start : start + 100]))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -260,7 +278,12 @@ def log_cleaning(cfg: Config) -> None:
     if not path.is_file():
         return
     report = json.loads(path.read_text())
-    mlflow.log_metrics({"data/input_rows": report["input_rows"], "data/kept": report["kept"],
-                        **{f"data/dropped_{k}": v for k, v in report["dropped"].items()},
-                        **{f"data/{k}_rows": v for k, v in report["per_split"].items()}})
+    mlflow.log_metrics(
+        {
+            "data/input_rows": report["input_rows"],
+            "data/kept": report["kept"],
+            **{f"data/dropped_{k}": v for k, v in report["dropped"].items()},
+            **{f"data/{k}_rows": v for k, v in report["per_split"].items()},
+        }
+    )
     mlflow.log_artifact(str(path))

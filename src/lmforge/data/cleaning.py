@@ -49,8 +49,7 @@ def assign_split(text: str, cfg: SplitConfig, holdout: tuple[str, ...] = ("test"
     and identical texts (were any left) could never land in two splits. ``holdout`` names the
     splits still to cut (a source with its own test split only needs val).
     """
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8,
-                             key=str(cfg.seed).encode()).digest()
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=str(cfg.seed).encode()).digest()
     position = int.from_bytes(digest, "big") / 2**64
     if "test" in holdout:
         if position < cfg.test_fraction:
@@ -96,8 +95,9 @@ def group_substrings(texts: list[str], own: list[str]) -> list[str]:
     lengths = {text.count(" ") + 1 for text in texts}
     splits: list[str | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), texts[i]))
-    for i in tqdm(order, desc="prepare (phrases follow their sentences)", unit=" texts",
-                  mininterval=1.0, disable=None):
+    for i in tqdm(
+        order, desc="prepare (phrases follow their sentences)", unit=" texts", mininterval=1.0, disable=None
+    ):
         if splits[i] is not None:
             continue  # inside a longer text: placed when that text was
         text, name = texts[i], own[i]
@@ -108,7 +108,7 @@ def group_substrings(texts: list[str], own: list[str]) -> list[str]:
             for b in range(a, len(ends)):
                 if b - a + 1 not in lengths or (a, b) == (0, len(ends) - 1):
                     continue
-                j = index.get(text[start:ends[b]])
+                j = index.get(text[start : ends[b]])
                 if j is not None and (splits[j] is None or name == "train"):
                     splits[j] = name
     return splits
@@ -123,8 +123,9 @@ def _own_split(text: str, given: str | None, cfg: SplitConfig) -> str:
     return given
 
 
-def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitConfig,
-                    report: CleaningReport) -> Iterator[tuple[str, dict]]:
+def clean_and_split(
+    records: Iterable[dict], clean: CleanConfig, split: SplitConfig, report: CleaningReport
+) -> Iterator[tuple[str, dict]]:
     """Yield ``(split, record)`` for every record that survives cleaning, counting the rest.
 
     Reasons: ``empty`` (None, non-string or whitespace-only text), ``too_short``, ``too_long``
@@ -146,9 +147,15 @@ def clean_and_split(records: Iterable[dict], clean: CleanConfig, split: SplitCon
         kept = list(kept)
         free = [i for i, record in enumerate(kept) if record.get("split") in (None, "", "train")]
         texts = [kept[i]["text"] for i in free]
-        placed = dict(zip(free, group_substrings(
-            texts, [_own_split(kept[i]["text"], kept[i].get("split"), split) for i in free]),
-            strict=True))
+        placed = dict(
+            zip(
+                free,
+                group_substrings(
+                    texts, [_own_split(kept[i]["text"], kept[i].get("split"), split) for i in free]
+                ),
+                strict=True,
+            )
+        )
     else:
         placed = {}
     for i, record in enumerate(kept):
@@ -207,8 +214,9 @@ def _clean(records: Iterable[dict], clean: CleanConfig, report: CleaningReport) 
         yield {**record, "text": text}
 
 
-def _clean_tagged(record: dict, clean: CleanConfig, report: CleaningReport,
-                  seen: dict[bytes, object]) -> dict | None:
+def _clean_tagged(
+    record: dict, clean: CleanConfig, report: CleaningReport, seen: dict[bytes, object]
+) -> dict | None:
     """A word-tagged sentence: each word normalised on its own (NFKC by default; whitespace
     inside a word collapsed to one space), so words and tags stay aligned. Dropped and counted:
     ``empty`` (no words), ``empty_word`` (a word that normalises to nothing: a control

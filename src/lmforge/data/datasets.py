@@ -28,15 +28,17 @@ class PackedSequences(Dataset):
         self.window = seq_len - 1
         self.cls = cls
         if len(self.stream) < self.window:
-            raise UserError(f"{shards.path}: only {len(self.stream)} tokens, fewer than one "
-                            f"sequence of {seq_len}; lower pretrain.seq_len or add text")
+            raise UserError(
+                f"{shards.path}: only {len(self.stream)} tokens, fewer than one "
+                f"sequence of {seq_len}; lower pretrain.seq_len or add text"
+            )
 
     def __len__(self) -> int:
         return len(self.stream) // self.window
 
     def __getitem__(self, index: int) -> torch.Tensor:
         start = index * self.window
-        window = self.stream[start:start + self.window]
+        window = self.stream[start : start + self.window]
         return torch.from_numpy(np.concatenate(([self.cls], window)))
 
 
@@ -66,8 +68,9 @@ class LabelledRecords(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.rows[index]
-        return frame_record(self.shards.record(row), self.max_len, self.cls, self.sep), \
-            int(self.shards.labels[row])
+        return frame_record(self.shards.record(row), self.max_len, self.cls, self.sep), int(
+            self.shards.labels[row]
+        )
 
 
 def frame_record(ids, max_len: int, cls: int, sep: int) -> torch.Tensor:
@@ -76,8 +79,7 @@ def frame_record(ids, max_len: int, cls: int, sep: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(([cls], body, [sep])))
 
 
-def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int
-              ) -> dict[str, torch.Tensor]:
+def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence in the batch (not to max_len) and build the attention mask."""
     longest = max(len(ids) for ids, _ in items)
     input_ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
@@ -86,12 +88,14 @@ def pad_batch(items: list[tuple[torch.Tensor, int]], pad_id: int
         input_ids[row, : len(ids)] = ids
     # From lengths, not `!= pad_id`: raw text can spell a special token.
     attention_mask = torch.arange(longest)[None, :] < lengths[:, None]
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": torch.tensor([label for _, label in items], dtype=torch.long),
+    }
 
 
-def length_grouped_order(lengths, batch_size: int, generator: torch.Generator,
-                         group: int = 50) -> list[int]:
+def length_grouped_order(lengths, batch_size: int, generator: torch.Generator, group: int = 50) -> list[int]:
     """A shuffled order in which each run of ``batch_size`` indices holds texts of similar length.
 
     Padding to the longest text in a batch wastes most of a batch of short and long texts alike
@@ -105,9 +109,9 @@ def length_grouped_order(lengths, batch_size: int, generator: torch.Generator,
     order = torch.randperm(len(lengths), generator=generator)
     batches = []
     for start in range(0, len(order), batch_size * group):
-        chunk = order[start:start + batch_size * group]
+        chunk = order[start : start + batch_size * group]
         chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return torch.cat(shuffled + tail).tolist() if shuffled or tail else []
@@ -120,9 +124,11 @@ class SourceTargetPairs(Dataset):
 
     def __init__(self, shards: TokenShards, max_source_len: int, max_target_len: int) -> None:
         if not shards.has_targets:
-            raise UserError(f"{shards.path.parent}: the shards hold no targets; a text-to-text "
-                            "task needs a source with a target (data.source.target_column or "
-                            "data.source.parallel)")
+            raise UserError(
+                f"{shards.path.parent}: the shards hold no targets; a text-to-text "
+                "task needs a source with a target (data.source.target_column or "
+                "data.source.parallel)"
+            )
         self.shards = shards
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
         self.source_lengths = np.diff(shards.offsets)
@@ -131,8 +137,11 @@ class SourceTargetPairs(Dataset):
     @property
     def lengths(self) -> np.ndarray:
         """Each example's framed length: ``[CLS] source [SEP] target [SEP]`` after truncation."""
-        return (np.minimum(self.source_lengths, self.max_source_len)
-                + np.minimum(self.target_lengths, self.max_target_len) + 3)
+        return (
+            np.minimum(self.source_lengths, self.max_source_len)
+            + np.minimum(self.target_lengths, self.max_target_len)
+            + 3
+        )
 
     @property
     def truncated_sources(self) -> int:
@@ -146,5 +155,7 @@ class SourceTargetPairs(Dataset):
         return len(self.source_lengths)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return (np.asarray(self.shards.record(index)[: self.max_source_len], dtype=np.int64),
-                np.asarray(self.shards.target_record(index)[: self.max_target_len], dtype=np.int64))
+        return (
+            np.asarray(self.shards.record(index)[: self.max_source_len], dtype=np.int64),
+            np.asarray(self.shards.target_record(index)[: self.max_target_len], dtype=np.int64),
+        )

@@ -80,9 +80,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool, desc: str) -
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            response = urllib.request.urlopen(
-                urllib.request.Request(url, headers=headers), timeout=timeout
-            )
+            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
         except urllib.error.HTTPError as e:
             if e.code == 416 and offset:
                 part.unlink()
@@ -95,9 +93,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool, desc: str) -
                 raise UserError(
                     f"{url}: no response within {timeout} s; check the url or raise timeout"
                 ) from None
-            raise UserError(
-                f"{url}: cannot connect ({reason}); check the url and your network"
-            ) from None
+            raise UserError(f"{url}: cannot connect ({reason}); check the url and your network") from None
         with response:
             resumed = offset > 0 and response.status == 206
             if resumed:
@@ -134,8 +130,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool, desc: str) -
                     ) from None
             if total is not None and received < total:
                 raise UserError(
-                    f"{url}: download interrupted after {received} of {total} bytes; "
-                    "run again to resume"
+                    f"{url}: download interrupted after {received} of {total} bytes; run again to resume"
                 )
             return
     raise UserError(f"{url}: server keeps rejecting the resume request; delete {part} and retry")

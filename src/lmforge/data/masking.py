@@ -85,6 +85,7 @@ def next_token_targets(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     (``b * T + t``) of every position but each row's last, and the token that follows each.
     """
     b, t = batch.shape
-    positions = (torch.arange(b, device=batch.device)[:, None] * t
-                 + torch.arange(t - 1, device=batch.device)[None, :]).reshape(-1)
+    positions = (
+        torch.arange(b, device=batch.device)[:, None] * t + torch.arange(t - 1, device=batch.device)[None, :]
+    ).reshape(-1)
     return batch, positions, batch[:, 1:].reshape(-1).long()

@@ -35,8 +35,9 @@ class TextToTextBatch:
     labels: torch.Tensor
 
     def to(self, device: torch.device | str) -> TextToTextBatch:
-        return TextToTextBatch(*(t.to(device) for t in (
-            self.input_ids, self.attention_mask, self.prefix_mask, self.labels)))
+        return TextToTextBatch(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.prefix_mask, self.labels))
+        )
 
 
 def text_to_text_batch(
@@ -70,7 +71,8 @@ def text_to_text_batch(
                 raise ValueError(
                     f"row {row}: [CLS] source [SEP] target [SEP] is {length} tokens "
                     f"(source {len(sources[row])}, target {len(targets[row])}), over max_len="
-                    f"{max_len}; truncate the source or the target first")
+                    f"{max_len}; truncate the source or the target first"
+                )
     b, t = len(sources), max(lengths)
     input_ids = torch.full((b, t), pad_id, dtype=torch.long)
     prefix_mask = torch.zeros(b, t, dtype=torch.bool)
@@ -83,16 +85,19 @@ def text_to_text_batch(
         prefix_mask[row, : len(prefix)] = True
         # Position p predicts token p + 1: the last prefix token predicts the first target one.
         first = len(prefix) - 1
-        labels[row, first : first + len(continuation)] = torch.as_tensor(continuation,
-                                                                          dtype=torch.long)
+        labels[row, first : first + len(continuation)] = torch.as_tensor(continuation, dtype=torch.long)
     lengths_t = torch.as_tensor(lengths)
     attention_mask = torch.arange(t)[None, :] < lengths_t[:, None]
     return TextToTextBatch(input_ids, attention_mask, prefix_mask, labels)
 
 
-def text_to_text_prompt(source: Sequence[int], *, max_len: int | None = None,
-                        max_new_tokens: int = 0, special: Mapping[str, int] | None = None
-                        ) -> list[int]:
+def text_to_text_prompt(
+    source: Sequence[int],
+    *,
+    max_len: int | None = None,
+    max_new_tokens: int = 0,
+    special: Mapping[str, int] | None = None,
+) -> list[int]:
     """The decoding prompt of a source, framed as in training: ``[CLS] source [SEP]``.
 
     With ``max_len`` (the model's context), the source is cut from the end so that the prompt
@@ -107,7 +112,8 @@ def text_to_text_prompt(source: Sequence[int], *, max_len: int | None = None,
     if max_len is not None:
         budget = max_len - max_new_tokens - 2
         if budget < 0:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for [CLS] [SEP] "
-                             f"in max_len={max_len}")
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for [CLS] [SEP] in max_len={max_len}"
+            )
         source = source[:budget]
     return [special["cls"], *source, special["sep"]]

@@ -103,21 +103,25 @@ def read_local(
     if format is not None and format not in FORMATS:
         raise UserError(f"format {format!r} is not supported; use one of: {', '.join(FORMATS)}")
     if target_column is not None and format == "txt":
-        raise UserError(f"{path}: txt files hold text only; use csv/tsv/jsonl/parquet for a "
-                        "target column, or data.source.parallel for line-aligned files")
+        raise UserError(
+            f"{path}: txt files hold text only; use csv/tsv/jsonl/parquet for a "
+            "target column, or data.source.parallel for line-aligned files"
+        )
     for file, fmt in _resolve_files(Path(path), format):
         if target_column is not None and fmt == "txt":
-            raise UserError(f"{file}: txt files hold text only; use csv/tsv/jsonl/parquet for "
-                            "a target column, or data.source.parallel for line-aligned files")
+            raise UserError(
+                f"{file}: txt files hold text only; use csv/tsv/jsonl/parquet for "
+                "a target column, or data.source.parallel for line-aligned files"
+            )
         if fmt in TAGGED_FORMATS or (tags_column is not None and fmt in ("jsonl", "parquet")):
             yield from _read_tagged_file(file, fmt, encoding, words_column, tags_column)
             continue
-        yield from _read_file(file, fmt, columns, label_column, text_separator, encoding,
-                              target_column)
+        yield from _read_file(file, fmt, columns, label_column, text_separator, encoding, target_column)
 
 
-def _read_tagged_file(path: Path, fmt: str, encoding: str, words_column: str,
-                      tags_column: str | None) -> Iterator[Record]:
+def _read_tagged_file(
+    path: Path, fmt: str, encoding: str, words_column: str, tags_column: str | None
+) -> Iterator[Record]:
     from lmforge.data import tagged_readers as tagged
 
     if path.stat().st_size == 0:
@@ -127,8 +131,7 @@ def _read_tagged_file(path: Path, fmt: str, encoding: str, words_column: str,
     elif fmt == "conll":
         records = tagged.read_conll(path, _lines(path, encoding), tags_column)
     elif fmt == "jsonl":
-        records = tagged.read_tagged_jsonl(path, _lines(path, encoding), words_column,
-                                           str(tags_column))
+        records = tagged.read_tagged_jsonl(path, _lines(path, encoding), words_column, str(tags_column))
     else:
         records = tagged.read_tagged_parquet(path, words_column, str(tags_column))
     empty = True
@@ -149,8 +152,7 @@ def _count_lines(path: Path) -> int:
     return lines + (last != b"\n")
 
 
-def read_parallel(path: str | Path, suffixes: Sequence[str], *,
-                  encoding: str = "utf-8") -> Iterator[Record]:
+def read_parallel(path: str | Path, suffixes: Sequence[str], *, encoding: str = "utf-8") -> Iterator[Record]:
     """Stream line-aligned parallel files ``{path}.{src}`` and ``{path}.{tgt}`` as pairs.
 
     Line ``i`` of the source file is the text of record ``i``, line ``i`` of the target file its
@@ -159,30 +161,39 @@ def read_parallel(path: str | Path, suffixes: Sequence[str], *,
     yielded as empty strings, for the cleaner to count.
     """
     if isinstance(suffixes, str) or len(suffixes) != 2:
-        raise UserError(f"parallel={suffixes!r}: give two file suffixes [source, target], "
-                        "e.g. [de, en]")
+        raise UserError(f"parallel={suffixes!r}: give two file suffixes [source, target], e.g. [de, en]")
     stem = Path(path)
     files = [stem.parent / f"{stem.name}.{str(s).lstrip('.')}" for s in suffixes]
     for file in files:
         if not file.is_file():
-            raise UserError(f"{file}: no such file; parallel files are <path>.<suffix> "
-                            f"({files[0].name} + {files[1].name}); check data.source.path "
-                            "(the file stem, e.g. DIR/train) and data.source.parallel")
+            raise UserError(
+                f"{file}: no such file; parallel files are <path>.<suffix> "
+                f"({files[0].name} + {files[1].name}); check data.source.path "
+                "(the file stem, e.g. DIR/train) and data.source.parallel"
+            )
     counts = [_count_lines(file) for file in files]
     if counts[0] != counts[1]:
-        raise UserError(f"{files[0]} has {counts[0]} lines but {files[1]} has {counts[1]}; "
-                        "parallel files must be line-aligned (line i of one translates line i "
-                        "of the other): fix or trim them to the same lines")
+        raise UserError(
+            f"{files[0]} has {counts[0]} lines but {files[1]} has {counts[1]}; "
+            "parallel files must be line-aligned (line i of one translates line i "
+            "of the other): fix or trim them to the same lines"
+        )
     if counts[0] == 0:
         raise UserError(f"{files[0]}: file is empty; remove it or fill it")
-    for (number, text), (_, target) in zip(_lines(files[0], encoding), _lines(files[1], encoding),
-                                          strict=True):
-        yield {"text": text.rstrip("\r\n"), "target": target.rstrip("\r\n"), "label": None,
-               "source": f"{files[0]}:{number}"}
+    for (number, text), (_, target) in zip(
+        _lines(files[0], encoding), _lines(files[1], encoding), strict=True
+    ):
+        yield {
+            "text": text.rstrip("\r\n"),
+            "target": target.rstrip("\r\n"),
+            "label": None,
+            "source": f"{files[0]}:{number}",
+        }
 
 
-def _check_columns(text_columns: Sequence[str] | str, label_column: str | None,
-                   target_column: str | None = None) -> list[str]:
+def _check_columns(
+    text_columns: Sequence[str] | str, label_column: str | None, target_column: str | None = None
+) -> list[str]:
     # A bare string is a Sequence too; iterating "text" would look for columns t, e, x, t.
     columns = [text_columns] if isinstance(text_columns, str) else [str(c) for c in text_columns]
     if not columns:
@@ -271,8 +282,7 @@ def _read_file(
     elif fmt == "jsonl":
         records = _read_jsonl(path, columns, label_column, separator, encoding, target_column)
     else:
-        records = _read_delimited(path, fmt, columns, label_column, separator, encoding,
-                                  target_column)
+        records = _read_delimited(path, fmt, columns, label_column, separator, encoding, target_column)
     empty = True
     for record in records:
         empty = False
@@ -385,9 +395,7 @@ def _read_delimited(
             if label_idx is not None:
                 label = row[label_idx].strip()
                 if not label:
-                    raise UserError(
-                        f"{where}: column {label_column!r} is empty; fill it or drop the row"
-                    )
+                    raise UserError(f"{where}: column {label_column!r} is empty; fill it or drop the row")
             text = _join((row[i] for i in text_idx), separator)
             record = {"text": text, "label": label, "source": f"{path}:{start}"}
             if target_idx is not None:
@@ -395,9 +403,7 @@ def _read_delimited(
             yield record
             start = current[0] + 1
     except csv.Error as e:
-        raise UserError(
-            f"{path} line {current[0]}: malformed {fmt.upper()} ({e}); fix the row"
-        ) from None
+        raise UserError(f"{path} line {current[0]}: malformed {fmt.upper()} ({e}); fix the row") from None
 
 
 def _check_label(value: Any, where: str, label_column: str) -> str | int:
@@ -409,8 +415,7 @@ def _check_label(value: Any, where: str, label_column: str) -> str | int:
     if isinstance(value, (int, str)):
         return value
     raise UserError(
-        f"{where}: {label_column!r} is {type(value).__name__} {value!r}; labels must be "
-        "integers or strings"
+        f"{where}: {label_column!r} is {type(value).__name__} {value!r}; labels must be integers or strings"
     )
 
 
@@ -418,8 +423,7 @@ def _text_value(value: Any, where: str, column: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise UserError(
-        f"{where}: {column!r} is {type(value).__name__}, not a string; "
-        "point text_columns at text columns"
+        f"{where}: {column!r} is {type(value).__name__}, not a string; point text_columns at text columns"
     )
 
 
@@ -458,9 +462,7 @@ def _read_jsonl(
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(
-                f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix the line"
-            ) from None
+            raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix the line") from None
         if not isinstance(row, dict):
             raise UserError(
                 f"{where}: expected a JSON object per line, got {type(row).__name__}; "
@@ -480,7 +482,10 @@ def _read_jsonl(
 
 
 def _read_parquet(
-    path: Path, columns: list[str], label_column: str | None, separator: str,
+    path: Path,
+    columns: list[str],
+    label_column: str | None,
+    separator: str,
     target_column: str | None = None,
 ) -> Iterator[Record]:
     import pyarrow as pa
@@ -511,8 +516,10 @@ def _read_parquet(
         try:
             batch = next(batches, None)
         except (pa.ArrowException, OSError) as e:
-            raise UserError(f"{path} row {row_number + 1}: parquet data is corrupt "
-                            f"({str(e).splitlines()[0][:200]}); re-export the file") from None
+            raise UserError(
+                f"{path} row {row_number + 1}: parquet data is corrupt "
+                f"({str(e).splitlines()[0][:200]}); re-export the file"
+            ) from None
         if batch is None:
             break
         texts = [batch.column(c).to_pylist() for c in columns]

@@ -100,9 +100,7 @@ def _hf_load(
     looks_local = name.startswith(("/", ".", "~")) or local.suffix.lower() in _HF_BUILDERS
     if looks_local and not local.exists():
         # Otherwise a mistyped local path turns into a confusing hub lookup.
-        raise UserError(
-            f"{name}: no such file or folder; check the path (hub ids look like org/name)"
-        )
+        raise UserError(f"{name}: no such file or folder; check the path (hub ids look like org/name)")
     if local.exists():
         if data_dir is not None or data_files is not None:
             raise UserError(
@@ -113,9 +111,7 @@ def _hf_load(
     else:
         path, kwargs = name, {"data_dir": data_dir, "data_files": data_files}
     try:
-        return datasets.load_dataset(
-            path, split=split, cache_dir=cache_dir, streaming=streaming, **kwargs
-        )
+        return datasets.load_dataset(path, split=split, cache_dir=cache_dir, streaming=streaming, **kwargs)
     except (datasets.exceptions.DatasetsError, FileNotFoundError, ConnectionError, ValueError) as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise UserError(
@@ -148,8 +144,9 @@ def read_hf(
     of words (``words_column``) and a list of tags per row (:mod:`lmforge.data.tagged_readers`).
     """
     if tags_column is not None:
-        yield from _read_hf_tagged(name, split, data_dir, data_files, cache_dir, streaming,
-                                   words_column, tags_column)
+        yield from _read_hf_tagged(
+            name, split, data_dir, data_files, cache_dir, streaming, words_column, tags_column
+        )
         return
     columns = _check_columns(text_columns, label_column, target_column)
     ds = _hf_load(name, split, data_dir, data_files, cache_dir, streaming)
@@ -179,9 +176,16 @@ def read_hf(
             yield record
 
 
-def _read_hf_tagged(name: str, split: str, data_dir: str | None, data_files: Any,
-                    cache_dir: str | None, streaming: bool, words_column: str,
-                    tags_column: str) -> Iterator[Record]:
+def _read_hf_tagged(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    data_files: Any,
+    cache_dir: str | None,
+    streaming: bool,
+    words_column: str,
+    tags_column: str,
+) -> Iterator[Record]:
     from lmforge.data.tagged_readers import tagged_row
 
     ds = _hf_load(name, split, data_dir, data_files, cache_dir, streaming)
@@ -192,17 +196,23 @@ def _read_hf_tagged(name: str, split: str, data_dir: str | None, data_files: Any
     for batch in ds.iter(batch_size=_HF_BATCH_ROWS):
         missing = [c for c in (words_column, tags_column) if c not in batch]
         if missing:
-            raise UserError(f"hf dataset {name!r} split {split!r}: no column {missing[0]!r}; "
-                            f"available: {', '.join(repr(c) for c in batch)}; set "
-                            "data.source.words_column/tags_column")
+            raise UserError(
+                f"hf dataset {name!r} split {split!r}: no column {missing[0]!r}; "
+                f"available: {', '.join(repr(c) for c in batch)}; set "
+                "data.source.words_column/tags_column"
+            )
         for i in range(len(batch[words_column])):
             row += 1
             tags = batch[tags_column][i]
             if names is not None:
                 tags = [names[t] for t in tags]
-            yield tagged_row({words_column: batch[words_column][i], tags_column: tags},
-                             f"hf dataset {name!r} split {split!r} row {row}",
-                             f"{name}[{split}]:{row}", words_column, tags_column)
+            yield tagged_row(
+                {words_column: batch[words_column][i], tags_column: tags},
+                f"hf dataset {name!r} split {split!r} row {row}",
+                f"{name}[{split}]:{row}",
+                words_column,
+                tags_column,
+            )
 
 
 def hf_label_names(

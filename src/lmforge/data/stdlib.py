@@ -20,9 +20,7 @@ from lmforge.errors import UserError
 
 # Test suites are full of throwaway docstrings ("Test that foo works") and deliberately broken
 # files; installed third-party packages are not the stdlib.
-_EXCLUDED_DIRS = frozenset(
-    {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
-)
+_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
 _DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 _NESTED_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
 
@@ -126,9 +124,7 @@ def _ranked(counts: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def stdlib_module_counts(
-    stdlib_dir: str | Path | None = None, min_chars: int = 20
-) -> dict[str, int]:
+def stdlib_module_counts(stdlib_dir: str | Path | None = None, min_chars: int = 20) -> dict[str, int]:
     """Docstring records per top-level stdlib module, most first (ties by name)."""
     scan = StdlibScan()
     for _ in _scan_stdlib(_stdlib_root(stdlib_dir), min_chars, scan):
@@ -159,8 +155,10 @@ def read_stdlib(
     ``min_chars`` do not apply.
     """
     if target_column is not None and target_column != "summary":
-        raise UserError(f"the stdlib source has one target column, 'summary' (docsum), not "
-                        f"{target_column!r}; set data.source.target_column=summary or null")
+        raise UserError(
+            f"the stdlib source has one target column, 'summary' (docsum), not "
+            f"{target_column!r}; set data.source.target_column=summary or null"
+        )
     if top_k is not None and top_k < 0:
         raise UserError(f"top_k={top_k} is negative; use 0 or more (None labels every module)")
     root = _stdlib_root(stdlib_dir)
@@ -180,8 +178,10 @@ def read_stdlib(
         yield record
     scan.module_counts = _ranked(scan.module_counts)
     if empty and target_column is not None:
-        raise UserError(f"{root}: no docstring has a summary line, a blank line and a body; "
-                        "point stdlib_dir at a standard library with sources")
+        raise UserError(
+            f"{root}: no docstring has a summary line, a blank line and a body; "
+            "point stdlib_dir at a standard library with sources"
+        )
     if empty:
         raise UserError(
             f"{root}: no docstrings of {min_chars}+ characters in any .py file; point "

@@ -32,18 +32,19 @@ CONLLU_COLUMNS = 10
 
 
 def tagged_record(words: list[str], tags: list[str], source: str) -> dict:
-    return {"text": " ".join(words), "words": words, "tags": tags, "label": None,
-            "source": source}
+    return {"text": " ".join(words), "words": words, "tags": tags, "label": None, "source": source}
 
 
-def read_conllu(path: Path, lines: Iterator[tuple[int, str]],
-                tags_column: str | None = None) -> Iterator[dict]:
+def read_conllu(
+    path: Path, lines: Iterator[tuple[int, str]], tags_column: str | None = None
+) -> Iterator[dict]:
     """Sentences of a CoNLL-U file (see the module docstring); ``lines`` yields
     ``(line_number, line)`` as :func:`lmforge.data.readers._lines` does."""
     column_name = (tags_column or "upos").lower()
     if column_name not in CONLLU_TAG_COLUMNS:
-        raise UserError(f"{path}: data.source.tags_column={tags_column!r} is not a CoNLL-U tag "
-                        "column; use upos or xpos")
+        raise UserError(
+            f"{path}: data.source.tags_column={tags_column!r} is not a CoNLL-U tag column; use upos or xpos"
+        )
     column = CONLLU_TAG_COLUMNS[column_name]
     words: list[str] = []
     tags: list[str] = []
@@ -53,8 +54,10 @@ def read_conllu(path: Path, lines: Iterator[tuple[int, str]],
         if not line.strip():
             if start is not None:
                 if not words:
-                    raise UserError(f"{path} line {start}: sentence has no tokens (no line whose "
-                                    "ID is an integer); add its token lines or remove it")
+                    raise UserError(
+                        f"{path} line {start}: sentence has no tokens (no line whose "
+                        "ID is an integer); add its token lines or remove it"
+                    )
                 yield tagged_record(words, tags, f"{path}:{start}")
             words, tags, start = [], [], None
             continue
@@ -64,43 +67,56 @@ def read_conllu(path: Path, lines: Iterator[tuple[int, str]],
             continue
         fields = line.split("\t")
         if len(fields) != CONLLU_COLUMNS:
-            raise UserError(f"{path} line {number}: {len(fields)} tab-separated columns, CoNLL-U "
-                            f"has {CONLLU_COLUMNS} (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS "
-                            "MISC); fix the line (spaces instead of tabs?)")
+            raise UserError(
+                f"{path} line {number}: {len(fields)} tab-separated columns, CoNLL-U "
+                f"has {CONLLU_COLUMNS} (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS "
+                "MISC); fix the line (spaces instead of tabs?)"
+            )
         token_id = fields[0]
         if "-" in token_id or "." in token_id:
             # A multiword range (its words follow as lines of their own) or an empty node.
             parts = token_id.replace("-", ".").split(".")
             if len(parts) == 2 and all(p.isdigit() for p in parts):
                 continue
-            raise UserError(f"{path} line {number}: ID {token_id!r} is neither an integer, a "
-                            "range like 3-4 nor an empty node like 5.1; fix the ID column")
+            raise UserError(
+                f"{path} line {number}: ID {token_id!r} is neither an integer, a "
+                "range like 3-4 nor an empty node like 5.1; fix the ID column"
+            )
         if not token_id.isdigit():
-            raise UserError(f"{path} line {number}: ID {token_id!r} is not an integer; CoNLL-U "
-                            "token lines start with the word's index (1, 2, ...)")
+            raise UserError(
+                f"{path} line {number}: ID {token_id!r} is not an integer; CoNLL-U "
+                "token lines start with the word's index (1, 2, ...)"
+            )
         tag = fields[column]
         if tag in ("", "_"):
-            raise UserError(f"{path} line {number}: the {column_name.upper()} column is "
-                            f"{tag or 'empty'!r} (unannotated); tag the word or choose the "
-                            "other column with data.source.tags_column")
+            raise UserError(
+                f"{path} line {number}: the {column_name.upper()} column is "
+                f"{tag or 'empty'!r} (unannotated); tag the word or choose the "
+                "other column with data.source.tags_column"
+            )
         words.append(fields[1])
         tags.append(tag)
     if start is not None:
         if not words:
-            raise UserError(f"{path} line {start}: sentence has no tokens (no line whose ID is an "
-                            "integer); add its token lines or remove it")
+            raise UserError(
+                f"{path} line {start}: sentence has no tokens (no line whose ID is an "
+                "integer); add its token lines or remove it"
+            )
         yield tagged_record(words, tags, f"{path}:{start}")
 
 
-def read_conll(path: Path, lines: Iterator[tuple[int, str]],
-               tags_column: str | None = None) -> Iterator[dict]:
+def read_conll(
+    path: Path, lines: Iterator[tuple[int, str]], tags_column: str | None = None
+) -> Iterator[dict]:
     """Sentences of a CoNLL-2003-style file (see the module docstring)."""
     index: int | None = None
     if tags_column is not None:
         text = str(tags_column).strip()
         if not text.lstrip("-").isdigit():
-            raise UserError(f"{path}: data.source.tags_column={tags_column!r} must be a column "
-                            "number for CoNLL files (0 = the word, -1 = the last column)")
+            raise UserError(
+                f"{path}: data.source.tags_column={tags_column!r} must be a column "
+                "number for CoNLL files (0 = the word, -1 = the last column)"
+            )
         index = int(text)
     words: list[str] = []
     tags: list[str] = []
@@ -117,8 +133,10 @@ def read_conll(path: Path, lines: Iterator[tuple[int, str]],
         column = len(fields) - 1 if index is None else index
         if len(fields) < 2 or not -len(fields) <= column < len(fields) or column in (0, -len(fields)):
             wanted = "a word and a tag" if index is None else f"a tag in column {index}"
-            raise UserError(f"{path} line {number}: {len(fields)} column(s), expected {wanted}; "
-                            "fix the line or set data.source.tags_column")
+            raise UserError(
+                f"{path} line {number}: {len(fields)} column(s), expected {wanted}; "
+                "fix the line or set data.source.tags_column"
+            )
         if start is None:
             start = number
         words.append(fields[0])
@@ -127,8 +145,7 @@ def read_conll(path: Path, lines: Iterator[tuple[int, str]],
         yield tagged_record(words, tags, f"{path}:{start}")
 
 
-def tagged_row(row: Any, where: str, source: str, words_column: str,
-               tags_column: str) -> dict:
+def tagged_row(row: Any, where: str, source: str, words_column: str, tags_column: str) -> dict:
     """One row of a table (JSONL object, parquet or hub row) holding a list of words and a list
     of tags of the same length."""
     values = []
@@ -136,21 +153,27 @@ def tagged_row(row: Any, where: str, source: str, words_column: str,
         value = row[column]
         if hasattr(value, "tolist"):  # numpy arrays from parquet/pandas
             value = value.tolist()
-        if not isinstance(value, list) or not all(isinstance(v, (str, int)) and
-                                                  not isinstance(v, bool) for v in value):
-            raise UserError(f"{where}: {column!r} must be a list of strings, got "
-                            f"{type(value).__name__}; point data.source.words_column/"
-                            "tags_column at list columns")
+        if not isinstance(value, list) or not all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
+        ):
+            raise UserError(
+                f"{where}: {column!r} must be a list of strings, got "
+                f"{type(value).__name__}; point data.source.words_column/"
+                "tags_column at list columns"
+            )
         values.append([str(v) for v in value])
     words, tags = values
     if len(words) != len(tags):
-        raise UserError(f"{where}: {words_column!r} has {len(words)} words but {tags_column!r} "
-                        f"has {len(tags)} tags; give one tag per word")
+        raise UserError(
+            f"{where}: {words_column!r} has {len(words)} words but {tags_column!r} "
+            f"has {len(tags)} tags; give one tag per word"
+        )
     return tagged_record(words, tags, source)
 
 
-def read_tagged_jsonl(path: Path, lines: Iterator[tuple[int, str]], words_column: str,
-                      tags_column: str) -> Iterator[dict]:
+def read_tagged_jsonl(
+    path: Path, lines: Iterator[tuple[int, str]], words_column: str, tags_column: str
+) -> Iterator[dict]:
     for number, line in lines:
         if not line.strip():
             continue
@@ -158,15 +181,16 @@ def read_tagged_jsonl(path: Path, lines: Iterator[tuple[int, str]], words_column
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix the line") \
-                from None
+            raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); fix the line") from None
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
         missing = [c for c in (words_column, tags_column) if c not in row]
         if missing:
-            raise UserError(f"{where}: no key {missing[0]!r}; available: "
-                            f"{', '.join(map(repr, row)) or '(none)'}; set "
-                            "data.source.words_column/tags_column")
+            raise UserError(
+                f"{where}: no key {missing[0]!r}; available: "
+                f"{', '.join(map(repr, row)) or '(none)'}; set "
+                "data.source.words_column/tags_column"
+            )
         yield tagged_row(row, where, f"{path}:{number}", words_column, tags_column)
 
 
@@ -181,13 +205,16 @@ def read_tagged_parquet(path: Path, words_column: str, tags_column: str) -> Iter
     names = file.schema_arrow.names
     missing = [c for c in (words_column, tags_column) if c not in names]
     if missing:
-        raise UserError(f"{path}: schema has no column {missing[0]!r}; available: "
-                        f"{', '.join(map(repr, names))}; set data.source.words_column/tags_column")
+        raise UserError(
+            f"{path}: schema has no column {missing[0]!r}; available: "
+            f"{', '.join(map(repr, names))}; set data.source.words_column/tags_column"
+        )
     row_number = 0
     for batch in file.iter_batches(batch_size=4096, columns=[words_column, tags_column]):
         columns = {c: batch.column(c).to_pylist() for c in (words_column, tags_column)}
         for i in range(batch.num_rows):
             row_number += 1
             row = {c: values[i] for c, values in columns.items()}
-            yield tagged_row(row, f"{path} row {row_number}", f"{path}:{row_number}",
-                             words_column, tags_column)
+            yield tagged_row(
+                row, f"{path} row {row_number}", f"{path}:{row_number}", words_column, tags_column
+            )

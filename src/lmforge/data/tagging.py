@@ -48,8 +48,7 @@ def word_shape(word: str) -> str:
     digits as ``d``, other characters as themselves, runs capped at four."""
     out: list[str] = []
     for char in word:
-        mapped = "X" if char.isupper() else "x" if char.isalpha() else "d" if char.isdigit() \
-            else char
+        mapped = "X" if char.isupper() else "x" if char.isalpha() else "d" if char.isdigit() else char
         if len(out) >= 4 and all(c == mapped for c in out[-4:]):
             continue
         out.append(mapped)
@@ -60,22 +59,26 @@ def word_feature_ids(word: str) -> list[int]:
     """Hashed character features of a word (:data:`FEATURE_NAMES`): what tells a tagger an
     unseen word's class (``-ly``, ``-ing``, a capital, digits), as in spaCy's MultiHashEmbed."""
     lower = word.lower()
-    values = (lower[:1], lower[:3], lower[-1:], lower[-2:], lower[-3:], lower[-4:],
-              word_shape(word))
-    return [zlib.crc32(f"{name}:{value}".encode()) % _HASH_SPACE + 1
-            for name, value in zip(FEATURE_NAMES, values, strict=True)]
+    values = (lower[:1], lower[:3], lower[-1:], lower[-2:], lower[-3:], lower[-4:], word_shape(word))
+    return [
+        zlib.crc32(f"{name}:{value}".encode()) % _HASH_SPACE + 1
+        for name, value in zip(FEATURE_NAMES, values, strict=True)
+    ]
 
 
-def encode_sentences(tokenizer, sentences: Sequence[Sequence[str]], unk_id: int
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+def encode_sentences(
+    tokenizer, sentences: Sequence[Sequence[str]], unk_id: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each sentence's subword ids and each word's first-subword position (see the module
     docstring)."""
     encoded = []
     if not sentences:
         return encoded
-    for words, encoding in zip(sentences, tokenizer.encode_batch(
-            [list(w) for w in sentences], is_pretokenized=True, add_special_tokens=False),
-            strict=True):
+    for words, encoding in zip(
+        sentences,
+        tokenizer.encode_batch([list(w) for w in sentences], is_pretokenized=True, add_special_tokens=False),
+        strict=True,
+    ):
         pieces: list[list[int]] = [[] for _ in words]
         for token, word in zip(encoding.ids, encoding.word_ids, strict=True):
             if word is not None:
@@ -85,15 +88,22 @@ def encode_sentences(tokenizer, sentences: Sequence[Sequence[str]], unk_id: int
                 piece.append(unk_id)
         lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int32)
-        ids = np.fromiter((t for piece in pieces for t in piece), dtype=np.int64,
-                          count=int(lengths.sum()))
+        ids = np.fromiter((t for piece in pieces for t in piece), dtype=np.int64, count=int(lengths.sum()))
         encoded.append((ids, starts))
     return encoded
 
 
-def encode_tagged_to_shards(tokenizer, sentences: Iterable[tuple[list[str], list[str]]],
-                            out_dir: Path, split: str, tag_index: dict[str, int], dtype,
-                            unk_id: int, batch_size: int = 1024, progress=None) -> dict:
+def encode_tagged_to_shards(
+    tokenizer,
+    sentences: Iterable[tuple[list[str], list[str]]],
+    out_dir: Path,
+    split: str,
+    tag_index: dict[str, int],
+    dtype,
+    unk_id: int,
+    batch_size: int = 1024,
+    progress=None,
+) -> dict:
     """Write one split's tagging shards (module docstring); ``tag_index`` maps every tag the
     split holds to its id (unseen tags included). Returns the split's counts."""
     offsets, word_offsets = array("q", [0]), array("q", [0])
@@ -104,8 +114,9 @@ def encode_tagged_to_shards(tokenizer, sentences: Iterable[tuple[list[str], list
 
         def flush() -> None:
             nonlocal total, words_total, records
-            for (words, tags), (ids, first) in zip(batch, encode_sentences(
-                    tokenizer, [w for w, _ in batch], unk_id), strict=True):
+            for (words, tags), (ids, first) in zip(
+                batch, encode_sentences(tokenizer, [w for w, _ in batch], unk_id), strict=True
+            ):
                 ids_file.write(ids.astype(dtype).tobytes())
                 total += len(ids)
                 offsets.append(total)
@@ -131,8 +142,10 @@ def encode_tagged_to_shards(tokenizer, sentences: Iterable[tuple[list[str], list
     np.save(out_dir / f"{split}.word_offsets.npy", np.frombuffer(word_offsets, dtype=np.int64))
     np.save(out_dir / f"{split}.word_starts.npy", np.frombuffer(starts, dtype=np.int32))
     np.save(out_dir / f"{split}.tag_ids.npy", np.frombuffer(tag_ids, dtype=np.int32))
-    np.save(out_dir / f"{split}.word_features.npy",
-            np.frombuffer(features, dtype=np.int32).reshape(words_total, len(FEATURE_NAMES)))
+    np.save(
+        out_dir / f"{split}.word_features.npy",
+        np.frombuffer(features, dtype=np.int32).reshape(words_total, len(FEATURE_NAMES)),
+    )
     return {"records": records, "tokens": total, "labelled": 0, "words": words_total}
 
 
@@ -141,8 +154,9 @@ class TaggedSentence:
 
     __slots__ = ("features", "ids", "starts", "tags")
 
-    def __init__(self, ids: np.ndarray, starts: np.ndarray, tags: np.ndarray | None,
-                 features: np.ndarray) -> None:
+    def __init__(
+        self, ids: np.ndarray, starts: np.ndarray, tags: np.ndarray | None, features: np.ndarray
+    ) -> None:
         self.ids, self.starts, self.tags, self.features = ids, starts, tags, features
 
 
@@ -153,30 +167,43 @@ def shard_sentences(shard_dir: str | Path, split: str) -> list[TaggedSentence]:
     shard_dir = Path(shard_dir)
     meta = json.loads((shard_dir / "meta.json").read_text())
     path = shard_dir / f"{split}.ids.bin"
-    ids = (np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r") if path.stat().st_size
-           else np.zeros(0, dtype=np.dtype(meta["dtype"])))
+    ids = (
+        np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+        if path.stat().st_size
+        else np.zeros(0, dtype=np.dtype(meta["dtype"]))
+    )
     offsets = np.load(shard_dir / f"{split}.offsets.npy")
     word_offsets = np.load(shard_dir / f"{split}.word_offsets.npy")
     starts = np.load(shard_dir / f"{split}.word_starts.npy")
     tags = np.load(shard_dir / f"{split}.tag_ids.npy")
     features = np.load(shard_dir / f"{split}.word_features.npy")
-    return [TaggedSentence(np.asarray(ids[offsets[i]:offsets[i + 1]], dtype=np.int64),
-                           starts[word_offsets[i]:word_offsets[i + 1]],
-                           tags[word_offsets[i]:word_offsets[i + 1]],
-                           features[word_offsets[i]:word_offsets[i + 1]])
-            for i in range(len(offsets) - 1)]
+    return [
+        TaggedSentence(
+            np.asarray(ids[offsets[i] : offsets[i + 1]], dtype=np.int64),
+            starts[word_offsets[i] : word_offsets[i + 1]],
+            tags[word_offsets[i] : word_offsets[i + 1]],
+            features[word_offsets[i] : word_offsets[i + 1]],
+        )
+        for i in range(len(offsets) - 1)
+    ]
 
 
-def plain_sentences(tokenizer, sentences: Sequence[Sequence[str]], unk_id: int,
-                    tags: Sequence[Sequence[int]] | None = None) -> list[TaggedSentence]:
+def plain_sentences(
+    tokenizer, sentences: Sequence[Sequence[str]], unk_id: int, tags: Sequence[Sequence[int]] | None = None
+) -> list[TaggedSentence]:
     """Sentences given as words (``eval.file``, the pyfunc model), encoded as the shards were."""
     encoded = encode_sentences(tokenizer, sentences, unk_id)
-    return [TaggedSentence(ids, starts,
-                           None if tags is None else np.asarray(tags[i], dtype=np.int32),
-                           np.asarray([word_feature_ids(w) for w in sentences[i]],
-                                      dtype=np.int32).reshape(len(sentences[i]),
-                                                              len(FEATURE_NAMES)))
-            for i, (ids, starts) in enumerate(encoded)]
+    return [
+        TaggedSentence(
+            ids,
+            starts,
+            None if tags is None else np.asarray(tags[i], dtype=np.int32),
+            np.asarray([word_feature_ids(w) for w in sentences[i]], dtype=np.int32).reshape(
+                len(sentences[i]), len(FEATURE_NAMES)
+            ),
+        )
+        for i, (ids, starts) in enumerate(encoded)
+    ]
 
 
 def word_windows(starts: np.ndarray, n_ids: int, budget: int) -> tuple[list[tuple[int, int]], int]:
@@ -229,7 +256,7 @@ class TaggedWindows:
         for i, (index, a, b) in enumerate(self.windows):
             sentence = self.sentences[index]
             ends = np.append(sentence.starts, len(sentence.ids))
-            out[i] = np.minimum(ends[a + 1:b + 1] - ends[a:b], self.budget).sum() + 2
+            out[i] = np.minimum(ends[a + 1 : b + 1] - ends[a:b], self.budget).sum() + 2
         return out
 
     def __len__(self) -> int:
@@ -241,8 +268,7 @@ class TaggedWindows:
         index, a, b = self.windows[item]
         sentence = self.sentences[index]
         ends = np.append(sentence.starts, len(sentence.ids))
-        pieces = [sentence.ids[ends[i]:min(ends[i + 1], ends[i] + self.budget)]
-                  for i in range(a, b)]
+        pieces = [sentence.ids[ends[i] : min(ends[i + 1], ends[i] + self.budget)] for i in range(a, b)]
         positions = 1 + np.concatenate(([0], np.cumsum([len(p) for p in pieces])[:-1]))
         ids = np.concatenate(([self.cls], *pieces, [self.sep])).astype(np.int64)
         tags = np.full(len(ids), IGNORE, dtype=np.int64)
@@ -252,8 +278,12 @@ class TaggedWindows:
         mask[positions] = True
         features = np.zeros((len(ids), sentence.features.shape[1]), dtype=np.int64)
         features[positions] = sentence.features[a:b]
-        return (torch.from_numpy(ids), torch.from_numpy(tags), torch.from_numpy(mask),
-                torch.from_numpy(features))
+        return (
+            torch.from_numpy(ids),
+            torch.from_numpy(tags),
+            torch.from_numpy(mask),
+            torch.from_numpy(features),
+        )
 
 
 class TagCollate:
@@ -274,10 +304,15 @@ class TagCollate:
         features = torch.zeros((n, longest, width), dtype=torch.long)
         lengths = torch.tensor([len(ids) for ids, *_ in items])
         for row, (ids, row_tags, row_mask, row_features) in enumerate(items):
-            input_ids[row, :len(ids)] = ids
-            tags[row, :len(ids)] = row_tags
-            mask[row, :len(ids)] = row_mask
-            features[row, :len(ids)] = row_features
+            input_ids[row, : len(ids)] = ids
+            tags[row, : len(ids)] = row_tags
+            mask[row, : len(ids)] = row_mask
+            features[row, : len(ids)] = row_features
         attention_mask = torch.arange(longest)[None, :] < lengths[:, None]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "tags": tags,
-                "word_mask": mask, "features": features}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "tags": tags,
+            "word_mask": mask,
+            "features": features,
+        }

@@ -42,16 +42,22 @@ def build_tokenizer(cfg: TokenizerConfig):
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-            special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False)
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
     else:
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-            special_tokens=SPECIAL_TOKENS, show_progress=False)
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
     steps = [normalizers.NFKC()]
     if cfg.lowercase:
         steps.append(normalizers.Lowercase())
@@ -76,8 +82,14 @@ def ids_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def encode_to_shards(tokenizer, records: Iterator[tuple[str, int]], out_dir: Path, split: str,
-                     batch_size: int = 4096, progress=None) -> dict:
+def encode_to_shards(
+    tokenizer,
+    records: Iterator[tuple[str, int]],
+    out_dir: Path,
+    split: str,
+    batch_size: int = 4096,
+    progress=None,
+) -> dict:
     """Stream ``(text, label_index)`` pairs into one split's shard files; return its counts.
 
     Memory holds one batch of text and the offsets (8 bytes a record), never the corpus. Larger
@@ -92,24 +104,32 @@ def encode_to_shards(tokenizer, records: Iterator[tuple[str, int]], out_dir: Pat
             labels.append(label)
             yield text
 
-    total = encode_texts(tokenizer, texts(), out_dir / f"{split}.ids.bin",
-                         out_dir / f"{split}.offsets.npy", batch_size, progress)
+    total = encode_texts(
+        tokenizer,
+        texts(),
+        out_dir / f"{split}.ids.bin",
+        out_dir / f"{split}.offsets.npy",
+        batch_size,
+        progress,
+    )
     np.save(out_dir / f"{split}.labels.npy", np.frombuffer(labels, dtype=np.int64))
-    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels
-                                                                        if x >= 0))}
+    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels if x >= 0))}
 
 
-def encode_targets_to_shards(tokenizer, targets: Iterator[str], out_dir: Path, split: str,
-                             batch_size: int = 4096, progress=None) -> dict:
+def encode_targets_to_shards(
+    tokenizer, targets: Iterator[str], out_dir: Path, split: str, batch_size: int = 4096, progress=None
+) -> dict:
     """Stream one split's target texts into ``{split}.target_ids.bin``/``target_offsets.npy``."""
     offsets_path = out_dir / f"{split}.target_offsets.npy"
-    total = encode_texts(tokenizer, targets, out_dir / f"{split}.target_ids.bin", offsets_path,
-                         batch_size, progress)
+    total = encode_texts(
+        tokenizer, targets, out_dir / f"{split}.target_ids.bin", offsets_path, batch_size, progress
+    )
     return {"target_records": len(np.load(offsets_path)) - 1, "target_tokens": total}
 
 
-def encode_texts(tokenizer, texts: Iterable[str], ids_path: Path, offsets_path: Path,
-                 batch_size: int = 4096, progress=None) -> int:
+def encode_texts(
+    tokenizer, texts: Iterable[str], ids_path: Path, offsets_path: Path, batch_size: int = 4096, progress=None
+) -> int:
     """Encode texts back to back into ``ids_path`` and their offsets into ``offsets_path``;
     return the number of tokens written."""
     dtype = ids_dtype(tokenizer.get_vocab_size())
@@ -121,11 +141,9 @@ def encode_texts(tokenizer, texts: Iterable[str], ids_path: Path, offsets_path: 
         def flush() -> None:
             nonlocal total
             # One array and one write per batch: per-record numpy calls cost more than encoding.
-            token_lists = [e.ids for e in tokenizer.encode_batch_fast(batch,
-                                                                      add_special_tokens=False)]
+            token_lists = [e.ids for e in tokenizer.encode_batch_fast(batch, add_special_tokens=False)]
             lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
-            flat = np.fromiter(chain.from_iterable(token_lists), dtype=dtype,
-                               count=int(lengths.sum()))
+            flat = np.fromiter(chain.from_iterable(token_lists), dtype=dtype, count=int(lengths.sum()))
             ids_file.write(flat.tobytes())
             offsets.extend((total + np.cumsum(lengths)).tolist())
             total += len(flat)
@@ -151,28 +169,31 @@ class TokenShards:
         self.path = shard_dir / f"{split}.ids.bin"
         meta = json.loads((shard_dir / "meta.json").read_text())
         self.meta = meta
-        self.ids = np.memmap(shard_dir / f"{split}.ids.bin", dtype=np.dtype(meta["dtype"]),
-                             mode="r")
+        self.ids = np.memmap(shard_dir / f"{split}.ids.bin", dtype=np.dtype(meta["dtype"]), mode="r")
         self.offsets = np.load(shard_dir / f"{split}.offsets.npy")
         self.labels = np.load(shard_dir / f"{split}.labels.npy")
         self.has_targets = bool(meta.get("targets", False))
         if self.has_targets:
             target_path = shard_dir / f"{split}.target_ids.bin"
             # np.memmap cannot map an empty file (a split with no records).
-            self.target_ids = (np.memmap(target_path, dtype=np.dtype(meta["dtype"]), mode="r")
-                               if target_path.stat().st_size else
-                               np.zeros(0, dtype=np.dtype(meta["dtype"])))
+            self.target_ids = (
+                np.memmap(target_path, dtype=np.dtype(meta["dtype"]), mode="r")
+                if target_path.stat().st_size
+                else np.zeros(0, dtype=np.dtype(meta["dtype"]))
+            )
             self.target_offsets = np.load(shard_dir / f"{split}.target_offsets.npy")
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def record(self, index: int) -> np.ndarray:
-        return self.ids[self.offsets[index]:self.offsets[index + 1]]
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
     def target_record(self, index: int) -> np.ndarray:
         """The target token ids of record ``index`` (text-to-text shards only)."""
         if not self.has_targets:
-            raise ValueError(f"{self.path.parent}: these shards hold no targets "
-                             "(classification data); check has_targets first")
-        return self.target_ids[self.target_offsets[index]:self.target_offsets[index + 1]]
+            raise ValueError(
+                f"{self.path.parent}: these shards hold no targets "
+                "(classification data); check has_targets first"
+            )
+        return self.target_ids[self.target_offsets[index] : self.target_offsets[index + 1]]

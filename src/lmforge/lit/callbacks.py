@@ -31,16 +31,21 @@ class StopOnNonFiniteLoss(Callback):
         self.folder = Path(folder)
         self.lr_key = lr_key
 
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
         if bool(torch.isfinite(loss.detach()).all()):
             return
         last = self.folder / "last.ckpt"
-        kept = (f"the last good checkpoint is kept in {last}" if last.is_file()
-                else "no checkpoint had been saved yet")
+        kept = (
+            f"the last good checkpoint is kept in {last}"
+            if last.is_file()
+            else "no checkpoint had been saved yet"
+        )
         raise UserError(
             f"{self.stage}: the training loss became {loss.item()} after {trainer.global_step} "
-            f"steps (epoch {trainer.current_epoch}); {kept}; lower {self.lr_key} or check the data")
+            f"steps (epoch {trainer.current_epoch}); {kept}; lower {self.lr_key} or check the data"
+        )
 
 
 class InterruptAtBatchEnd(Callback):
@@ -56,8 +61,9 @@ class InterruptAtBatchEnd(Callback):
     def on_validation_batch_end(self, *args: Any) -> None:
         interrupts.check()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         interrupts.leave()  # the exception is already unwinding; teardown is not called then
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -75,13 +81,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Loading always uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         with atomic_file(path) as tmp, open(tmp, "wb") as handle:
             torch.save(checkpoint, handle)
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
 
 
@@ -143,13 +151,15 @@ class LoaderWait(Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end = None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._start = time.perf_counter()
         self._gap = None if self._end is None else self._start - self._end
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._end = time.perf_counter()
         if self._gap is None:
             return

@@ -20,17 +20,26 @@ from lmforge.models.transformer import SequenceClassifier, TransformerConfig
 
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Accuracy and macro precision/recall/F1: the figures every stage reports."""
-    return MetricCollection({
-        "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-        "precision": MulticlassPrecision(num_classes, average="macro"),
-        "recall": MulticlassRecall(num_classes, average="macro"),
-        "f1": MulticlassF1Score(num_classes, average="macro"),
-    })
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+    )
 
 
 class LitClassifier(L.LightningModule):
-    def __init__(self, model_cfg: TransformerConfig, *, num_labels: int, pooling: str,
-                 optim: OptimConfig, total_steps: int) -> None:
+    def __init__(
+        self,
+        model_cfg: TransformerConfig,
+        *,
+        num_labels: int,
+        pooling: str,
+        optim: OptimConfig,
+        total_steps: int,
+    ) -> None:
         super().__init__()
         self.model = SequenceClassifier(model_cfg, num_labels=num_labels, pooling=pooling)
         self.optim = optim

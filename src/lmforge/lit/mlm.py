@@ -27,10 +27,20 @@ class LitMaskedLM(L.LightningModule):
     from generators seeded by ``(seed, step)``, so a resumed run sees exactly the masks an
     uninterrupted one would."""
 
-    def __init__(self, model_cfg: TransformerConfig, *, mask_rate: float, special_ids: dict,
-                 optim: OptimConfig, total_steps: int, seed: int = 0,
-                 peak_flops: float | None = None, objective: str = "mlm",
-                 generator_layers: int = 1, disc_weight: float = 50.0) -> None:
+    def __init__(
+        self,
+        model_cfg: TransformerConfig,
+        *,
+        mask_rate: float,
+        special_ids: dict,
+        optim: OptimConfig,
+        total_steps: int,
+        seed: int = 0,
+        peak_flops: float | None = None,
+        objective: str = "mlm",
+        generator_layers: int = 1,
+        disc_weight: float = 50.0,
+    ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -39,8 +49,11 @@ class LitMaskedLM(L.LightningModule):
         if objective == "clm":
             model_cfg = replace(model_cfg, causal=True)
         self.model_cfg = model_cfg
-        self.model = (Electra(model_cfg, generator_layers, disc_weight) if objective == "electra"
-                      else MaskedLM(model_cfg))
+        self.model = (
+            Electra(model_cfg, generator_layers, disc_weight)
+            if objective == "electra"
+            else MaskedLM(model_cfg)
+        )
         # What the head's accuracy measures: masked tokens recovered, or next tokens predicted.
         self.accuracy_name = "next_token_accuracy" if objective == "clm" else "mlm_accuracy"
         self.mask_rate = mask_rate
@@ -56,13 +69,18 @@ class LitMaskedLM(L.LightningModule):
             return tuple(t.to(self.device) for t in next_token_targets(batch))
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + salt)
         inputs, positions, targets = mask_tokens(
-            batch.cpu(), mask_rate=self.mask_rate, mask_id=self.special_ids["mask"],
-            vocab_size=self.model_cfg.vocab_size, special_ids=list(self.special_ids.values()),
-            generator=generator)
+            batch.cpu(),
+            mask_rate=self.mask_rate,
+            mask_id=self.special_ids["mask"],
+            vocab_size=self.model_cfg.vocab_size,
+            special_ids=list(self.special_ids.values()),
+            generator=generator,
+        )
         return inputs.to(self.device), positions.to(self.device), targets.to(self.device)
 
-    def _forward(self, batch: torch.Tensor, salt: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                                   torch.Tensor, dict]:
+    def _forward(
+        self, batch: torch.Tensor, salt: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """``(loss, mlm_loss, mlm_accuracy, extra metrics)`` of one batch."""
         inputs, positions, targets = self._mask(batch, salt)
         if self.objective != "electra":
@@ -71,11 +89,13 @@ class LitMaskedLM(L.LightningModule):
             mlm_loss = loss
         else:
             sampler = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_033 + salt)
-            out = self.model(inputs, positions, targets, batch.to(self.device, torch.long),
-                             generator=sampler)
+            out = self.model(inputs, positions, targets, batch.to(self.device, torch.long), generator=sampler)
             loss, mlm_loss, logits = out.loss, out.mlm_loss, out.mlm_logits
-            extra = {"disc_loss": out.disc_loss, "disc_accuracy": out.disc_accuracy,
-                     "replaced_fraction": out.replaced_fraction}
+            extra = {
+                "disc_loss": out.disc_loss,
+                "disc_accuracy": out.disc_accuracy,
+                "replaced_fraction": out.replaced_fraction,
+            }
         accuracy = (logits.detach().argmax(-1) == targets).float().mean()
         return loss, mlm_loss, accuracy, extra
 
@@ -100,8 +120,7 @@ class LitMaskedLM(L.LightningModule):
 
     def flops_per_token(self, seq_len: int) -> float:
         if self.objective == "electra":
-            return electra_flops_per_token(self.model_cfg, self.generator_layers, seq_len,
-                                           self.mask_rate)
+            return electra_flops_per_token(self.model_cfg, self.generator_layers, seq_len, self.mask_rate)
         # clm: the head runs at every position but the last. Its attention is counted in full,
         # though half the scores are masked: MFU reads slightly high, more so at long sequences.
         head_fraction = (seq_len - 1) / seq_len if self.objective == "clm" else self.mask_rate

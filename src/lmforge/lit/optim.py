@@ -22,8 +22,9 @@ def layer_depth(name: str, n_layers: int) -> int:
     return int(block.group(1)) + 1 if block else n_layers + 1
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
-                 layer_decay: float = 1.0) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float | None = None, layer_decay: float = 1.0
+) -> list[dict]:
     """Decay matrices only: biases, norms and embeddings are left undecayed (as in BERT/GPT).
 
     ``layer_decay`` < 1 gives each layer its own learning rate, ``lr * layer_decay ** k`` for
@@ -56,8 +57,7 @@ def warmup_linear(step: int, total: int, warmup: int, floor: float) -> float:
     return max(floor, 1.0 - (1.0 - floor) * progress)
 
 
-def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999)
-          ) -> torch.optim.Optimizer:
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
     """AdamW with the fused kernel (one kernel for all parameters, CPU and GPU alike) where this
     torch build has it, else the multi-tensor ``foreach`` path: no per-parameter Python loop."""
     try:
@@ -68,10 +68,14 @@ def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.99
 
 def configure(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:
     """What ``LightningModule.configure_optimizers`` returns: AdamW plus a per-step schedule."""
-    optimizer = adamw(param_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay), lr=cfg.lr,
-                      betas=tuple(cfg.betas))
+    optimizer = adamw(
+        param_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay), lr=cfg.lr, betas=tuple(cfg.betas)
+    )
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_linear(step, total_steps, warmup, cfg.min_lr_ratio))
-    return {"optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
+        optimizer, lambda step: warmup_linear(step, total_steps, warmup, cfg.min_lr_ratio)
+    )
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1},
+    }

@@ -69,9 +69,15 @@ class ResumePlan:
         """Note the MLflow run before training starts, so even a kill before the first
         checkpoint lets the rerun continue the same run."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self.folder / RESUME_FILE, {"stage": self.stage, "mlflow_run_id": run_id,
-                                               "pipeline_id": pipeline_id,
-                                               "config_hash": self.config_hash})
+        write_json(
+            self.folder / RESUME_FILE,
+            {
+                "stage": self.stage,
+                "mlflow_run_id": run_id,
+                "pipeline_id": pipeline_id,
+                "config_hash": self.config_hash,
+            },
+        )
 
     def clear(self) -> None:
         """The stage finished and wrote its outputs: nothing is left to resume."""
@@ -118,13 +124,18 @@ def plan_resume(cfg: Config, stage: str) -> ResumePlan:
         print(f"{stage}: resuming the interrupted run (MLflow run {plan.run_id}) {where}")
         return plan
     if cfg.resume is True:
-        why = ("the config changed since the interrupted run (config hash "
-               f"{state.get('config_hash')} -> {plan.config_hash})" if state
-               else f"{folder} holds no interrupted {stage} run")
+        why = (
+            "the config changed since the interrupted run (config hash "
+            f"{state.get('config_hash')} -> {plan.config_hash})"
+            if state
+            else f"{folder} holds no interrupted {stage} run"
+        )
         raise UserError(f"resume=true but {why}; drop resume=true to start a fresh run")
     if state:
-        print(f"{stage}: the config changed since the interrupted run in {folder} (config hash "
-              f"{state.get('config_hash')} -> {plan.config_hash}); starting a fresh run")
+        print(
+            f"{stage}: the config changed since the interrupted run in {folder} (config hash "
+            f"{state.get('config_hash')} -> {plan.config_hash}); starting a fresh run"
+        )
     if folder.exists():
         shutil.rmtree(folder)
     return plan
@@ -187,18 +198,23 @@ class TrainingState(Callback):
         resumed, self._resumed = self._resumed, None
         self.done = resumed[1] if resumed and resumed[0] == self.epoch else 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Runs before ModelCheckpoint's hook (Lightning calls checkpoint callbacks last), so a
         # checkpoint taken at this step counts this batch as done.
         self.done += 1
 
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        return {"epoch": self.epoch, "batches_done": self.done,
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                # Plain lists: the checkpoint must load with torch.load(weights_only=True).
-                "numpy_rng": [kind, keys.tolist(), pos, has_gauss, gauss]}
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.done,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            # Plain lists: the checkpoint must load with torch.load(weights_only=True).
+            "numpy_rng": [kind, keys.tolist(), pos, has_gauss, gauss],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         epoch, done = int(state_dict["epoch"]), int(state_dict["batches_done"])
@@ -214,10 +230,17 @@ def periodic_checkpoints(cfg: Config, folder: Path) -> list[ModelCheckpoint]:
     """``last.ckpt`` by steps and by time; Lightning allows one trigger per callback, hence two."""
     found = []
     if cfg.trainer.checkpoint_every_n_steps:
-        found.append(ModelCheckpoint(dirpath=folder, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                                     save_top_k=0, save_last=True))
+        found.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+                save_top_k=0,
+                save_last=True,
+            )
+        )
     if cfg.trainer.checkpoint_every_minutes:
         interval = timedelta(minutes=cfg.trainer.checkpoint_every_minutes)
-        found.append(ModelCheckpoint(dirpath=folder, train_time_interval=interval, save_top_k=0,
-                                     save_last=True))
+        found.append(
+            ModelCheckpoint(dirpath=folder, train_time_interval=interval, save_top_k=0, save_last=True)
+        )
     return found

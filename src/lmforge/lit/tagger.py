@@ -22,8 +22,15 @@ def word_targets(batch: dict, num_tags: int) -> torch.Tensor:
 
 
 class LitTagger(L.LightningModule):
-    def __init__(self, model_cfg: TransformerConfig, *, num_tags: int, feature_buckets: int,
-                 optim: OptimConfig, total_steps: int) -> None:
+    def __init__(
+        self,
+        model_cfg: TransformerConfig,
+        *,
+        num_tags: int,
+        feature_buckets: int,
+        optim: OptimConfig,
+        total_steps: int,
+    ) -> None:
         super().__init__()
         self.model = TokenTagger(model_cfg, num_tags, feature_buckets)
         self.num_tags = num_tags
@@ -36,8 +43,9 @@ class LitTagger(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self._logits(batch)
-        loss = F.cross_entropy(logits.flatten(0, 1), word_targets(batch, self.num_tags).flatten(),
-                               ignore_index=IGNORE)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), word_targets(batch, self.num_tags).flatten(), ignore_index=IGNORE
+        )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -45,8 +53,12 @@ class LitTagger(L.LightningModule):
         logits = self._logits(batch)
         targets = word_targets(batch, self.num_tags)
         scored = targets != IGNORE
-        self.log("val/loss", F.cross_entropy(logits[scored], targets[scored]), prog_bar=True,
-                 batch_size=int(scored.sum()))
+        self.log(
+            "val/loss",
+            F.cross_entropy(logits[scored], targets[scored]),
+            prog_bar=True,
+            batch_size=int(scored.sum()),
+        )
         self.val_metrics.update(logits[scored], targets[scored])
         self.log_dict(self.val_metrics, prog_bar=False)
 

@@ -21,8 +21,9 @@ from lmforge.models.transformer import TransformerConfig
 
 
 class LitTextToText(L.LightningModule):
-    def __init__(self, model_cfg: TransformerConfig, *, optim: OptimConfig, total_steps: int,
-                 prefix_lm: bool = True) -> None:
+    def __init__(
+        self, model_cfg: TransformerConfig, *, optim: OptimConfig, total_steps: int, prefix_lm: bool = True
+    ) -> None:
         super().__init__()
         self.model = PrefixLM(model_cfg)
         self.optim = optim
@@ -32,8 +33,7 @@ class LitTextToText(L.LightningModule):
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prefix = batch["prefix_mask"] if self.prefix_lm else None
-        return self.model.target_loss(batch["input_ids"], batch["attention_mask"], prefix,
-                                      batch["labels"])
+        return self.model.target_loss(batch["input_ids"], batch["attention_mask"], prefix, batch["labels"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch)

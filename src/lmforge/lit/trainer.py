@@ -33,8 +33,9 @@ def set_threads(cfg: Config) -> None:
     torch.set_num_threads(threads)
 
 
-def build_trainer(cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None,
-                  **overrides: Any) -> L.Trainer:
+def build_trainer(
+    cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None, **overrides: Any
+) -> L.Trainer:
     from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
 
     quiet_lightning()

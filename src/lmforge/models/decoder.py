@@ -128,16 +128,20 @@ class PrefixLM(nn.Module):
             # Right padding needs nothing (real tokens come first); left padding needs each
             # row's positions to start at its first real token. Both stay below T.
             if t > self.cfg.max_len:
-                raise ValueError(f"sequence length {t} exceeds TransformerConfig.max_len="
-                                 f"{self.cfg.max_len}; truncate the input or raise max_len")
+                raise ValueError(
+                    f"sequence length {t} exceeds TransformerConfig.max_len="
+                    f"{self.cfg.max_len}; truncate the input or raise max_len"
+                )
             position_ids = _positions_from_mask(attention_mask)
         elif position_ids is not None and t > 1:
             # Not checked for single-token steps: that would cost a device sync per token, and
             # generation keeps its positions in range itself.
             top = int(position_ids.max())
             if top >= self.cfg.max_len:
-                raise ValueError(f"position {top} exceeds TransformerConfig.max_len="
-                                 f"{self.cfg.max_len}; truncate the input or raise max_len")
+                raise ValueError(
+                    f"position {top} exceeds TransformerConfig.max_len="
+                    f"{self.cfg.max_len}; truncate the input or raise max_len"
+                )
         return self.encoder(input_ids, key_mask=key_mask, position_ids=position_ids, cache=cache)
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -181,8 +185,9 @@ class PrefixLM(nn.Module):
         labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if labels.shape != input_ids.shape:
-            raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}, "
-                             f"got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(labels.shape)}"
+            )
         hidden = self.hidden_states(input_ids, attention_mask, prefix_mask)
         positions = (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
         # The head (and its V-wide softmax) runs on target positions only, as MaskedLM's does
@@ -215,14 +220,14 @@ class PrefixLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: the summed log-probability of its targets (float [B]) and their count
         (long [B]); perplexity over a set is ``exp(-sum(log_likelihood) / sum(count))``."""
-        logits, targets, positions = self._target_logits(input_ids, attention_mask, prefix_mask,
-                                                         labels)
+        logits, targets, positions = self._target_logits(input_ids, attention_mask, prefix_mask, labels)
         token_ll = -F.cross_entropy(logits.float(), targets, reduction="none")
         rows = positions // labels.shape[1]
         b = labels.shape[0]
         log_likelihood = torch.zeros(b, device=token_ll.device).index_add_(0, rows, token_ll)
         counts = torch.zeros(b, dtype=torch.long, device=rows.device).index_add_(
-            0, rows, torch.ones_like(rows))
+            0, rows, torch.ones_like(rows)
+        )
         return log_likelihood, counts
 
     def num_parameters(self) -> int:

@@ -45,8 +45,7 @@ class Electra(nn.Module):
     """Generator + discriminator. ``self.encoder`` is the discriminator's encoder: the part that
     is saved and finetuned, under the same state-dict keys as a masked-LM encoder."""
 
-    def __init__(self, cfg: TransformerConfig, generator_layers: int = 1,
-                 disc_weight: float = 50.0) -> None:
+    def __init__(self, cfg: TransformerConfig, generator_layers: int = 1, disc_weight: float = 50.0) -> None:
         super().__init__()
         if disc_weight <= 0:
             raise ValueError(f"disc_weight must be positive, got {disc_weight}")
@@ -65,9 +64,15 @@ class Electra(nn.Module):
             nn.init.normal_(layer.weight, mean=0.0, std=INIT_STD)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
-                original_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> ElectraOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        targets: torch.Tensor,
+        original_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ElectraOutput:
         """``input_ids``: the masked batch [B, T]; ``positions``/``targets``: flat masked
         positions and their original ids (as from :func:`lmforge.data.masking.mask_tokens`);
         ``original_ids``: the unmasked batch; ``generator``: RNG for sampling replacements."""
@@ -99,8 +104,9 @@ class Electra(nn.Module):
         return n
 
 
-def electra_flops_per_token(cfg: TransformerConfig, generator_layers: int, seq_len: int,
-                            masked_fraction: float) -> float:
+def electra_flops_per_token(
+    cfg: TransformerConfig, generator_layers: int, seq_len: int, masked_fraction: float
+) -> float:
     """Training FLOPs per input token: the discriminator at every position (body and its
     D x D + D x 1 head) plus the generator (body at every position, MLM head at the masked ones)."""
     from lmforge.models.transformer import training_flops_per_token

@@ -75,8 +75,9 @@ class DecodingConfig:
         if not isinstance(self.num_beams, int) or self.num_beams < 1:
             raise ValueError(f"num_beams must be an int >= 1, got {self.num_beams!r}")
         if self.do_sample and self.num_beams > 1:
-            raise ValueError("sampling with num_beams > 1 is not supported; set do_sample=false "
-                             "or num_beams=1")
+            raise ValueError(
+                "sampling with num_beams > 1 is not supported; set do_sample=false or num_beams=1"
+            )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
@@ -129,16 +130,24 @@ def generate(
         if not prompt:
             raise ValueError(f"prompt {row} is empty; frame it first (e.g. [CLS] text)")
         if len(prompt) > cfg.max_len:
-            raise ValueError(f"prompt {row} has {len(prompt)} tokens, over the model's context "
-                             f"max_len={cfg.max_len}; truncate it first")
+            raise ValueError(
+                f"prompt {row} has {len(prompt)} tokens, over the model's context "
+                f"max_len={cfg.max_len}; truncate it first"
+            )
         if min(prompt) < 0 or max(prompt) >= cfg.vocab_size:
             raise ValueError(f"prompt {row} has a token id outside [0, {cfg.vocab_size})")
     if 2 * config.num_beams > cfg.vocab_size:
-        raise ValueError(f"num_beams={config.num_beams} needs a vocabulary of at least "
-                         f"{2 * config.num_beams} ids, the model has {cfg.vocab_size}")
+        raise ValueError(
+            f"num_beams={config.num_beams} needs a vocabulary of at least "
+            f"{2 * config.num_beams} ids, the model has {cfg.vocab_size}"
+        )
 
-    out = GenerationOutput(tokens=[[] for _ in prompts], stop_reasons=[""] * len(prompts),
-                           log_probs=[0.0] * len(prompts), scores=[0.0] * len(prompts))
+    out = GenerationOutput(
+        tokens=[[] for _ in prompts],
+        stop_reasons=[""] * len(prompts),
+        log_probs=[0.0] * len(prompts),
+        scores=[0.0] * len(prompts),
+    )
     # How many tokens each prompt may get: the context limit may bind before max_new_tokens.
     room = [min(config.max_new_tokens, cfg.max_len - len(p)) for p in prompts]
     todo = []
@@ -146,8 +155,7 @@ def generate(
         if r > 0:
             todo.append(row)
         else:
-            out.stop_reasons[row] = (STOP_MAX_NEW_TOKENS if config.max_new_tokens == 0
-                                     else STOP_CONTEXT)
+            out.stop_reasons[row] = STOP_MAX_NEW_TOKENS if config.max_new_tokens == 0 else STOP_CONTEXT
     if not todo:
         return out
 
@@ -169,30 +177,34 @@ class _Rows:
     derives positions from the cache length and SDPA gets no mask at all).
     """
 
-    def __init__(self, model: PrefixLM, prompts: list[list[int]], repeat: int, width: int,
-                 config: DecodingConfig) -> None:
+    def __init__(
+        self, model: PrefixLM, prompts: list[list[int]], repeat: int, width: int, config: DecodingConfig
+    ) -> None:
         device = model.encoder.tok_emb.weight.device
         lengths = [len(p) for p in prompts]
         self.prompt_width = max(lengths)
         n = len(prompts) * repeat
         self.tokens = torch.full((n, width), model.cfg.pad_id, dtype=torch.long)
         for i, prompt in enumerate(prompts):
-            self.tokens[i * repeat:(i + 1) * repeat, self.prompt_width - len(prompt):
-                        self.prompt_width] = torch.as_tensor(prompt, dtype=torch.long)
+            self.tokens[
+                i * repeat : (i + 1) * repeat, self.prompt_width - len(prompt) : self.prompt_width
+            ] = torch.as_tensor(prompt, dtype=torch.long)
         self.tokens = self.tokens.to(device)
         self.mask: torch.Tensor | None = None
         self.pos: torch.Tensor | None = None
         if len(set(lengths)) > 1:
             col = torch.arange(width, device=device)[None, :]
-            start = self.prompt_width - torch.as_tensor(lengths, device=device).repeat_interleave(
-                repeat)[:, None]
+            start = (
+                self.prompt_width - torch.as_tensor(lengths, device=device).repeat_interleave(repeat)[:, None]
+            )
             self.mask = col >= start
             self.pos = (col - start).clamp(min=0)
         self.prefix = None
         if config.prefix_lm:
             self.prefix = torch.zeros(n, width, dtype=torch.bool, device=device)
-            self.prefix[:, :self.prompt_width] = (True if self.mask is None
-                                                  else self.mask[:, :self.prompt_width])
+            self.prefix[:, : self.prompt_width] = (
+                True if self.mask is None else self.mask[:, : self.prompt_width]
+            )
         self.cache: KVCache | None = model.new_cache(n, width) if config.use_cache else None
         self.max_pos = model.cfg.max_len - 1
 
@@ -217,12 +229,16 @@ class _Rows:
             return model(self.tokens[:, :end], mask, prefix, pos, logits_to_keep=1)[:, -1]
         if step == 0:
             prefix = None if self.prefix is None else self.prefix[:, :end]
-            return model(self.tokens[:, :end], mask, prefix, pos, self.cache,
-                         logits_to_keep=1)[:, -1]
+            return model(self.tokens[:, :end], mask, prefix, pos, self.cache, logits_to_keep=1)[:, -1]
         # New tokens are never in the prefix: a causal query over every real key needs no
         # prefix mask.
-        return model(self.tokens[:, end - 1:end], mask, None,
-                     None if pos is None else pos[:, end - 1:end], self.cache)[:, -1]
+        return model(
+            self.tokens[:, end - 1 : end],
+            mask,
+            None,
+            None if pos is None else pos[:, end - 1 : end],
+            self.cache,
+        )[:, -1]
 
     def append(self, step: int, tokens: torch.Tensor) -> None:
         col = self.prompt_width + step
@@ -240,8 +256,7 @@ def _stop_reason(hit_eos: bool, n_new: int, max_new_tokens: int) -> str:
     return STOP_MAX_NEW_TOKENS if n_new >= max_new_tokens else STOP_CONTEXT
 
 
-def _sample(logits: torch.Tensor, config: DecodingConfig,
-            generator: torch.Generator | None) -> torch.Tensor:
+def _sample(logits: torch.Tensor, config: DecodingConfig, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row from ``softmax(logits / temperature)``, restricted to the ``top_k``
     most likely tokens and to the smallest set whose probability reaches ``top_p``."""
     logits = logits / config.temperature
@@ -264,8 +279,14 @@ def _compact_due(n_done: int, n_rows: int) -> bool:
     return 4 * n_done >= n_rows
 
 
-def _greedy_or_sample(model: PrefixLM, prompts: list[list[int]], room: list[int],
-                      origin: list[int], config: DecodingConfig, out: GenerationOutput) -> None:
+def _greedy_or_sample(
+    model: PrefixLM,
+    prompts: list[list[int]],
+    room: list[int],
+    origin: list[int],
+    config: DecodingConfig,
+    out: GenerationOutput,
+) -> None:
     steps = max(room)
     rows = _Rows(model, prompts, 1, _rows_width(prompts, steps), config)
     device = rows.tokens.device
@@ -279,8 +300,7 @@ def _greedy_or_sample(model: PrefixLM, prompts: list[list[int]], room: list[int]
     eos = config.eos_id
     for step in range(steps):
         logits = rows.next_logits(model, step).float()
-        next_tokens = (_sample(logits, config, generator) if config.do_sample
-                       else logits.argmax(-1))
+        next_tokens = _sample(logits, config, generator) if config.do_sample else logits.argmax(-1)
         token_log_prob = logits.log_softmax(-1).gather(1, next_tokens[:, None]).squeeze(1)
         log_prob += token_log_prob.masked_fill(done, 0.0)
         rows.append(step, next_tokens)
@@ -292,7 +312,7 @@ def _greedy_or_sample(model: PrefixLM, prompts: list[list[int]], room: list[int]
             stopped_at_eos = bool(hit_eos[r])
             n_new = step + 1 - int(stopped_at_eos)
             o = int(origin_t[r])
-            out.tokens[o] = rows.tokens[r, rows.prompt_width:rows.prompt_width + n_new].tolist()
+            out.tokens[o] = rows.tokens[r, rows.prompt_width : rows.prompt_width + n_new].tolist()
             out.stop_reasons[o] = _stop_reason(stopped_at_eos, step + 1, config.max_new_tokens)
             out.log_probs[o] = out.scores[o] = float(log_prob[r])
         done |= newly
@@ -318,8 +338,14 @@ class _Finalist:
     reason: str
 
 
-def _beam_search(model: PrefixLM, prompts: list[list[int]], room: list[int],
-                 origin: list[int], config: DecodingConfig, out: GenerationOutput) -> None:
+def _beam_search(
+    model: PrefixLM,
+    prompts: list[list[int]],
+    room: list[int],
+    origin: list[int],
+    config: DecodingConfig,
+    out: GenerationOutput,
+) -> None:
     """Beam search as Hugging Face's ``generate(num_beams=k)`` with ``early_stopping=False``:
     of the 2k best extensions, those among the top k that end with end-of-sequence become
     finished hypotheses, the best k others keep running; a prompt is done when it has k
@@ -346,8 +372,7 @@ def _beam_search(model: PrefixLM, prompts: list[list[int]], room: list[int],
         candidates = (beam_scores.reshape(-1, 1) + logits.log_softmax(-1)).view(n_active, k * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)
         top_beam, top_token = top_index // vocab, top_index % vocab
-        is_eos = (top_token == eos if eos is not None
-                  else torch.zeros_like(top_token, dtype=torch.bool))
+        is_eos = top_token == eos if eos is not None else torch.zeros_like(top_token, dtype=torch.bool)
         # The first k candidates that do not end the sequence keep running (there are always
         # k: each beam can end with end-of-sequence only once).
         running = ~is_eos & ((~is_eos).cumsum(1) <= k)
@@ -355,7 +380,7 @@ def _beam_search(model: PrefixLM, prompts: list[list[int]], room: list[int],
         next_beam = top_beam[running].view(n_active, k)
         next_token = top_token[running].view(n_active, k)
         length = step + 1  # new tokens, end-of-sequence included
-        norm = length ** penalty
+        norm = length**penalty
 
         eos_rows = is_eos[:, :k].any(1).tolist()
         next_best = (next_scores[:, 0] / norm).tolist()
@@ -366,14 +391,18 @@ def _beam_search(model: PrefixLM, prompts: list[list[int]], room: list[int],
                 for c in is_eos[a, :k].nonzero().flatten().tolist():
                     score = float(top_scores[a, c])
                     src = a * k + int(top_beam[a, c])
-                    _add_finalist(finalists[i], k, _Finalist(
-                        score / norm, score,
-                        rows.tokens[src, width0:width0 + step].tolist(), STOP_EOS))
+                    _add_finalist(
+                        finalists[i],
+                        k,
+                        _Finalist(
+                            score / norm, score, rows.tokens[src, width0 : width0 + step].tolist(), STOP_EOS
+                        ),
+                    )
             if length >= room[i]:
                 reason = _stop_reason(False, length, config.max_new_tokens)
                 for c in range(k):
                     src = a * k + int(next_beam[a, c])
-                    tokens = rows.tokens[src, width0:width0 + step].tolist()
+                    tokens = rows.tokens[src, width0 : width0 + step].tolist()
                     tokens.append(int(next_token[a, c]))
                     score = float(next_scores[a, c])
                     _add_finalist(finalists[i], k, _Finalist(score / norm, score, tokens, reason))

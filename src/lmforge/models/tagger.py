@@ -41,8 +41,12 @@ class TokenTagger(nn.Module):
                 self.features.weight[0].zero_()
             nn.init.normal_(self.feature_proj.weight, mean=0.0, std=INIT_STD)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``input_ids`` long [B, T]; ``features`` long [B, T, F] of hashed feature ids (0 = none);
         returns tag logits [B, T, num_tags] at every position."""
         extra = None

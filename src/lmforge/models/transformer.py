@@ -90,27 +90,34 @@ class KVCache:
     lengths). :meth:`select` keeps/reorders rows (beam search, dropping finished rows).
     """
 
-    def __init__(self, cfg: TransformerConfig, batch_size: int, capacity: int, *,
-                 device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        batch_size: int,
+        capacity: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         if batch_size < 1 or capacity < 1:
-            raise ValueError(f"KVCache needs batch_size >= 1 and capacity >= 1, got "
-                             f"{batch_size} and {capacity}")
+            raise ValueError(
+                f"KVCache needs batch_size >= 1 and capacity >= 1, got {batch_size} and {capacity}"
+            )
         shape = (batch_size, cfg.n_heads, capacity, cfg.head_dim)
         self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.capacity = capacity
         self.length = 0
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k``/``v`` [B, H, t, hd] after the filled columns of ``layer`` and return that
         layer's keys and values so far (views, [B, H, length + t, hd]). :meth:`advance` moves
         ``length`` once every layer has been written."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.capacity:
-            raise ValueError(f"KVCache is full: {end} columns needed, capacity {self.capacity}; "
-                             "allocate a larger cache")
+            raise ValueError(
+                f"KVCache is full: {end} columns needed, capacity {self.capacity}; allocate a larger cache"
+            )
         keys, values = self.keys[layer], self.values[layer]
         # narrow() rather than slicing syntax: this runs twice per layer per generated token,
         # and Python-level indexing costs more than the copy itself at batch 1.
@@ -143,8 +150,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         """``x``: [B, T, D]; ``key_mask``: bool, broadcastable to [B, 1, T, T_keys] (True =
         attend), or None; ``cache``: keys/values of earlier positions (``layer`` indexes it),
         which this call extends by T, so ``T_keys = cache.length + T``."""
@@ -158,7 +170,11 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, is_causal=is_causal,
+            q,
+            k,
+            v,
+            attn_mask=key_mask,
+            is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(b, t, d)
@@ -187,8 +203,13 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), key_mask, cache, layer)
         return x + self.mlp(self.ln2(x))
 
@@ -263,14 +284,15 @@ class Encoder(nn.Module):
             pos = position_ids
         if key_mask is None and attention_mask is not None:
             if past:
-                raise ValueError("Encoder: with a non-empty cache pass key_mask (the mask of "
-                                 "the new queries over every cached key), not attention_mask")
+                raise ValueError(
+                    "Encoder: with a non-empty cache pass key_mask (the mask of "
+                    "the new queries over every cached key), not attention_mask"
+                )
             # [B, 1, 1, T] broadcasts over heads and query positions: a padded key is hidden
             # from every query, which is all that is needed for padded positions not to leak.
             key_mask = attention_mask.to(torch.bool)[:, None, None, :]
             if self.cfg.causal:  # built once here rather than in every block
-                key_mask = key_mask & torch.ones(t, t, dtype=torch.bool,
-                                                 device=input_ids.device).tril()
+                key_mask = key_mask & torch.ones(t, t, dtype=torch.bool, device=input_ids.device).tril()
         x = self.tok_emb(input_ids) + self.pos_emb(pos)
         if extra_embeddings is not None:
             x = x + extra_embeddings
@@ -363,9 +385,7 @@ class SequenceClassifier(nn.Module):
         nn.init.normal_(self.classifier.weight, mean=0.0, std=INIT_STD)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
 
         If ``attention_mask`` is None it is derived as ``input_ids != cfg.pad_id``.

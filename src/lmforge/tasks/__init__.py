@@ -101,8 +101,7 @@ def get_task(name: str) -> Task:
         from lmforge.tasks.tagging import TaggingTask
 
         return TaggingTask()
-    raise UserError(f"unknown task '{name}'; use task=classification, task=text2text or "
-                    "task=tagging")
+    raise UserError(f"unknown task '{name}'; use task=classification, task=text2text or task=tagging")
 
 
 def finetuned_task(folder: Path) -> Task:

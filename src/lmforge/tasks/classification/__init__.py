@@ -31,36 +31,60 @@ class ClassificationTask(Task):
 
         labels = meta["labels"]
         if len(labels) < 2:
-            raise UserError(f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
-                            "finetuning needs a labelled source with at least two classes")
+            raise UserError(
+                f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
+                "finetuning needs a labelled source with at least two classes"
+            )
         max_len = cfg.finetune.max_len
         train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), max_len)
         val = LabelledRecords(TokenShards(cfg.paths.shards, "val"), max_len)
         if len(train) == 0 or len(val) == 0:
-            raise UserError(f"{cfg.paths.shards}: no labelled records in the train or val split; "
-                            "check data.source.label_column")
+            raise UserError(
+                f"{cfg.paths.shards}: no labelled records in the train or val split; "
+                "check data.source.label_column"
+            )
         pad = meta["special_ids"]["pad"]
         # Texts longer than the context lose their tail: counted, printed and logged, never silent.
         truncated = {"train": train.truncated, "val": val.truncated}
         if any(truncated.values()):
-            print(f"finetune: {truncated['train']} of {len(train)} train and {truncated['val']} of "
-                  f"{len(val)} val texts exceed finetune.max_len={max_len} tokens and are truncated")
-        return TaskData(train=train, val=val, collate=_Collate(pad), train_lengths=train.lengths,
-                        truncated=truncated, params={"data.num_labels": len(labels)})
+            print(
+                f"finetune: {truncated['train']} of {len(train)} train and {truncated['val']} of "
+                f"{len(val)} val texts exceed finetune.max_len={max_len} tokens and are truncated"
+            )
+        return TaskData(
+            train=train,
+            val=val,
+            collate=_Collate(pad),
+            train_lengths=train.lengths,
+            truncated=truncated,
+            params={"data.num_labels": len(labels)},
+        )
 
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.classifier import LitClassifier
 
-        return LitClassifier(model_cfg, num_labels=len(meta["labels"]), pooling=cfg.finetune.pooling,
-                             optim=cfg.optim, total_steps=total_steps)
+        return LitClassifier(
+            model_cfg,
+            num_labels=len(meta["labels"]),
+            pooling=cfg.finetune.pooling,
+            optim=cfg.optim,
+            total_steps=total_steps,
+        )
 
     def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
         import torch
 
         torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(out / "config.json", {"task": self.name, "model": asdict(module.model.cfg),
-                                         "labels": meta["labels"], "pooling": cfg.finetune.pooling,
-                                         "max_len": cfg.finetune.max_len})
+        write_json(
+            out / "config.json",
+            {
+                "task": self.name,
+                "model": asdict(module.model.cfg),
+                "labels": meta["labels"],
+                "pooling": cfg.finetune.pooling,
+                "max_len": cfg.finetune.max_len,
+            },
+        )
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Per-class precision, recall, F1 and support on the validation split, as a JSON
@@ -84,8 +108,7 @@ class ClassificationTask(Task):
         from lmforge.tasks.classification.pyfunc import EXAMPLE_TEXTS, TextClassifier
 
         config = json.loads((folder / "config.json").read_text())
-        return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS,
-                          extra={"labels": config["labels"]})
+        return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS, extra={"labels": config["labels"]})
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
         from torch.utils.data import DataLoader
@@ -101,22 +124,31 @@ class ClassificationTask(Task):
         if len(test) == 0:
             raise UserError(f"{cfg.paths.shards}: the test split holds no labelled records")
         pad = shards.meta["special_ids"]["pad"]
-        loader = DataLoader(test, batch_size=cfg.eval.batch_size,
-                            collate_fn=lambda items: pad_batch(items, pad))
+        loader = DataLoader(
+            test, batch_size=cfg.eval.batch_size, collate_fn=lambda items: pad_batch(items, pad)
+        )
         overall, per_class, matrix, actual, predicted = score(model, loader, len(labels))
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
         plots = eval_plots(cfg)
-        confusion_csv(((labels[a], labels[p]) for a, p in zip(actual, predicted, strict=True)),
-                      plots / "confusion.csv")
-        confusion_png(matrix.numpy(), labels, plots / "confusion.png",
-                      f"test: accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1']:.3f}")
+        confusion_csv(
+            ((labels[a], labels[p]) for a, p in zip(actual, predicted, strict=True)), plots / "confusion.csv"
+        )
+        confusion_png(
+            matrix.numpy(),
+            labels,
+            plots / "confusion.png",
+            f"test: accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1']:.3f}",
+        )
         metrics = {f"test_{k}": v for k, v in overall.items()}
         metrics.update({f"test_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
-        return {"report": result, "mlflow_metrics": metrics,
-                "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
-                "summary": f"test accuracy {overall['accuracy']:.4f}, macro P/R/F1 "
-                           f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
-                           f"on {len(test)} examples"}
+        return {
+            "report": result,
+            "mlflow_metrics": metrics,
+            "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
+            "summary": f"test accuracy {overall['accuracy']:.4f}, macro P/R/F1 "
+            f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
+            f"on {len(test)} examples",
+        }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tokenization import special_ids
@@ -135,9 +167,11 @@ class ClassificationTask(Task):
         overall, per_class, matrix, _, _ = score(model, batches, len(labels))
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
         result.update({"file": str(path), "dropped_empty_text": empty})
-        return {"report": result,
-                "summary": f"{path}: accuracy {overall['accuracy']:.4f}, macro F1 {overall['f1']:.4f} "
-                           f"on {len(records)} examples ({empty} rows without text skipped)"}
+        return {
+            "report": result,
+            "summary": f"{path}: accuracy {overall['accuracy']:.4f}, macro F1 {overall['f1']:.4f} "
+            f"on {len(records)} examples ({empty} rows without text skipped)",
+        }
 
 
 class _Collate:

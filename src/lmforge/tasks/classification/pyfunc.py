@@ -14,8 +14,10 @@ from lmforge.config import CleanConfig
 from lmforge.registry import model_texts
 
 PROB_PREFIX = "prob_"
-EXAMPLE_TEXTS = ["Create a new event loop and run the coroutine until it completes.",
-                 "Return the widget's current configuration as a dictionary."]
+EXAMPLE_TEXTS = [
+    "Create a new event loop and run the coroutine until it completes.",
+    "Return the widget's current configuration as a dictionary.",
+]
 
 
 class TextClassifier(mlflow.pyfunc.PythonModel):
@@ -35,16 +37,15 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
         self.max_len = int(config["max_len"])
         self.special = special_ids()
-        self.model = SequenceClassifier(TransformerConfig(**config["model"]),
-                                        num_labels=len(self.labels), pooling=config["pooling"])
-        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu",
-                                              weights_only=True))
+        self.model = SequenceClassifier(
+            TransformerConfig(**config["model"]), num_labels=len(self.labels), pooling=config["pooling"]
+        )
+        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
         self.model.eval()
 
     # model_input is deliberately unannotated: MLflow would derive a second signature from a type
     # hint, and the input is polymorphic (DataFrame with a text column, list of str, str).
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import torch
 
         from lmforge.data.cleaning import normalize_text
@@ -54,15 +55,18 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         probabilities = []
         # The same encoding as training: [CLS] ids [SEP], no tokenizer-added specials, truncated.
         for start in range(0, len(texts), 64):
-            encodings = self.tokenizer.encode_batch(texts[start:start + 64], add_special_tokens=False)
-            items = [(torch.tensor([self.special["cls"], *e.ids[: self.max_len - 2],
-                                    self.special["sep"]]), 0) for e in encodings]
+            encodings = self.tokenizer.encode_batch(texts[start : start + 64], add_special_tokens=False)
+            items = [
+                (torch.tensor([self.special["cls"], *e.ids[: self.max_len - 2], self.special["sep"]]), 0)
+                for e in encodings
+            ]
             batch = pad_batch(items, self.special["pad"])
             with torch.inference_mode():
                 logits = self.model(batch["input_ids"], batch["attention_mask"])
             probabilities.append(torch.softmax(logits.float(), dim=-1))
         probs = torch.cat(probabilities) if probabilities else torch.empty(0, len(self.labels))
-        frame = pd.DataFrame(probs.numpy().astype("float64"),
-                             columns=[PROB_PREFIX + name for name in self.labels])
+        frame = pd.DataFrame(
+            probs.numpy().astype("float64"), columns=[PROB_PREFIX + name for name in self.labels]
+        )
         frame.insert(0, "label", [self.labels[i] for i in probs.argmax(-1).tolist()])
         return frame

@@ -21,12 +21,12 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     if not (folder / "model.pt").is_file():
         raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
     config = json.loads((folder / "config.json").read_text())
-    model = SequenceClassifier(TransformerConfig(**config["model"]),
-                               num_labels=len(config["labels"]), pooling=config["pooling"])
+    model = SequenceClassifier(
+        TransformerConfig(**config["model"]), num_labels=len(config["labels"]), pooling=config["pooling"]
+    )
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
-    return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), \
-        config["max_len"]
+    return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]
 
 
 def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, list, list]:
@@ -42,9 +42,11 @@ def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, 
     from lmforge.lit.classifier import classification_metrics
 
     overall = classification_metrics(num_classes)
-    per_class = {"precision": MulticlassPrecision(num_classes, average="none"),
-                 "recall": MulticlassRecall(num_classes, average="none"),
-                 "f1": MulticlassF1Score(num_classes, average="none")}
+    per_class = {
+        "precision": MulticlassPrecision(num_classes, average="none"),
+        "recall": MulticlassRecall(num_classes, average="none"),
+        "f1": MulticlassF1Score(num_classes, average="none"),
+    }
     confusion = MulticlassConfusionMatrix(num_classes)
     predictions, targets = [], []
     with torch.inference_mode():
@@ -56,32 +58,49 @@ def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, 
             confusion.update(logits, batch["labels"])
             predictions.append(logits.argmax(-1))
             targets.append(batch["labels"])
-    return ({k: float(v) for k, v in overall.compute().items()},
-            {k: v.compute().tolist() for k, v in per_class.items()},
-            confusion.compute(), torch.cat(targets).tolist(), torch.cat(predictions).tolist())
+    return (
+        {k: float(v) for k, v in overall.compute().items()},
+        {k: v.compute().tolist() for k, v in per_class.items()},
+        confusion.compute(),
+        torch.cat(targets).tolist(),
+        torch.cat(predictions).tolist(),
+    )
 
 
 def report(labels: list, overall: dict, per_class: dict, support: list[int]) -> dict:
     return {
         **overall,
         "examples": sum(support),
-        "per_class": {str(name): {"precision": per_class["precision"][i],
-                                  "recall": per_class["recall"][i], "f1": per_class["f1"][i],
-                                  "support": support[i]} for i, name in enumerate(labels)},
+        "per_class": {
+            str(name): {
+                "precision": per_class["precision"][i],
+                "recall": per_class["recall"][i],
+                "f1": per_class["f1"][i],
+                "support": support[i],
+            }
+            for i, name in enumerate(labels)
+        },
     }
 
 
-def file_batches(records: list[dict], tokenizer: Any, index: dict[str, int], max_len: int,
-                 batch_size: int, special: dict[str, int]):
+def file_batches(
+    records: list[dict],
+    tokenizer: Any,
+    index: dict[str, int],
+    max_len: int,
+    batch_size: int,
+    special: dict[str, int],
+):
     """Encode raw labelled records the way the shards were (no specials, then [CLS] ... [SEP])."""
     from lmforge.data.datasets import frame_record, pad_batch
 
     for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        encodings = tokenizer.encode_batch_fast([r["text"] for r in chunk],
-                                                add_special_tokens=False)
-        items = [(frame_record(e.ids, max_len, special["cls"], special["sep"]),
-                  index[str(r["label"])]) for e, r in zip(encodings, chunk, strict=True)]
+        chunk = records[start : start + batch_size]
+        encodings = tokenizer.encode_batch_fast([r["text"] for r in chunk], add_special_tokens=False)
+        items = [
+            (frame_record(e.ids, max_len, special["cls"], special["sep"]), index[str(r["label"])])
+            for e, r in zip(encodings, chunk, strict=True)
+        ]
         yield pad_batch(items, special["pad"])
 
 
@@ -94,11 +113,17 @@ def read_labelled_file(cfg: Config, path: Path, labels: list) -> tuple[list[dict
     source = cfg.data.source
     index = {str(name) for name in labels}
     records, empty = [], 0
-    for record in read_local(path, text_columns=source.text_columns,
-                             label_column=source.label_column or "label", format=source.format):
+    for record in read_local(
+        path,
+        text_columns=source.text_columns,
+        label_column=source.label_column or "label",
+        format=source.format,
+    ):
         if str(record["label"]) not in index:
-            raise UserError(f"{record['source']}: label {record['label']!r} is not one the model "
-                            f"knows ({', '.join(map(str, labels))}); fix the row or the label column")
+            raise UserError(
+                f"{record['source']}: label {record['label']!r} is not one the model "
+                f"knows ({', '.join(map(str, labels))}); fix the row or the label column"
+            )
         text = normalize_text(record["text"], cfg.data.clean)
         if text:
             records.append({**record, "text": text})

@@ -27,8 +27,10 @@ from lmforge.tasks import Task, TaskData, eval_plots
 
 def _tagging_meta(meta: dict, where: str) -> dict:
     if "tagging" not in meta:
-        raise UserError(f"{where}: the shards hold no word tags; task=tagging needs tagged data "
-                        "(a .conllu/.conll source, or data.source.tags_column for jsonl/parquet/hf)")
+        raise UserError(
+            f"{where}: the shards hold no word tags; task=tagging needs tagged data "
+            "(a .conllu/.conll source, or data.source.tags_column for jsonl/parquet/hf)"
+        )
     return meta["tagging"]
 
 
@@ -44,39 +46,64 @@ class TaggingTask(Task):
         tagging = _tagging_meta(meta, cfg.paths.shards)
         special = meta["special_ids"]
         max_len = cfg.finetune.max_len
-        train, val = (TaggedWindows(shard_sentences(cfg.paths.shards, split), max_len,
-                                    special["cls"], special["sep"]) for split in ("train", "val"))
+        train, val = (
+            TaggedWindows(shard_sentences(cfg.paths.shards, split), max_len, special["cls"], special["sep"])
+            for split in ("train", "val")
+        )
         if len(train) == 0 or len(val) == 0:
-            raise UserError(f"{cfg.paths.shards}: no tagged sentences in the train or val split; "
-                            "add data or raise data.split.val_fraction")
+            raise UserError(
+                f"{cfg.paths.shards}: no tagged sentences in the train or val split; "
+                "add data or raise data.split.val_fraction"
+            )
         # Sentences longer than the context are tagged in windows of whole words: counted.
         split = {"train": train.split_sentences, "val": val.split_sentences}
         if any(split.values()) or train.truncated_words or val.truncated_words:
-            print(f"finetune: {split['train']} train and {split['val']} val sentences exceed "
-                  f"finetune.max_len={max_len} subwords and are tagged in windows of whole words; "
-                  f"{train.truncated_words + val.truncated_words} single words longer than the "
-                  "context keep their first subwords")
-        return TaskData(train=train, val=val, collate=TagCollate(special["pad"]),
-                        train_lengths=train.lengths, truncated=split,
-                        params={"data.num_tags": len(tagging["tags"]),
-                                "data.train_words": train.words, "data.val_words": val.words,
-                                "task.word_feature_buckets": cfg.task.word_feature_buckets})
+            print(
+                f"finetune: {split['train']} train and {split['val']} val sentences exceed "
+                f"finetune.max_len={max_len} subwords and are tagged in windows of whole words; "
+                f"{train.truncated_words + val.truncated_words} single words longer than the "
+                "context keep their first subwords"
+            )
+        return TaskData(
+            train=train,
+            val=val,
+            collate=TagCollate(special["pad"]),
+            train_lengths=train.lengths,
+            truncated=split,
+            params={
+                "data.num_tags": len(tagging["tags"]),
+                "data.train_words": train.words,
+                "data.val_words": val.words,
+                "task.word_feature_buckets": cfg.task.word_feature_buckets,
+            },
+        )
 
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.tagger import LitTagger
 
         tags = _tagging_meta(meta, cfg.paths.shards)["tags"]
-        return LitTagger(model_cfg, num_tags=len(tags),
-                         feature_buckets=cfg.task.word_feature_buckets, optim=cfg.optim,
-                         total_steps=total_steps)
+        return LitTagger(
+            model_cfg,
+            num_tags=len(tags),
+            feature_buckets=cfg.task.word_feature_buckets,
+            optim=cfg.optim,
+            total_steps=total_steps,
+        )
 
     def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
         import torch
 
         torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(out / "config.json", {
-            "task": self.name, "model": asdict(module.model.cfg), "tags": meta["tagging"]["tags"],
-            "max_len": cfg.finetune.max_len, "feature_buckets": cfg.task.word_feature_buckets})
+        write_json(
+            out / "config.json",
+            {
+                "task": self.name,
+                "model": asdict(module.model.cfg),
+                "tags": meta["tagging"]["tags"],
+                "max_len": cfg.finetune.max_len,
+                "feature_buckets": cfg.task.word_feature_buckets,
+            },
+        )
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Per-tag precision/recall/F1 (and entity spans) on the validation split:
@@ -94,8 +121,13 @@ class TaggingTask(Task):
         path = Path(cfg.paths.metrics) / "val_per_tag.json"
         write_json(path, report)
         mlflow.log_artifact(str(path))
-        mlflow.log_metrics({k: v for k, v in mlflow_metrics(report, "val").items()
-                            if k.startswith(("val_f1_tag_", "val_entity_"))})
+        mlflow.log_metrics(
+            {
+                k: v
+                for k, v in mlflow_metrics(report, "val").items()
+                if k.startswith(("val_f1_tag_", "val_entity_"))
+            }
+        )
         return report
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
@@ -103,8 +135,9 @@ class TaggingTask(Task):
         from lmforge.tasks.tagging.pyfunc import EXAMPLE_SENTENCES, TextTagger
 
         config = json.loads((folder / "config.json").read_text())
-        return log_pyfunc(cfg, folder, TextTagger(), EXAMPLE_SENTENCES,
-                          extra={"tags": config["tags"]}, free_input=True)
+        return log_pyfunc(
+            cfg, folder, TextTagger(), EXAMPLE_SENTENCES, extra={"tags": config["tags"]}, free_input=True
+        )
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, shard_sentences
@@ -132,8 +165,16 @@ class TaggingTask(Task):
         test = TaggedWindows(sentences, config["max_len"], special["cls"], special["sep"])
         return self._scored(cfg, model, config, names, test, "test")
 
-    def _scored(self, cfg: Config, model: Any, config: dict, names: list[str], data: Any,
-                prefix: str, where: str | None = None) -> dict:
+    def _scored(
+        self,
+        cfg: Config,
+        model: Any,
+        config: dict,
+        names: list[str],
+        data: Any,
+        prefix: str,
+        where: str | None = None,
+    ) -> dict:
         from lmforge.data.tokenization import special_ids
         from lmforge.figures import confusion_csv, confusion_png
         from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
@@ -141,18 +182,25 @@ class TaggingTask(Task):
         predicted, gold = predict_words(model, loader(data, cfg.eval.batch_size, special_ids()["pad"]))
         lengths = [len(s.starts) for s in data.sentences]
         report, matrix = score(names, len(config["tags"]), gold, predicted, lengths)
-        report.update({"split_sentences": data.split_sentences,
-                       "truncated_words": data.truncated_words})
+        report.update({"split_sentences": data.split_sentences, "truncated_words": data.truncated_words})
         if where is not None:
             return {"report": {"file": where, **report}, "summary": summary(report, where)}
         plots = eval_plots(cfg)
-        confusion_csv(((names[a], names[p]) for a, p in zip(gold, predicted, strict=True)),
-                      plots / "confusion.csv")
-        confusion_png(matrix.numpy(), names, plots / "confusion.png",
-                      f"{prefix}: accuracy {report['accuracy']:.3f}, macro F1 {report['f1']:.3f}")
-        return {"report": report, "mlflow_metrics": mlflow_metrics(report, prefix),
-                "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
-                "summary": summary(report, prefix)}
+        confusion_csv(
+            ((names[a], names[p]) for a, p in zip(gold, predicted, strict=True)), plots / "confusion.csv"
+        )
+        confusion_png(
+            matrix.numpy(),
+            names,
+            plots / "confusion.png",
+            f"{prefix}: accuracy {report['accuracy']:.3f}, macro F1 {report['f1']:.3f}",
+        )
+        return {
+            "report": report,
+            "mlflow_metrics": mlflow_metrics(report, prefix),
+            "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
+            "summary": summary(report, prefix),
+        }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, plain_sentences
@@ -163,8 +211,10 @@ class TaggingTask(Task):
         records = read_tagged_file(cfg, path)
         ids, names, unseen = tag_ids(records, config["tags"])
         for tag, source in unseen.items():
-            print(f"evaluate: note: {source}: tag {tag!r} is not one the model knows "
-                  f"({len(config['tags'])} tags); its words are scored as wrong and counted")
+            print(
+                f"evaluate: note: {source}: tag {tag!r} is not one the model knows "
+                f"({len(config['tags'])} tags); its words are scored as wrong and counted"
+            )
         special = special_ids()
         sentences = plain_sentences(tokenizer, [r["words"] for r in records], special["unk"], ids)
         data = TaggedWindows(sentences, config["max_len"], special["cls"], special["sep"])

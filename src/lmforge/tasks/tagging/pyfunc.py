@@ -18,15 +18,19 @@ import pandas as pd
 
 from lmforge.config import CleanConfig
 
-EXAMPLE_SENTENCES = ["The quick brown fox jumps over the lazy dog .",
-                     "I saw her duck yesterday in Paris ."]
+EXAMPLE_SENTENCES = ["The quick brown fox jumps over the lazy dog .", "I saw her duck yesterday in Paris ."]
 
 
 def model_sentences(model_input: Any) -> list[list[str]]:
     """The sentences of a request as word lists (see the module docstring)."""
     if isinstance(model_input, pd.DataFrame):
-        column = ("words" if "words" in model_input.columns else
-                  "text" if "text" in model_input.columns else model_input.columns[0])
+        column = (
+            "words"
+            if "words" in model_input.columns
+            else "text"
+            if "text" in model_input.columns
+            else model_input.columns[0]
+        )
         values = model_input[column].tolist()
     elif isinstance(model_input, dict):
         values = list(model_input.get("words", model_input.get("text", [])))
@@ -60,34 +64,33 @@ class TextTagger(mlflow.pyfunc.PythonModel):
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
         self.max_len = int(config["max_len"])
         self.special = special_ids()
-        self.model = TokenTagger(TransformerConfig(**config["model"]), len(self.tags),
-                                 config.get("feature_buckets", 0))
-        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu",
-                                              weights_only=True))
+        self.model = TokenTagger(
+            TransformerConfig(**config["model"]), len(self.tags), config.get("feature_buckets", 0)
+        )
+        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
         self.model.eval()
 
     # model_input is deliberately unannotated: MLflow would derive a signature from a type hint,
     # and the input is polymorphic (strings or word lists).
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from lmforge.data.cleaning import normalize_text
         from lmforge.data.tagging import TaggedWindows, plain_sentences
         from lmforge.tasks.tagging.scoring import loader, predict_words
 
         # As eval.file does: a word that normalises to nothing keeps its raw form (one tag per
         # word given, always).
-        words = [[normalize_text(w, self.clean) or w for w in sentence]
-                 for sentence in model_sentences(model_input)]
+        words = [
+            [normalize_text(w, self.clean) or w for w in sentence]
+            for sentence in model_sentences(model_input)
+        ]
         tags: list[list[str]] = [[] for _ in words]
         filled = [i for i, sentence in enumerate(words) if sentence]
         if filled:
-            sentences = plain_sentences(self.tokenizer, [words[i] for i in filled],
-                                        self.special["unk"])
-            data = TaggedWindows(sentences, self.max_len, self.special["cls"],
-                                 self.special["sep"])
+            sentences = plain_sentences(self.tokenizer, [words[i] for i in filled], self.special["unk"])
+            data = TaggedWindows(sentences, self.max_len, self.special["cls"], self.special["sep"])
             predicted, _ = predict_words(self.model, loader(data, 64, self.special["pad"]))
             start = 0
             for i in filled:
-                tags[i] = [self.tags[t] for t in predicted[start:start + len(words[i])]]
+                tags[i] = [self.tags[t] for t in predicted[start : start + len(words[i])]]
                 start += len(words[i])
         return pd.DataFrame({"words": words, "tags": tags})

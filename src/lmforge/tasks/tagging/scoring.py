@@ -26,8 +26,9 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     from lmforge.models.transformer import TransformerConfig
 
     config = json.loads((folder / "config.json").read_text())
-    model = TokenTagger(TransformerConfig(**config["model"]), len(config["tags"]),
-                        config.get("feature_buckets", 0))
+    model = TokenTagger(
+        TransformerConfig(**config["model"]), len(config["tags"]), config.get("feature_buckets", 0)
+    )
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config, Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -60,8 +61,9 @@ def metric_name(tag: str) -> str:
     return re.sub(r"[^\w\-. /]", lambda m: f"x{ord(m.group()):02x}", tag)
 
 
-def score(names: list[str], num_model_tags: int, gold: list[int], predicted: list[int],
-          sentence_lengths: list[int]) -> tuple[dict, Any]:
+def score(
+    names: list[str], num_model_tags: int, gold: list[int], predicted: list[int], sentence_lengths: list[int]
+) -> tuple[dict, Any]:
     """The report (accuracy, macro and per-tag P/R/F1, counts, entity spans where the tags are
     BIO/BIOES) and the confusion matrix over ``names`` (the model's tags, then unseen ones)."""
     import torch
@@ -80,22 +82,38 @@ def score(names: list[str], num_model_tags: int, gold: list[int], predicted: lis
     n = len(names)
     target, preds = torch.tensor(gold), torch.tensor(predicted)
     overall = {k: float(v) for k, v in classification_metrics(n)(preds, target).items()}
-    per_tag = {k: metric(n, average="none")(preds, target).tolist() for k, metric in
-               (("precision", MulticlassPrecision), ("recall", MulticlassRecall),
-                ("f1", MulticlassF1Score))}
+    per_tag = {
+        k: metric(n, average="none")(preds, target).tolist()
+        for k, metric in (
+            ("precision", MulticlassPrecision),
+            ("recall", MulticlassRecall),
+            ("f1", MulticlassF1Score),
+        )
+    }
     matrix = MulticlassConfusionMatrix(n)(preds, target)
     support = matrix.sum(dim=1).tolist()
     unseen = {names[i]: support[i] for i in range(num_model_tags, n) if support[i]}
-    report = {**overall, "words": len(gold), "sentences": len(sentence_lengths),
-              "unseen_tag_words": sum(unseen.values()), "unseen_tags": unseen,
-              "per_tag": {names[i]: {"precision": per_tag["precision"][i],
-                                     "recall": per_tag["recall"][i], "f1": per_tag["f1"][i],
-                                     "support": support[i]} for i in range(n)}}
+    report = {
+        **overall,
+        "words": len(gold),
+        "sentences": len(sentence_lengths),
+        "unseen_tag_words": sum(unseen.values()),
+        "unseen_tags": unseen,
+        "per_tag": {
+            names[i]: {
+                "precision": per_tag["precision"][i],
+                "recall": per_tag["recall"][i],
+                "f1": per_tag["f1"][i],
+                "support": support[i],
+            }
+            for i in range(n)
+        },
+    }
     if is_span_scheme(names[:num_model_tags]):
         gold_tags, predicted_tags, start = [], [], 0
         for length in sentence_lengths:
-            gold_tags.append([names[i] for i in gold[start:start + length]])
-            predicted_tags.append([names[i] for i in predicted[start:start + length]])
+            gold_tags.append([names[i] for i in gold[start : start + length]])
+            predicted_tags.append([names[i] for i in predicted[start : start + length]])
             start += length
         report["entities"] = span_scores(gold_tags, predicted_tags)
     return report, matrix
@@ -104,28 +122,31 @@ def score(names: list[str], num_model_tags: int, gold: list[int], predicted: lis
 def mlflow_metrics(report: dict, prefix: str) -> dict[str, float]:
     metrics = {f"{prefix}_{k}": report[k] for k in ("accuracy", "precision", "recall", "f1")}
     metrics[f"{prefix}_unseen_tag_words"] = report["unseen_tag_words"]
-    metrics.update({f"{prefix}_f1_tag_{metric_name(t)}": v["f1"]
-                    for t, v in report["per_tag"].items()})
+    metrics.update({f"{prefix}_f1_tag_{metric_name(t)}": v["f1"] for t, v in report["per_tag"].items()})
     if "entities" in report:
-        metrics.update({f"{prefix}_entity_{k}": report["entities"][k]
-                        for k in ("precision", "recall", "f1")})
+        metrics.update({f"{prefix}_entity_{k}": report["entities"][k] for k in ("precision", "recall", "f1")})
     return metrics
 
 
 def summary(report: dict, where: str) -> str:
-    text = (f"{where}: word accuracy {report['accuracy']:.4f}, macro P/R/F1 "
-            f"{report['precision']:.4f}/{report['recall']:.4f}/{report['f1']:.4f} on "
-            f"{report['words']} words in {report['sentences']} sentences")
+    text = (
+        f"{where}: word accuracy {report['accuracy']:.4f}, macro P/R/F1 "
+        f"{report['precision']:.4f}/{report['recall']:.4f}/{report['f1']:.4f} on "
+        f"{report['words']} words in {report['sentences']} sentences"
+    )
     if "entities" in report:
         e = report["entities"]
-        text += (f"; entities P/R/F1 {e['precision']:.4f}/{e['recall']:.4f}/{e['f1']:.4f} "
-                 f"({e['support']} gold spans)")
+        text += (
+            f"; entities P/R/F1 {e['precision']:.4f}/{e['recall']:.4f}/{e['f1']:.4f} "
+            f"({e['support']} gold spans)"
+        )
     if report["unseen_tag_words"]:
-        text += (f"; {report['unseen_tag_words']} words carry tags the model never saw "
-                 f"({', '.join(report['unseen_tags'])}), scored wrong")
+        text += (
+            f"; {report['unseen_tag_words']} words carry tags the model never saw "
+            f"({', '.join(report['unseen_tags'])}), scored wrong"
+        )
     if report.get("split_sentences"):
-        text += (f"; {report['split_sentences']} sentences longer than the context were tagged "
-                 "in windows")
+        text += f"; {report['split_sentences']} sentences longer than the context were tagged in windows"
     return text
 
 
@@ -137,13 +158,20 @@ def read_tagged_file(cfg: Config, path: Path) -> list[dict]:
 
     source = cfg.data.source
     records = []
-    for record in read_local(path, format=source.format, encoding=source.encoding or "utf-8",
-                             words_column=source.words_column, tags_column=source.tags_column,
-                             label_column=None):
+    for record in read_local(
+        path,
+        format=source.format,
+        encoding=source.encoding or "utf-8",
+        words_column=source.words_column,
+        tags_column=source.tags_column,
+        label_column=None,
+    ):
         if "words" not in record:
-            raise UserError(f"{path}: not a tagged file (no words and tags per record); use a "
-                            ".conllu/.conll file or set data.source.tags_column (and "
-                            "data.source.words_column) for jsonl/parquet")
+            raise UserError(
+                f"{path}: not a tagged file (no words and tags per record); use a "
+                ".conllu/.conll file or set data.source.tags_column (and "
+                "data.source.words_column) for jsonl/parquet"
+            )
         if not record["words"]:
             continue
         words = [normalize_text(w, cfg.data.clean) or w for w in record["words"]]

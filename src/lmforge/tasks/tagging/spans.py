@@ -19,8 +19,7 @@ _SCHEMED = re.compile(r"^(O|[BIES]-.+)$")
 
 def is_span_scheme(tags: Sequence[str]) -> bool:
     """True when every tag is ``O`` or ``B-/I-/E-/S-TYPE``, with at least one ``B-`` or ``S-``."""
-    return (bool(tags) and all(_SCHEMED.match(t) for t in tags)
-            and any(t[:2] in ("B-", "S-") for t in tags))
+    return bool(tags) and all(_SCHEMED.match(t) for t in tags) and any(t[:2] in ("B-", "S-") for t in tags)
 
 
 def _split(tag: str) -> tuple[str, str]:
@@ -64,8 +63,14 @@ def _prf(correct: int, predicted: int, gold: int) -> dict:
     precision = correct / predicted if predicted else 0.0
     recall = correct / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": gold,
-            "predicted": predicted, "correct": correct}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": gold,
+        "predicted": predicted,
+        "correct": correct,
+    }
 
 
 def span_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
@@ -79,6 +84,7 @@ def span_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]
         counts["correct"].update(s[0] for s in gold_spans & predicted_spans)
     types = sorted(set(counts["gold"]) | set(counts["predicted"]))
     total = {k: sum(v.values()) for k, v in counts.items()}
-    return {**_prf(total["correct"], total["predicted"], total["gold"]),
-            "per_type": {t: _prf(counts["correct"][t], counts["predicted"][t], counts["gold"][t])
-                         for t in types}}
+    return {
+        **_prf(total["correct"], total["predicted"], total["gold"]),
+        "per_type": {t: _prf(counts["correct"][t], counts["predicted"][t], counts["gold"][t]) for t in types},
+    }

@@ -26,8 +26,10 @@ from lmforge.io import read_jsonl, write_json
 from lmforge.tasks import Task, TaskData, eval_plots
 
 SAMPLE_ROWS = 100  # source / reference / prediction rows logged as an MLflow table
-EXAMPLE_TEXTS = ["Return the number of items in the queue; not reliable across threads.",
-                 "Ein Mann fährt mit dem Fahrrad eine Straße entlang."]
+EXAMPLE_TEXTS = [
+    "Return the number of items in the queue; not reliable across threads.",
+    "Ein Mann fährt mit dem Fahrrad eine Straße entlang.",
+]
 
 
 class TextToTextTask(Task):
@@ -41,30 +43,36 @@ class TextToTextTask(Task):
         from lmforge.data.tokenization import TokenShards
 
         if not meta.get("targets"):
-            raise UserError(f"{cfg.paths.shards}: the data has no targets; task=text2text needs "
-                            "source/target pairs (data.source.target_column or data.source.parallel)")
+            raise UserError(
+                f"{cfg.paths.shards}: the data has no targets; task=text2text needs "
+                "source/target pairs (data.source.target_column or data.source.parallel)"
+            )
         t = cfg.task
-        train = SourceTargetPairs(TokenShards(cfg.paths.shards, "train"), t.max_source_len,
-                                  t.max_target_len)
-        val = SourceTargetPairs(TokenShards(cfg.paths.shards, "val"), t.max_source_len,
-                                t.max_target_len)
+        train = SourceTargetPairs(TokenShards(cfg.paths.shards, "train"), t.max_source_len, t.max_target_len)
+        val = SourceTargetPairs(TokenShards(cfg.paths.shards, "val"), t.max_source_len, t.max_target_len)
         if len(train) == 0 or len(val) == 0:
             raise UserError(f"{cfg.paths.shards}: the train or val split holds no pairs")
-        truncated = {f"{split}_{side}": getattr(data, f"truncated_{side}s")
-                     for split, data in (("train", train), ("val", val))
-                     for side in ("source", "target")}
+        truncated = {
+            f"{split}_{side}": getattr(data, f"truncated_{side}s")
+            for split, data in (("train", train), ("val", val))
+            for side in ("source", "target")
+        }
         if any(truncated.values()):
-            print(f"finetune: truncated to task.max_source_len={t.max_source_len} / "
-                  f"max_target_len={t.max_target_len} tokens: "
-                  + ", ".join(f"{v} {k.replace('_', ' ')}s" for k, v in truncated.items()))
-        return TaskData(train=train, val=val, collate=PairCollate(), train_lengths=train.lengths,
-                        truncated=truncated)
+            print(
+                f"finetune: truncated to task.max_source_len={t.max_source_len} / "
+                f"max_target_len={t.max_target_len} tokens: "
+                + ", ".join(f"{v} {k.replace('_', ' ')}s" for k, v in truncated.items())
+            )
+        return TaskData(
+            train=train, val=val, collate=PairCollate(), train_lengths=train.lengths, truncated=truncated
+        )
 
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.text2text import LitTextToText
 
-        return LitTextToText(model_cfg, optim=cfg.optim, total_steps=total_steps,
-                             prefix_lm=cfg.task.prefix_lm)
+        return LitTextToText(
+            model_cfg, optim=cfg.optim, total_steps=total_steps, prefix_lm=cfg.task.prefix_lm
+        )
 
     def load_pretrained(self, module: Any, folder: Path) -> str:
         """The whole pretrained LM (encoder and head) where pretraining kept it, else the
@@ -81,17 +89,24 @@ class TextToTextTask(Task):
         import torch
 
         torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(out / "config.json", {"task": self.name, "model": asdict(module.model.cfg),
-                                         "max_source_len": cfg.task.max_source_len,
-                                         "max_target_len": cfg.task.max_target_len,
-                                         "prefix_lm": cfg.task.prefix_lm})
+        write_json(
+            out / "config.json",
+            {
+                "task": self.name,
+                "model": asdict(module.model.cfg),
+                "max_source_len": cfg.task.max_source_len,
+                "max_target_len": cfg.task.max_target_len,
+                "prefix_lm": cfg.task.prefix_lm,
+            },
+        )
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
         from lmforge.registry import log_pyfunc
         from lmforge.tasks.text2text.pyfunc import TextGenerator
 
-        return log_pyfunc(cfg, folder, TextGenerator(), EXAMPLE_TEXTS,
-                          extra={"decoding": asdict(cfg.generate)})
+        return log_pyfunc(
+            cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra={"decoding": asdict(cfg.generate)}
+        )
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
         prepared = Path(cfg.paths.prepared) / "test.jsonl"
@@ -100,16 +115,20 @@ class TextToTextTask(Task):
         records = [r for r in read_jsonl(prepared) if r.get("target") is not None]
         if not records:
             raise UserError(f"{prepared}: the test split holds no source/target pairs")
-        result = score_pairs(cfg, folder, [r["text"] for r in records],
-                             [r["target"] for r in records])
+        result = score_pairs(cfg, folder, [r["text"] for r in records], [r["target"] for r in records])
         plots = eval_plots(cfg)
         samples = plots / "samples.csv"
         write_samples(samples, result.pop("_rows"))
         report = result
         metrics = {f"test_{k}": v for k, v in report.items() if isinstance(v, (int, float))}
         table = read_samples(samples, SAMPLE_ROWS)
-        return {"report": report, "mlflow_metrics": metrics, "artifacts": [samples],
-                "tables": {"test_samples.json": table}, "summary": summary_line(report)}
+        return {
+            "report": report,
+            "mlflow_metrics": metrics,
+            "artifacts": [samples],
+            "tables": {"test_samples.json": table},
+            "summary": summary_line(report),
+        }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.cleaning import normalize_text
@@ -117,12 +136,19 @@ class TextToTextTask(Task):
 
         source = cfg.data.source
         if not source.parallel and not source.target_column:
-            raise UserError("eval.file with a text-to-text model: say where the targets are, "
-                            "data.source.target_column=COLUMN or data.source.parallel=[src,tgt]")
+            raise UserError(
+                "eval.file with a text-to-text model: say where the targets are, "
+                "data.source.target_column=COLUMN or data.source.parallel=[src,tgt]"
+            )
         sources, targets, empty = [], [], 0
-        for record in read_local(path, text_columns=source.text_columns, label_column=None,
-                                 target_column=source.target_column, parallel=source.parallel,
-                                 format=source.format):
+        for record in read_local(
+            path,
+            text_columns=source.text_columns,
+            label_column=None,
+            target_column=source.target_column,
+            parallel=source.parallel,
+            format=source.format,
+        ):
             text = normalize_text(record["text"], cfg.data.clean)
             target = normalize_text(record.get("target") or "", cfg.data.clean)
             if text and target:
@@ -135,8 +161,10 @@ class TextToTextTask(Task):
         report = score_pairs(cfg, folder, sources, targets)
         report.pop("_rows")
         report.update({"file": str(path), "dropped_empty": empty})
-        return {"report": report, "summary": f"{path}: " + summary_line(report)
-                + f" ({empty} pairs without text skipped)"}
+        return {
+            "report": report,
+            "summary": f"{path}: " + summary_line(report) + f" ({empty} pairs without text skipped)",
+        }
 
 
 class PairCollate:
@@ -146,8 +174,12 @@ class PairCollate:
         from lmforge.data.prefix_lm import text_to_text_batch
 
         batch = text_to_text_batch([s.tolist() for s, _ in items], [t.tolist() for _, t in items])
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                "prefix_mask": batch.prefix_mask, "labels": batch.labels}
+        return {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "prefix_mask": batch.prefix_mask,
+            "labels": batch.labels,
+        }
 
 
 def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str]) -> dict:
@@ -158,26 +190,39 @@ def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str
     from lmforge.text_metrics import score_texts
 
     model = TextToTextModel.load(folder)
-    with tqdm(total=len(sources), desc="evaluate (decode)", unit=" texts", mininterval=1.0,
-              disable=None) as bar:
+    with tqdm(
+        total=len(sources), desc="evaluate (decode)", unit=" texts", mininterval=1.0, disable=None
+    ) as bar:
         generated = model.generate(sources, cfg.generate, progress=bar.update)
     report: dict[str, Any] = dict(score_texts(generated.texts, targets))
-    report.update({
-        "target_perplexity": model.target_perplexity(sources, targets, cfg.eval.batch_size),
-        "mean_generated_tokens": sum(generated.tokens) / len(generated.tokens),
-        "examples": len(sources), "truncated_sources": generated.truncated_inputs,
-        "stopped_at_context": generated.stopped_at_context,
-        "stopped_at_max_new_tokens": generated.stopped_at_max_new_tokens,
-        "decoding": {"strategy": cfg.generate.strategy, "num_beams": cfg.generate.num_beams,
-                     "length_penalty": cfg.generate.length_penalty,
-                     "max_new_tokens": cfg.generate.max_new_tokens}})
+    report.update(
+        {
+            "target_perplexity": model.target_perplexity(sources, targets, cfg.eval.batch_size),
+            "mean_generated_tokens": sum(generated.tokens) / len(generated.tokens),
+            "examples": len(sources),
+            "truncated_sources": generated.truncated_inputs,
+            "stopped_at_context": generated.stopped_at_context,
+            "stopped_at_max_new_tokens": generated.stopped_at_max_new_tokens,
+            "decoding": {
+                "strategy": cfg.generate.strategy,
+                "num_beams": cfg.generate.num_beams,
+                "length_penalty": cfg.generate.length_penalty,
+                "max_new_tokens": cfg.generate.max_new_tokens,
+            },
+        }
+    )
     report["_rows"] = list(zip(sources, targets, generated.texts, strict=True))
     return report
 
 
 def summary_line(report: dict) -> str:
-    names = (("sacrebleu", "BLEU"), ("chrf", "chrF"), ("rougeL", "ROUGE-L"),
-             ("exact_match", "exact match"), ("target_perplexity", "target perplexity"))
+    names = (
+        ("sacrebleu", "BLEU"),
+        ("chrf", "chrF"),
+        ("rougeL", "ROUGE-L"),
+        ("exact_match", "exact match"),
+        ("target_perplexity", "target perplexity"),
+    )
     shown = ", ".join(f"{label} {report[key]:.2f}" for key, label in names if key in report)
     return f"{shown} on {report['examples']} pairs"
 

@@ -29,12 +29,14 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         self.options = GenerateConfig(**json.loads(Path(artifacts["decoding"]).read_text()))
         # TextToTextModel.load reads a folder; the artifacts may lie apart.
         with tempfile.TemporaryDirectory() as tmp:
-            for name, file in (("model.pt", "weights"), ("config.json", "config"),
-                               ("tokenizer.json", "tokenizer")):
+            for name, file in (
+                ("model.pt", "weights"),
+                ("config.json", "config"),
+                ("tokenizer.json", "tokenizer"),
+            ):
                 shutil.copy(artifacts[file], Path(tmp) / name)
             self.runtime = TextToTextModel.load(Path(tmp), clean=clean)
 
-    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
         generated = self.runtime.generate(model_texts(model_input), self.options)
         return pd.DataFrame({"generated": generated.texts})

@@ -16,8 +16,7 @@ from lmforge.config import CleanConfig, GenerateConfig
 from lmforge.errors import UserError
 
 
-def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens: int | None = None
-                    ) -> Any:
+def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens: int | None = None) -> Any:
     """``generate.*`` as the decoder's :class:`~lmforge.models.generation.DecodingConfig`."""
     from lmforge.data.tokenization import special_ids
     from lmforge.models.generation import DecodingConfig
@@ -25,9 +24,15 @@ def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens:
     return DecodingConfig(
         max_new_tokens=max_new_tokens or options.max_new_tokens,
         num_beams=options.num_beams if options.strategy == "beam" else 1,
-        length_penalty=options.length_penalty, do_sample=options.strategy == "sample",
-        temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
-        seed=options.seed, eos_id=special_ids()["sep"], prefix_lm=prefix_lm)
+        length_penalty=options.length_penalty,
+        do_sample=options.strategy == "sample",
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        seed=options.seed,
+        eos_id=special_ids()["sep"],
+        prefix_lm=prefix_lm,
+    )
 
 
 @dataclass
@@ -46,9 +51,17 @@ class TextToTextModel:
     causal LM that continues ``[CLS] prompt`` (a pretrained LM); otherwise it writes a target
     for ``[CLS] source [SEP]``."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_source_len: int, max_target_len: int,
-                 prefix_lm: bool, continuation: bool = False, clean: CleanConfig | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_source_len: int,
+        max_target_len: int,
+        prefix_lm: bool,
+        continuation: bool = False,
+        clean: CleanConfig | None = None,
+    ) -> None:
         from lmforge.data.tokenization import special_ids
 
         self.model = model.eval()
@@ -72,27 +85,40 @@ class TextToTextModel:
         folder = Path(folder)
         config_path = folder / "config.json"
         if not config_path.is_file():
-            raise UserError(f"{config_path} is missing; point at a finetuned text-to-text model "
-                            "or a pretrained causal LM folder")
+            raise UserError(
+                f"{config_path} is missing; point at a finetuned text-to-text model "
+                "or a pretrained causal LM folder"
+            )
         config = json.loads(config_path.read_text())
         if "task" in config:
             if config["task"] != "text2text":
-                raise UserError(f"{folder} holds a {config['task']} model, which does not generate "
-                                "text; finetune with task=text2text, or point generate.model at "
-                                "a pretrained causal LM (models/pretrained with pretrain=clm)")
+                raise UserError(
+                    f"{folder} holds a {config['task']} model, which does not generate "
+                    "text; finetune with task=text2text, or point generate.model at "
+                    "a pretrained causal LM (models/pretrained with pretrain=clm)"
+                )
             weights, model_cfg = folder / "model.pt", config["model"]
-            options = {"max_source_len": config["max_source_len"],
-                       "max_target_len": config["max_target_len"], "prefix_lm": config["prefix_lm"]}
+            options = {
+                "max_source_len": config["max_source_len"],
+                "max_target_len": config["max_target_len"],
+                "prefix_lm": config["prefix_lm"],
+            }
             tokenizer_path = folder / "tokenizer.json"
         else:  # models/pretrained: config.json is the TransformerConfig, lm.pt the whole LM
             weights, model_cfg = folder / "lm.pt", config
-            options = {"max_source_len": config["max_len"] - 1, "max_target_len": config["max_len"],
-                       "prefix_lm": False, "continuation": True}
+            options = {
+                "max_source_len": config["max_len"] - 1,
+                "max_target_len": config["max_len"],
+                "prefix_lm": False,
+                "continuation": True,
+            }
             tokenizer_path = folder / "tokenizer.json"
         for path in (weights, tokenizer_path):
             if not path.is_file():
-                raise UserError(f"{path} is missing; run the finetune stage (task=text2text) or "
-                                "pretrain with pretrain=clm first")
+                raise UserError(
+                    f"{path} is missing; run the finetune stage (task=text2text) or "
+                    "pretrain with pretrain=clm first"
+                )
         model = PrefixLM(TransformerConfig(**model_cfg))
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(model, Tokenizer.from_file(str(tokenizer_path)), clean=clean, **options)
@@ -120,13 +146,17 @@ class TextToTextModel:
                 prompts.append(text_to_text_prompt(ids[: self.max_source_len], special=self.special))
         return prompts, cut
 
-    def generate(self, texts: Sequence[str], options: GenerateConfig,
-                 progress: Callable[[int], None] | None = None) -> Generated:
+    def generate(
+        self, texts: Sequence[str], options: GenerateConfig, progress: Callable[[int], None] | None = None
+    ) -> Generated:
         """Write one output per input text, batched by length, in input order."""
         from lmforge.models.generation import STOP_CONTEXT, STOP_MAX_NEW_TOKENS, generate
 
-        room = options.max_new_tokens if self.continuation else \
-            min(options.max_new_tokens, self.max_target_len + 1)
+        room = (
+            options.max_new_tokens
+            if self.continuation
+            else min(options.max_new_tokens, self.max_target_len + 1)
+        )
         decoding = decoding_config(options, prefix_lm=self.prefix_lm, max_new_tokens=room)
         prompts, cut = self.encode_inputs(texts, room)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -134,7 +164,7 @@ class TextToTextModel:
         from dataclasses import replace
 
         for batch_index, start in enumerate(range(0, len(order), options.batch_size)):
-            rows = order[start:start + options.batch_size]
+            rows = order[start : start + options.batch_size]
             # A seed per batch: sampling reproduces whatever the batch size and order.
             config = replace(decoding, seed=options.seed + batch_index)
             result = generate(self.model, [prompts[i] for i in rows], config)
@@ -147,8 +177,9 @@ class TextToTextModel:
                 progress(len(rows))
         return out
 
-    def target_perplexity(self, sources: Sequence[str], targets: Sequence[str],
-                          batch_size: int = 64) -> float:
+    def target_perplexity(
+        self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64
+    ) -> float:
         """``exp`` of the mean negative log-likelihood per target token (its ``[SEP]`` included),
         teacher-forced, sources and targets truncated as in training."""
         import math
@@ -163,11 +194,15 @@ class TextToTextModel:
         total, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, len(src), batch_size):
-                batch = text_to_text_batch(src[start:start + batch_size],
-                                           tgt[start:start + batch_size], special=self.special)
+                batch = text_to_text_batch(
+                    src[start : start + batch_size], tgt[start : start + batch_size], special=self.special
+                )
                 ll, n = self.model.target_log_likelihood(
-                    batch.input_ids, batch.attention_mask,
-                    batch.prefix_mask if self.prefix_lm else None, batch.labels)
+                    batch.input_ids,
+                    batch.attention_mask,
+                    batch.prefix_mask if self.prefix_lm else None,
+                    batch.labels,
+                )
                 total += float(ll.sum())
                 count += int(n.sum())
         return math.exp(min(-total / max(count, 1), 50.0))
