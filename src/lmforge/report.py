@@ -8,23 +8,11 @@ from pathlib import Path
 from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.io import atomic_file
+from lmforge.text_metrics import format_scores
 
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _text_scores(values: dict) -> str:
-    """The text-to-text figures present in ``values``, e.g. ``BLEU 31.2  chrF 55.0``."""
-    names = (
-        ("sacrebleu", "BLEU"),
-        ("chrf", "chrF"),
-        ("rouge1", "ROUGE-1"),
-        ("rouge2", "ROUGE-2"),
-        ("rougeL", "ROUGE-L"),
-        ("exact_match", "exact"),
-    )
-    return "  ".join(f"{label} {values[key]:.4f}" for key, label in names if key in values)
 
 
 def summary(cfg: Config) -> str:
@@ -72,13 +60,13 @@ def summary(cfg: Config) -> str:
                 f"F1 {e['f1']:.4f}  ({e['support']} gold spans)"
             )
     elif evaluation:
-        lines.append("test      " + _text_scores(evaluation) + f"  ({evaluation['examples']} examples)")
+        lines.append("test      " + format_scores(evaluation, 4) + f"  ({evaluation['examples']} examples)")
     for name, values in baselines.items():
         if "accuracy" in values:
             f1 = f"  macro F1 {values['f1']:.4f}" if "f1" in values else ""
             lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}{f1}")
         else:
-            lines.append(f"baseline  {name:<15} {_text_scores(values)}")
+            lines.append(f"baseline  {name:<15} {format_scores(values, 4)}")
     uri = tracking_uri(cfg)
     lines += [
         "",

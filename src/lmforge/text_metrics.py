@@ -90,3 +90,20 @@ def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[s
     scores["mean_pred_words"] = sum(len(p.split()) for p in predictions) / len(predictions)
     scores["mean_ref_words"] = sum(len(r.split()) for r in references) / len(references)
     return scores
+
+
+# How the figures are named wherever they are printed (evaluate, report, baselines).
+SCORE_NAMES = (
+    ("sacrebleu", "BLEU"),
+    ("chrf", "chrF"),
+    ("rouge1", "ROUGE-1"),
+    ("rouge2", "ROUGE-2"),
+    ("rougeL", "ROUGE-L"),
+    ("exact_match", "exact match"),
+    ("target_perplexity", "target perplexity"),
+)
+
+
+def format_scores(values: dict, digits: int = 2) -> str:
+    """The text-to-text figures present in ``values``, e.g. ``BLEU 31.20, chrF 55.04``."""
+    return ", ".join(f"{label} {values[key]:.{digits}f}" for key, label in SCORE_NAMES if key in values)

@@ -57,9 +57,23 @@ class Task:
         module.model.encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return str(path)
 
-    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
-        """Write ``model.pt`` and ``config.json`` (with ``"task"``) into the finetuned folder."""
+    def model_options(self, cfg: Config, meta: dict) -> dict:
+        """What loading the finetuned model needs besides its weights and sizes (label names,
+        budgets, ...): stored in its ``config.json``."""
         raise NotImplementedError
+
+    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
+        """``model.pt`` and ``config.json`` (the task, the model's sizes and
+        :meth:`model_options`) in the finetuned folder."""
+        from dataclasses import asdict
+
+        import torch
+
+        from lmforge.io import write_json
+
+        torch.save(module.model.state_dict(), out / "model.pt")
+        config = {"task": self.name, "model": asdict(module.model.cfg)}
+        write_json(out / "config.json", {**config, **self.model_options(cfg, meta)})
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Extra validation figures logged to the finetune run (per-class reports, samples)."""

@@ -9,7 +9,6 @@ matrix; registered as a pyfunc model that returns a label and class probabilitie
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +70,12 @@ class ClassificationTask(Task):
             total_steps=total_steps,
         )
 
-    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
-        import torch
-
-        torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(
-            out / "config.json",
-            {
-                "task": self.name,
-                "model": asdict(module.model.cfg),
-                "labels": meta["labels"],
-                "pooling": cfg.finetune.pooling,
-                "max_len": cfg.finetune.max_len,
-            },
-        )
+    def model_options(self, cfg: Config, meta: dict) -> dict:
+        return {
+            "labels": meta["labels"],
+            "pooling": cfg.finetune.pooling,
+            "max_len": cfg.finetune.max_len,
+        }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Per-class precision, recall, F1 and support on the validation split, as a JSON

@@ -15,7 +15,6 @@ raw sentences (whitespace-separated words) or pre-split word lists.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -90,20 +89,12 @@ class TaggingTask(Task):
             total_steps=total_steps,
         )
 
-    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
-        import torch
-
-        torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(
-            out / "config.json",
-            {
-                "task": self.name,
-                "model": asdict(module.model.cfg),
-                "tags": meta["tagging"]["tags"],
-                "max_len": cfg.finetune.max_len,
-                "feature_buckets": cfg.task.word_feature_buckets,
-            },
-        )
+    def model_options(self, cfg: Config, meta: dict) -> dict:
+        return {
+            "tags": meta["tagging"]["tags"],
+            "max_len": cfg.finetune.max_len,
+            "feature_buckets": cfg.task.word_feature_buckets,
+        }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Per-tag precision/recall/F1 (and entity spans) on the validation split:

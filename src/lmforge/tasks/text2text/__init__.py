@@ -22,7 +22,7 @@ from typing import Any
 
 from lmforge.config import Config
 from lmforge.errors import UserError
-from lmforge.io import read_jsonl, write_json
+from lmforge.io import read_jsonl
 from lmforge.tasks import Task, TaskData, eval_plots
 
 SAMPLE_ROWS = 100  # source / reference / prediction rows logged as an MLflow table
@@ -85,20 +85,12 @@ class TextToTextTask(Task):
         module.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return str(path)
 
-    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
-        import torch
-
-        torch.save(module.model.state_dict(), out / "model.pt")
-        write_json(
-            out / "config.json",
-            {
-                "task": self.name,
-                "model": asdict(module.model.cfg),
-                "max_source_len": cfg.task.max_source_len,
-                "max_target_len": cfg.task.max_target_len,
-                "prefix_lm": cfg.task.prefix_lm,
-            },
-        )
+    def model_options(self, cfg: Config, meta: dict) -> dict:
+        return {
+            "max_source_len": cfg.task.max_source_len,
+            "max_target_len": cfg.task.max_target_len,
+            "prefix_lm": cfg.task.prefix_lm,
+        }
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
         from lmforge.registry import log_pyfunc
@@ -216,15 +208,9 @@ def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str
 
 
 def summary_line(report: dict) -> str:
-    names = (
-        ("sacrebleu", "BLEU"),
-        ("chrf", "chrF"),
-        ("rougeL", "ROUGE-L"),
-        ("exact_match", "exact match"),
-        ("target_perplexity", "target perplexity"),
-    )
-    shown = ", ".join(f"{label} {report[key]:.2f}" for key, label in names if key in report)
-    return f"{shown} on {report['examples']} pairs"
+    from lmforge.text_metrics import format_scores
+
+    return f"{format_scores(report)} on {report['examples']} pairs"
 
 
 def write_samples(path: Path, rows: list[tuple[str, str, str]]) -> None:
