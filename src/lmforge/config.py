@@ -357,8 +357,14 @@ class TaskConfig:
     # Tagging: hashed features of each word (lowercase form, prefixes, suffixes, shape) summed
     # into its first subword's input embedding, in a table of this many rows; 0 turns them off.
     word_feature_buckets: int = 0
+    # Tagging: a BiLSTM of this many units each way over the encoder's output (0: none).
+    context_lstm: int = 0
+    # Tagging: while training, each text subword becomes [UNK] with this probability.
+    word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        _check(self.context_lstm >= 0, "task.context_lstm", "must be >= 0 (0 turns the BiLSTM off)")
+        _check(0.0 <= self.word_dropout < 1.0, "task.word_dropout", "must be in [0, 1)")
         _check(
             self.word_feature_buckets >= 0,
             "task.word_feature_buckets",

@@ -30,19 +30,37 @@ class LitTagger(L.LightningModule):
         feature_buckets: int,
         optim: OptimConfig,
         total_steps: int,
+        context_lstm: int = 0,
+        word_dropout: float = 0.0,
+        special_ids: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
-        self.model = TokenTagger(model_cfg, num_tags, feature_buckets)
+        self.model = TokenTagger(model_cfg, num_tags, feature_buckets, context_lstm)
+        self.word_dropout = word_dropout
+        self.special_ids = special_ids or {}
+        if word_dropout and not {"unk", "cls", "sep"} <= self.special_ids.keys():
+            raise ValueError("LitTagger: word_dropout needs the unk, cls and sep token ids")
         self.num_tags = num_tags
         self.optim = optim
         self.total_steps = total_steps
         self.val_metrics = classification_metrics(num_tags).clone(prefix="val/")
 
-    def _logits(self, batch: dict) -> torch.Tensor:
-        return self.model(batch["input_ids"], batch["attention_mask"], batch["features"])
+    def _logits(self, batch: dict, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        ids = batch["input_ids"] if input_ids is None else input_ids
+        return self.model(ids, batch["attention_mask"], batch["features"])
+
+    def _dropped_words(self, batch: dict) -> torch.Tensor:
+        """The batch's subword ids with each text subword replaced by [UNK] with probability
+        ``word_dropout``: the tagger must then tag from context and the word's features, as it
+        must for words never seen in training (their features are kept)."""
+        ids = batch["input_ids"]
+        special = self.special_ids
+        text = batch["attention_mask"].bool() & (ids != special["cls"]) & (ids != special["sep"])
+        drop = text & (torch.rand(ids.shape, device=ids.device) < self.word_dropout)
+        return torch.where(drop, torch.full_like(ids, special["unk"]), ids)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self._logits(batch)
+        logits = self._logits(batch, self._dropped_words(batch) if self.word_dropout else None)
         loss = F.cross_entropy(
             logits.flatten(0, 1), word_targets(batch, self.num_tags).flatten(), ignore_index=IGNORE
         )

@@ -74,6 +74,8 @@ class TaggingTask(Task):
                 "data.train_words": train.words,
                 "data.val_words": val.words,
                 "task.word_feature_buckets": cfg.task.word_feature_buckets,
+                "task.context_lstm": cfg.task.context_lstm,
+                "task.word_dropout": cfg.task.word_dropout,
             },
         )
 
@@ -85,6 +87,9 @@ class TaggingTask(Task):
             model_cfg,
             num_tags=len(tags),
             feature_buckets=cfg.task.word_feature_buckets,
+            context_lstm=cfg.task.context_lstm,
+            word_dropout=cfg.task.word_dropout,
+            special_ids=meta["special_ids"],
             optim=cfg.optim,
             total_steps=total_steps,
         )
@@ -94,6 +99,7 @@ class TaggingTask(Task):
             "tags": meta["tagging"]["tags"],
             "max_len": cfg.finetune.max_len,
             "feature_buckets": cfg.task.word_feature_buckets,
+            "context_lstm": cfg.task.context_lstm,
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:

@@ -54,8 +54,7 @@ class TextTagger(mlflow.pyfunc.PythonModel):
         from tokenizers import Tokenizer
 
         from lmforge.data.tokenization import special_ids
-        from lmforge.models.tagger import TokenTagger
-        from lmforge.models.transformer import TransformerConfig
+        from lmforge.models.tagger import tagger_from_config
 
         artifacts = context.artifacts
         config = json.loads(Path(artifacts["config"]).read_text())
@@ -64,9 +63,7 @@ class TextTagger(mlflow.pyfunc.PythonModel):
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
         self.max_len = int(config["max_len"])
         self.special = special_ids()
-        self.model = TokenTagger(
-            TransformerConfig(**config["model"]), len(self.tags), config.get("feature_buckets", 0)
-        )
+        self.model = tagger_from_config({**config, "tags": self.tags})
         self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
         self.model.eval()
 

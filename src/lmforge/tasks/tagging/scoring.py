@@ -22,13 +22,10 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     import torch
     from tokenizers import Tokenizer
 
-    from lmforge.models.tagger import TokenTagger
-    from lmforge.models.transformer import TransformerConfig
+    from lmforge.models.tagger import tagger_from_config
 
     config = json.loads((folder / "config.json").read_text())
-    model = TokenTagger(
-        TransformerConfig(**config["model"]), len(config["tags"]), config.get("feature_buckets", 0)
-    )
+    model = tagger_from_config(config)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config, Tokenizer.from_file(str(folder / "tokenizer.json"))
