@@ -34,20 +34,24 @@ def set_threads(cfg: Config) -> None:
 
 
 def build_trainer(
-    cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None, **overrides: Any
+    cfg: Config, run_id: str | None, tracking_uri: str, callbacks: list | None = None, **overrides: Any
 ) -> L.Trainer:
     from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
 
     quiet_lightning()
 
     # Lightning's MLFlowLogger defaults to a file store, which MLflow 3.13+ rejects: always hand
-    # it the run we opened ourselves, in the store we resolved. This one also skips steps a
-    # resumed run already holds.
+    # it the run we opened ourselves, in the store we resolved (none on ranks other than 0,
+    # which never log). This one also skips steps a resumed run already holds.
     logger = ResumableMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
     options: dict[str, Any] = {
         "accelerator": cfg.trainer.accelerator,
         "devices": cfg.trainer.devices,
+        "num_nodes": cfg.trainer.num_nodes,
         "strategy": cfg.trainer.strategy,
+        # The stages' samplers shard themselves under DDP (lmforge.lit.distributed): Lightning's
+        # would pad validation with repeated samples and lose a resumed epoch's position.
+        "use_distributed_sampler": False,
         "precision": cfg.trainer.precision,
         "deterministic": cfg.trainer.deterministic,
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
