@@ -90,7 +90,6 @@ def any_rank(trainer: L.Trainer, flag: bool) -> bool:
     return bool(trainer.strategy.reduce_boolean_decision(flag, all=False))
 
 
-
 class SameCheckpoint(Callback):
     """Stops every rank, before training, when the ranks would resume from different
     checkpoints (they decide from the same files, :func:`lmforge.lit.resume.plan_resume`; a

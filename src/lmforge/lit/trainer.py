@@ -64,4 +64,29 @@ def build_trainer(
         "plugins": [AtomicCheckpointIO()],
     }
     options.update(overrides)
-    return L.Trainer(**options)
+    trainer = L.Trainer(**options)
+    check_launch(trainer)
+    return trainer
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Lightning starts ranks 1..N-1 as copies of the command line; in a ``-m`` sweep that line
+    is the whole sweep, so each copy would start a sweep of its own."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from lmforge.errors import UserError
+
+    launcher = trainer.strategy.launcher
+    if (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+        and HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    ):
+        raise UserError(
+            f"trainer.strategy={trainer.strategy.__class__.__name__} with several devices cannot run "
+            "inside a -m sweep started by one process; run each job as its own command, or sweep "
+            "on SLURM with hydra.launcher.tasks_per_node equal to trainer.devices (docs/scaling.md)"
+        )
