@@ -117,10 +117,11 @@ def logged_steps(tracking_uri: str, run_id: str) -> dict[str, int]:
 
 
 class ResumableMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger that skips steps the run already holds.
+    """Lightning's MLflow logger that logs each metric at most once per step.
 
     A run killed after its last checkpoint logged some steps past it; the resumed run recomputes
-    them (identically, on the CPU) and would log each a second time. Dropping them keeps every
+    them (identically, on the CPU) and would log each a second time. Lightning itself logs
+    ``epoch`` twice at a step that both trains and validates. Dropping repeats keeps every
     metric history one value per step.
     """
 
@@ -131,10 +132,11 @@ class ResumableMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self._done and step is not None:
+        if step is not None:
             metrics = {k: v for k, v in metrics.items() if step > self._done.get(k, -1)}
             if not metrics:
                 return
+            self._done.update(dict.fromkeys(metrics, step))
         super().log_metrics(metrics, step)
 
 
