@@ -190,7 +190,12 @@ def test_sigterm_marks_the_run_failed_and_finetuning_resumes_to_the_same_result(
     client, runs = mlflow_run(db, "lmforge-finetune")
     assert [r.info.run_id for r in runs] == [stopped.info.run_id]
     assert runs[0].info.status == "FINISHED"
-    assert json.loads((data / "metrics/finetune.json").read_text()) == reference
+    resumed = json.loads((data / "metrics/finetune.json").read_text())
+    # loader_wait_fraction is a wall-clock share, never equal between two runs.
+    timing = ("loader_wait_fraction",)
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in reference.items() if k not in timing
+    }
     for key, history in histories(client, stopped.info.run_id).items():
         steps = [step for step, _ in history]
         assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"

@@ -413,6 +413,9 @@ class GenerateConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
+    # Machines taking part: each runs `devices` processes; Lightning reads the ranks from SLURM
+    # (srun) or torchrun, else from MASTER_ADDR/MASTER_PORT/NODE_RANK (docs/scaling.md).
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
@@ -434,6 +437,7 @@ class TrainerConfig:
             f"'{self.accelerator}' is not one of cpu, gpu, cuda, mps, tpu, auto",
         )
         _check(self.num_workers >= 0, "trainer.num_workers", "must be >= 0")
+        _check(self.num_nodes >= 1, "trainer.num_nodes", "must be at least 1")
         _check(
             self.num_threads is None or self.num_threads > 0,
             "trainer.num_threads",

@@ -60,7 +60,7 @@ class CurveWriter(L.Callback):
             self._pending.append(value)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.per_step:
+        if trainer.sanity_checking or self.per_step or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         row: dict[str, float | int] = {"step": trainer.global_step, "epoch": trainer.current_epoch}
@@ -85,6 +85,8 @@ class CurveWriter(L.Callback):
             writer.writerows(self.rows)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # under DDP rank 0 writes (from its own training losses)
+            return
         self.write()
         if not self.log_to_mlflow or not self.rows:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from lmforge.cli import stage
@@ -39,6 +40,7 @@ def run(cfg: Config) -> float:
 
     from lmforge.curves import CurveWriter
     from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
+    from lmforge.lit.distributed import EvalSampler, SameCheckpoint, ShardSamplers, end_process_group
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
     from lmforge.registry import log_checkpoints
@@ -63,9 +65,12 @@ def run(cfg: Config) -> float:
         pin_memory=cfg.trainer.pin_memory,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
+    # In order, and under DDP each rank scores its own share with nothing counted twice.
+    val_sampler = EvalSampler(len(data.val))
     val_loader = DataLoader(
         data.val,
         batch_size=cfg.eval.batch_size,
+        sampler=val_sampler,
         collate_fn=data.collate,
         num_workers=cfg.trainer.num_workers,
         pin_memory=cfg.trainer.pin_memory,
@@ -88,13 +93,20 @@ def run(cfg: Config) -> float:
 
     plan = plan_resume(cfg, "finetune")
     plan.drop_missing_run(tracking_uri(cfg))
-    with stage_run(
-        cfg, "finetune", pipeline_id(pretrained / "meta.json"), extra_tags=tags, run_id=plan.run_id
-    ) as run:
+    pipeline = pipeline_id(pretrained / "meta.json")
+    # Under DDP only rank 0 opens the MLflow run and writes anything (lmforge.lit.distributed).
+    tracked = (
+        stage_run(cfg, "finetune", pipeline, extra_tags=tags, run_id=plan.run_id)
+        if plan.leader
+        else nullcontext()
+    )
+    with tracked as run:
         import mlflow
 
-        plan.record(run.info.run_id, pipeline_id(pretrained / "meta.json"))
-        if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
+        run_id = run.info.run_id if plan.leader else None
+        if plan.leader:
+            plan.record(run_id, pipeline)
+        if plan.leader and plan.run_id is None:  # a resumed run has them (params cannot change)
             mlflow.log_params(
                 {"data.train_examples": len(data.train), "data.val_examples": len(data.val), **data.params}
             )
@@ -110,6 +122,8 @@ def run(cfg: Config) -> float:
         stopper = EarlyStopping(monitor=task.monitor, mode=task.mode, patience=f.patience)
         loader_wait = LoaderWait()
         callbacks = [
+            ShardSamplers(sampler, val_sampler),
+            SameCheckpoint(plan.ckpt_path),
             TrainingState(sampler, f.batch_size),
             checkpoints,
             stopper,
@@ -120,7 +134,7 @@ def run(cfg: Config) -> float:
         ]
         trainer = build_trainer(
             cfg,
-            run.info.run_id,
+            run_id,
             tracking_uri(cfg),
             callbacks=callbacks,
             max_epochs=f.max_epochs,
@@ -128,14 +142,17 @@ def run(cfg: Config) -> float:
             gradient_clip_val=cfg.optim.grad_clip or None,
         )
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
-        if checkpoints.best_model_path:
-            best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
-            module.load_state_dict(best["state_dict"])
+        end_process_group()
         score = (
             float(checkpoints.best_model_score)
             if checkpoints.best_model_score is not None
             else float(trainer.callback_metrics[task.monitor])
         )
+        if not plan.leader:
+            return score
+        if checkpoints.best_model_path:
+            best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(best["state_dict"])
         metrics = {
             task.objective: score,
             "epochs": trainer.current_epoch,
@@ -148,8 +165,8 @@ def run(cfg: Config) -> float:
             write_json(
                 out / "meta.json",
                 {
-                    "pipeline_id": pipeline_id(pretrained / "meta.json"),
-                    "mlflow_run_id": run.info.run_id,
+                    "pipeline_id": pipeline,
+                    "mlflow_run_id": run_id,
                     **tags,
                     **metrics,
                 },

@@ -51,6 +51,19 @@ def check() -> None:
         raise Interrupted(signum)
 
 
+def pending() -> int | None:
+    """The signal waiting for the next batch end, if any."""
+    return _pending
+
+
+def stop() -> None:
+    """Raise now: the pending signal, or SIGTERM for a DDP rank stopping because another one
+    was signalled."""
+    global _pending
+    signum, _pending = _pending or signal.SIGTERM, None
+    raise Interrupted(signum)
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     global _depth

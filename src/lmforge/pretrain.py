@@ -11,6 +11,7 @@ that finetuning should start from scratch, so the ablation changes nothing else.
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def run(cfg: Config) -> None:
 
     pipeline = pipeline_id()
     if not cfg.pretrain.enabled:
+        from lmforge.lit.distributed import is_leader
+
+        if not is_leader():  # every rank of a torchrun/srun launch runs this: one writes
+            return
         with atomic_dir(cfg.paths.pretrained) as out:
             write_json(out / "meta.json", {"enabled": False, "pipeline_id": pipeline})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", {"enabled": False})
@@ -62,6 +67,7 @@ def run(cfg: Config) -> None:
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
     from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
+    from lmforge.lit.distributed import EvalSampler, SameCheckpoint, ShardSamplers, end_process_group
     from lmforge.lit.mlm import LitMaskedLM
     from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
     from lmforge.lit.trainer import build_trainer, set_threads
@@ -93,8 +99,9 @@ def run(cfg: Config) -> None:
         generator=torch.Generator().manual_seed(cfg.seed),
         **loader_args,
     )
+    val_sampler = EvalSampler(len(val))  # under DDP each rank scores its own share
     val_loader = DataLoader(
-        val, shuffle=False, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
+        val, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
     )
     model_cfg = model_config(cfg, meta["vocab_size"])
     peak = matmul_peak(cfg)
@@ -116,11 +123,15 @@ def run(cfg: Config) -> None:
     plan = plan_resume(cfg, "pretrain")
     plan.drop_missing_run(tracking_uri(cfg))
     pipeline = plan.pipeline_id or pipeline
-    with stage_run(cfg, "pretrain", pipeline, run_id=plan.run_id) as run:
+    # Under DDP only rank 0 opens the MLflow run and writes anything (lmforge.lit.distributed).
+    tracked = stage_run(cfg, "pretrain", pipeline, run_id=plan.run_id) if plan.leader else nullcontext()
+    with tracked as run:
         import mlflow
 
-        plan.record(run.info.run_id, pipeline)
-        if plan.run_id is None:  # a resumed run has them (and MLflow params cannot change)
+        run_id = run.info.run_id if plan.leader else None
+        if plan.leader:
+            plan.record(run_id, pipeline)
+        if plan.leader and plan.run_id is None:  # a resumed run has them (params cannot change)
             mlflow.log_params(
                 {
                     "model.parameters": module.model.num_parameters(),
@@ -132,6 +143,8 @@ def run(cfg: Config) -> None:
         checkpoints = periodic_checkpoints(cfg, plan.folder)
         loader_wait = LoaderWait()
         callbacks = [
+            ShardSamplers(sampler, val_sampler),
+            SameCheckpoint(plan.ckpt_path),
             TrainingState(sampler, p.batch_size),
             *checkpoints,
             loader_wait,
@@ -140,7 +153,7 @@ def run(cfg: Config) -> None:
         ]
         trainer = build_trainer(
             cfg,
-            run.info.run_id,
+            run_id,
             tracking_uri(cfg),
             callbacks=callbacks,
             max_steps=p.max_steps,
@@ -151,6 +164,9 @@ def run(cfg: Config) -> None:
             gradient_clip_val=p.optim.grad_clip or None,
         )
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
+        end_process_group()
+        if not plan.leader:
+            return
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {
             "val_loss": final.get("val/loss"),
@@ -171,7 +187,7 @@ def run(cfg: Config) -> None:
             write_json(out / "config.json", asdict(module.model_cfg))
             write_json(
                 out / "meta.json",
-                {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run.info.run_id, **metrics},
+                {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run_id, **metrics},
             )
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))

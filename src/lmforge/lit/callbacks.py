@@ -34,8 +34,13 @@ class StopOnNonFiniteLoss(Callback):
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        from lmforge.lit.distributed import any_rank
+
+        finite = bool(torch.isfinite(loss.detach()).all())
+        # Under DDP every rank stops together, or the others would wait for it forever.
+        if not any_rank(trainer, not finite):
             return
+        value = "non-finite on another rank" if finite else loss.item()
         last = self.folder / "last.ckpt"
         kept = (
             f"the last good checkpoint is kept in {last}"
@@ -43,7 +48,7 @@ class StopOnNonFiniteLoss(Callback):
             else "no checkpoint had been saved yet"
         )
         raise UserError(
-            f"{self.stage}: the training loss became {loss.item()} after {trainer.global_step} "
+            f"{self.stage}: the training loss became {value} after {trainer.global_step} "
             f"steps (epoch {trainer.current_epoch}); {kept}; lower {self.lr_key} or check the data"
         )
 
@@ -55,11 +60,20 @@ class InterruptAtBatchEnd(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         interrupts.enter()
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        from lmforge.lit.distributed import any_rank
+
+        # Under DDP a signal may reach one rank (kill PID) or reach them at different batches
+        # (Ctrl-C): all ranks stop at the same batch end, else the others hang in a collective.
+        if trainer.world_size > 1 and any_rank(trainer, interrupts.pending() is not None):
+            interrupts.stop()
         interrupts.check()
 
-    def on_validation_batch_end(self, *args: Any) -> None:
-        interrupts.check()
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # Ranks may hold one validation batch more or fewer: no collective here, the next
+        # training batch end stops them together.
+        if trainer.world_size == 1:
+            interrupts.check()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -103,23 +117,26 @@ def logged_steps(tracking_uri: str, run_id: str) -> dict[str, int]:
 
 
 class ResumableMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger that skips steps the run already holds.
+    """Lightning's MLflow logger that logs each metric at most once per step.
 
     A run killed after its last checkpoint logged some steps past it; the resumed run recomputes
-    them (identically, on the CPU) and would log each a second time. Dropping them keeps every
+    them (identically, on the CPU) and would log each a second time. Lightning itself logs
+    ``epoch`` twice at a step that both trains and validates. Dropping repeats keeps every
     metric history one value per step.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    def __init__(self, tracking_uri: str, run_id: str | None) -> None:
         super().__init__(tracking_uri=tracking_uri, run_id=run_id)
-        self._done = logged_steps(tracking_uri, run_id)
+        # Ranks other than 0 hold no run (lmforge.lit.distributed) and never log.
+        self._done = logged_steps(tracking_uri, run_id) if run_id else {}
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self._done and step is not None:
+        if step is not None:
             metrics = {k: v for k, v in metrics.items() if step > self._done.get(k, -1)}
             if not metrics:
                 return
+            self._done.update(dict.fromkeys(metrics, step))
         super().log_metrics(metrics, step)
 
 

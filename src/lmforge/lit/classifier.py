@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -14,7 +14,7 @@ from torchmetrics.classification import (
 )
 
 from lmforge.config import OptimConfig
-from lmforge.lit.optim import configure
+from lmforge.lit.optim import configure, scheduled_steps
 from lmforge.models.transformer import SequenceClassifier, TransformerConfig
 
 
@@ -45,6 +45,8 @@ class LitClassifier(L.LightningModule):
         self.optim = optim
         self.total_steps = total_steps
         self.val_metrics = classification_metrics(num_labels).clone(prefix="val/")
+        # Weighted by batch size and summed across DDP ranks: the mean over the split's examples.
+        self.val_loss = MeanMetric()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["input_ids"], batch["attention_mask"])
@@ -54,9 +56,10 @@ class LitClassifier(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.model(batch["input_ids"], batch["attention_mask"])
-        self.log("val/loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True)
+        self.val_loss.update(F.cross_entropy(logits, batch["labels"]), weight=len(batch["labels"]))
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.val_metrics.update(logits, batch["labels"])
         self.log_dict(self.val_metrics, prog_bar=False)
 
     def configure_optimizers(self) -> dict:
-        return configure(self.model, self.optim, self.total_steps)
+        return configure(self.model, self.optim, scheduled_steps(self, self.total_steps))

@@ -130,11 +130,12 @@ class LitMaskedLM(L.LightningModule):
         # Fixed masks (and samples) per validation batch: evaluations at different steps compare
         # like for like.
         loss, mlm_loss, accuracy, extra = self._forward(batch, 10**9 + batch_idx)
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/perplexity", math.exp(min(mlm_loss.item(), 20)))
-        self.log(f"val/{self.accuracy_name}", accuracy)
+        # sync_dist: under DDP the mean of the ranks' means.
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/perplexity", math.exp(min(mlm_loss.item(), 20)), sync_dist=True)
+        self.log(f"val/{self.accuracy_name}", accuracy, sync_dist=True)
         for name, value in extra.items():
-            self.log(f"val/{name}", value)
+            self.log(f"val/{name}", value, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._tick = None

@@ -4,6 +4,7 @@ LightningModules."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +65,16 @@ def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.99
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+def scheduled_steps(module: Any, planned: int) -> int:
+    """The optimizer steps the LR schedule spans: ``planned`` (for one process), or under DDP
+    Lightning's count once the ranks are known, as each rank's epoch is then a share of the
+    split (an epoch-bound schedule planned for one process would stop halfway at two)."""
+    trainer = module._trainer
+    if trainer is None or trainer.world_size == 1:
+        return planned
+    return int(trainer.estimated_stepping_batches)
 
 
 def configure(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict:

@@ -64,10 +64,15 @@ class ResumePlan:
     run_id: str | None = None
     pipeline_id: str | None = None
     ckpt_path: Path | None = None
+    # Global rank 0, which alone changes the folder (lmforge.lit.distributed); the other ranks
+    # of a DDP run read the same files and so resume from the same checkpoint.
+    leader: bool = True
 
     def record(self, run_id: str, pipeline_id: str) -> None:
         """Note the MLflow run before training starts, so even a kill before the first
         checkpoint lets the rerun continue the same run."""
+        if not self.leader:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json(
             self.folder / RESUME_FILE,
@@ -81,12 +86,13 @@ class ResumePlan:
 
     def clear(self) -> None:
         """The stage finished and wrote its outputs: nothing is left to resume."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.leader:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def drop_missing_run(self, tracking_uri: str) -> None:
         """Start a new MLflow run when the recorded one is not in this store (e.g. mlflow.db was
         deleted); the checkpoint is still used."""
-        if self.run_id is None:
+        if self.run_id is None or not self.leader:
             return
         from lmforge.safety import check_store
 
@@ -102,11 +108,22 @@ class ResumePlan:
 
 
 def plan_resume(cfg: Config, stage: str) -> ResumePlan:
-    """Decide whether ``stage`` continues an interrupted run, following ``cfg.resume``."""
+    """Decide whether ``stage`` continues an interrupted run, following ``cfg.resume``.
+
+    Every rank of a DDP run decides from the same files, but only the leader changes them (and
+    says what it decided). A rank that reads while the leader starts afresh sees either the old
+    files (config hash differs, or resume=false: fresh), the leader's new ``resume.json``
+    without a checkpoint (fresh), or nothing (fresh); checkpoints are written only once every
+    rank is in ``trainer.fit``, so all ranks agree (and :class:`SameCheckpoint` checks it).
+    """
+    from lmforge.lit.distributed import is_leader
+
     folder = Path(cfg.paths.checkpoints) / stage
-    plan = ResumePlan(stage, folder, config_hash(cfg))
+    leader = is_leader()
+    plan = ResumePlan(stage, folder, config_hash(cfg), leader=leader)
+    say = print if leader else lambda *args: None
     if cfg.resume is False:
-        if folder.exists():
+        if folder.exists() and leader:
             print(f"{stage}: resume=false; discarding the checkpoints in {folder}")
             shutil.rmtree(folder)
         return plan
@@ -115,13 +132,13 @@ def plan_resume(cfg: Config, stage: str) -> ResumePlan:
         try:
             state = json.loads((folder / RESUME_FILE).read_text())
         except json.JSONDecodeError:
-            print(f"{stage}: {folder / RESUME_FILE} is unreadable; starting a fresh run")
+            say(f"{stage}: {folder / RESUME_FILE} is unreadable; starting a fresh run")
     last = folder / LAST
     if state and state.get("config_hash") == plan.config_hash:
         plan.run_id, plan.pipeline_id = state.get("mlflow_run_id"), state.get("pipeline_id")
         plan.ckpt_path = last if last.is_file() else None
         where = f"from {last}" if plan.ckpt_path else "from the start (no checkpoint was saved yet)"
-        print(f"{stage}: resuming the interrupted run (MLflow run {plan.run_id}) {where}")
+        say(f"{stage}: resuming the interrupted run (MLflow run {plan.run_id}) {where}")
         return plan
     if cfg.resume is True:
         why = (
@@ -132,11 +149,11 @@ def plan_resume(cfg: Config, stage: str) -> ResumePlan:
         )
         raise UserError(f"resume=true but {why}; drop resume=true to start a fresh run")
     if state:
-        print(
+        say(
             f"{stage}: the config changed since the interrupted run in {folder} (config hash "
             f"{state.get('config_hash')} -> {plan.config_hash}); starting a fresh run"
         )
-    if folder.exists():
+    if folder.exists() and leader:
         shutil.rmtree(folder)
     return plan
 
@@ -154,6 +171,16 @@ class ResumableSampler(Sampler[int]):
         self.batch_size = batch_size
         self.epoch = 0
         self._skip: tuple[int, int] | None = None  # (epoch, samples)
+        self.world_size, self.rank = 1, 0
+
+    def shard(self, world_size: int, rank: int) -> None:
+        """Under DDP (:class:`lmforge.lit.distributed.ShardSamplers`): every rank draws the same
+        epoch order and reads every ``world_size``-th sample of it from ``rank`` on, so each
+        sample is read once per epoch across ranks. When the split does not divide by the world
+        size, the first few samples of the order are read twice to even the ranks out (as in
+        torch's DistributedSampler): a rank with fewer batches would stop answering the others'
+        gradient all-reduce."""
+        self.world_size, self.rank = world_size, rank
 
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this at every epoch start (as for DistributedSampler)."""
@@ -163,18 +190,23 @@ class ResumableSampler(Sampler[int]):
         self._skip = (epoch, samples)
 
     def __len__(self) -> int:
-        # The full length: Lightning's restored batch counter plus the remaining batches then
-        # add up to one epoch, so the epoch ends where an uninterrupted one would.
-        return self.size
+        # The full length (of this rank's share): Lightning's restored batch counter plus the
+        # remaining batches then add up to one epoch, so the epoch ends where an uninterrupted
+        # one would.
+        return -(-self.size // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.lengths is not None and self.batch_size:
             from lmforge.data.datasets import length_grouped_order
 
-            order = length_grouped_order(self.lengths, self.batch_size, generator)
+            # Grouped by the global batch (every rank's batch of one step), which the strided
+            # shard below cuts into one batch per rank: each rank's batch stays one length.
+            order = length_grouped_order(self.lengths, self.batch_size * self.world_size, generator)
         else:
             order = torch.randperm(self.size, generator=generator).tolist()
+        if self.world_size > 1:
+            order = (order + order[: (-len(order)) % self.world_size])[self.rank :: self.world_size]
         start = 0
         if self._skip is not None and self._skip[0] == self.epoch:
             start = self._skip[1]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lmforge.config import OptimConfig
 from lmforge.data.tagging import IGNORE
 from lmforge.lit.classifier import classification_metrics
-from lmforge.lit.optim import configure
+from lmforge.lit.optim import configure, scheduled_steps
 from lmforge.models.tagger import TokenTagger
 from lmforge.models.transformer import TransformerConfig
 
@@ -76,9 +76,10 @@ class LitTagger(L.LightningModule):
             F.cross_entropy(logits[scored], targets[scored]),
             prog_bar=True,
             batch_size=int(scored.sum()),
+            sync_dist=True,
         )
         self.val_metrics.update(logits[scored], targets[scored])
         self.log_dict(self.val_metrics, prog_bar=False)
 
     def configure_optimizers(self) -> dict:
-        return configure(self.model, self.optim, self.total_steps)
+        return configure(self.model, self.optim, scheduled_steps(self, self.total_steps))

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from lmforge.config import OptimConfig
-from lmforge.lit.optim import configure
+from lmforge.lit.optim import configure, scheduled_steps
 from lmforge.models.decoder import PrefixLM
 from lmforge.models.transformer import TransformerConfig
 
@@ -50,7 +50,10 @@ class LitTextToText(L.LightningModule):
         self._val += torch.tensor([float(loss) * n, float(correct), n], dtype=torch.float64)
 
     def on_validation_epoch_end(self) -> None:
-        total, correct, count = self._val.tolist()
+        totals = self._val
+        if self.trainer.world_size > 1:  # DDP: the sums over every rank's share of the split
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        total, correct, count = totals.tolist()
         if count == 0:
             return
         # Token-weighted over the whole split (a per-batch mean would weight short batches up).
@@ -60,4 +63,4 @@ class LitTextToText(L.LightningModule):
         self.log("val/next_token_accuracy", correct / count)
 
     def configure_optimizers(self) -> dict:
-        return configure(self.model, self.optim, self.total_steps)
+        return configure(self.model, self.optim, scheduled_steps(self, self.total_steps))

@@ -34,20 +34,24 @@ def set_threads(cfg: Config) -> None:
 
 
 def build_trainer(
-    cfg: Config, run_id: str, tracking_uri: str, callbacks: list | None = None, **overrides: Any
+    cfg: Config, run_id: str | None, tracking_uri: str, callbacks: list | None = None, **overrides: Any
 ) -> L.Trainer:
     from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
 
     quiet_lightning()
 
     # Lightning's MLFlowLogger defaults to a file store, which MLflow 3.13+ rejects: always hand
-    # it the run we opened ourselves, in the store we resolved. This one also skips steps a
-    # resumed run already holds.
+    # it the run we opened ourselves, in the store we resolved (none on ranks other than 0,
+    # which never log). This one also skips steps a resumed run already holds.
     logger = ResumableMLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
     options: dict[str, Any] = {
         "accelerator": cfg.trainer.accelerator,
         "devices": cfg.trainer.devices,
+        "num_nodes": cfg.trainer.num_nodes,
         "strategy": cfg.trainer.strategy,
+        # The stages' samplers shard themselves under DDP (lmforge.lit.distributed): Lightning's
+        # would pad validation with repeated samples and lose a resumed epoch's position.
+        "use_distributed_sampler": False,
         "precision": cfg.trainer.precision,
         "deterministic": cfg.trainer.deterministic,
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
@@ -60,4 +64,29 @@ def build_trainer(
         "plugins": [AtomicCheckpointIO()],
     }
     options.update(overrides)
-    return L.Trainer(**options)
+    trainer = L.Trainer(**options)
+    check_launch(trainer)
+    return trainer
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Lightning starts ranks 1..N-1 as copies of the command line; in a ``-m`` sweep that line
+    is the whole sweep, so each copy would start a sweep of its own."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from lmforge.errors import UserError
+
+    launcher = trainer.strategy.launcher
+    if (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+        and HydraConfig.initialized()
+        and HydraConfig.get().mode == RunMode.MULTIRUN
+    ):
+        raise UserError(
+            f"trainer.strategy={trainer.strategy.__class__.__name__} with several devices cannot run "
+            "inside a -m sweep started by one process; run each job as its own command, or sweep "
+            "on SLURM with hydra.launcher.tasks_per_node equal to trainer.devices (docs/scaling.md)"
+        )
