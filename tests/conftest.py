@@ -72,7 +72,8 @@ def scratch_repo(root: Path, params: list[str]) -> None:
 
     from lmforge.params import compose as compose_params
 
-    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml"):
+    # requirements.lock: a dependency of collect_corpus (corpus=docstrings reads what it pins).
+    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml", "requirements.lock"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))

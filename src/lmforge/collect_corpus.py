@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def run(cfg: Config) -> None:
     from tqdm import tqdm
 
     from lmforge.data.corpus import corpus_records
-    from lmforge.data.docstrings import DocstringScan, read_docstrings
+    from lmforge.data.docstrings import DocstringScan
 
     source = cfg.corpus.source
     if not cfg.corpus.enabled:
@@ -35,14 +36,7 @@ def run(cfg: Config) -> None:
         return
     started = time.perf_counter()
     scan = DocstringScan()
-    if source.kind == "docstrings":
-        # Read here rather than through corpus_records, to keep the scan's package list.
-        records = (
-            {"text": r["text"], "source": r["source"]}
-            for r in read_docstrings(source.path or "requirements.lock", stats=scan)
-        )
-    else:
-        records = corpus_records(source)
+    records: Iterator[dict] = corpus_records(source, docstrings=scan)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
     count = words = 0

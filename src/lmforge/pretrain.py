@@ -2,7 +2,8 @@
 language modelling (``pretrain.objective=mlm``), ELECTRA replaced-token detection (``electra``)
 or causal language modelling, next-token prediction (``clm``).
 
-Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy) and writes
+Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy; or, when
+``corpus.*`` names a pretraining corpus, its train/val shards in ``data/shards/corpus``) and writes
 ``models/pretrained/`` (``encoder.pt`` state dict, ``config.json``, ``meta.json``) and
 ``metrics/pretrain.json``. With ``pretrain.enabled=false`` it writes no weights, only the marker
 that finetuning should start from scratch, so the ablation changes nothing else.

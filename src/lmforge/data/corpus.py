@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lmforge.config import CleanConfig, CorpusCleanConfig, CorpusSourceConfig, SplitConfig
 from lmforge.data.cleaning import CleaningReport, assign_split, normalize_text, text_digest
+from lmforge.data.docstrings import DocstringScan, read_docstrings
 from lmforge.data.readers import Record
 from lmforge.errors import UserError
 
@@ -35,9 +36,9 @@ _SPLIT_CLITIC = re.compile(r"(?i)\s+(n't|'s|'re|'ve|'ll|'d|'m)\b")
 _PTB_BRACKET = re.compile(r"(?i)-[lr][rsc]b-")
 
 
-def corpus_records(source: CorpusSourceConfig) -> Iterator[Record]:
-    """Every record of the corpus source, ``{"text", "source"}``, in source order."""
-    from lmforge.data.docstrings import read_docstrings
+def corpus_records(source: CorpusSourceConfig, docstrings: DocstringScan | None = None) -> Iterator[Record]:
+    """Every record of the corpus source, ``{"text", "source"}``, in source order; ``docstrings``
+    receives the package list and counts of a ``docstrings`` source."""
     from lmforge.data.sources import iter_url, read_hf, read_local, read_stdlib
 
     kind, columns = source.kind, [str(c) for c in source.text_columns]
@@ -76,7 +77,7 @@ def corpus_records(source: CorpusSourceConfig) -> Iterator[Record]:
     elif kind == "stdlib":
         records = read_stdlib(top_k=0, stdlib_dir=source.path, min_chars=1)
     elif kind == "docstrings":
-        records = read_docstrings(source.path or "requirements.lock")
+        records = read_docstrings(source.path or "requirements.lock", stats=docstrings)
     else:
         raise UserError(f"corpus.source.kind={kind!r} reads nothing; set corpus=imdb, corpus=docstrings, ...")
     try:
