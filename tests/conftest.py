@@ -72,7 +72,8 @@ def scratch_repo(root: Path, params: list[str]) -> None:
 
     from lmforge.params import compose as compose_params
 
-    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml"):
+    # requirements.lock: a dependency of collect_corpus (corpus=docstrings reads what it pins).
+    for name in ("conf", "src", ".dvc/config", ".dvcignore", "dvc.yaml", "requirements.lock"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -204,7 +205,7 @@ def tiny_project(tmp_path_factory) -> Path:
     """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""
     from hydra import compose, initialize_config_dir
 
-    from lmforge import collect, prepare, pretrain, tokenize
+    from lmforge import collect, collect_corpus, prepare, prepare_corpus, pretrain, tokenize
     from lmforge.config import validate
 
     root = tmp_path_factory.mktemp("project")
@@ -214,11 +215,13 @@ def tiny_project(tmp_path_factory) -> Path:
     previous = Path.cwd()
     os.chdir(root)
     try:
-        for stage in (collect, prepare, tokenize):
+        stages = (collect, prepare, collect_corpus, prepare_corpus, tokenize)
+        for stage in stages:
             stage.run(cfg)
         # Recorded in dvc.lock and the DVC cache as if `dvc repro` had run them, so the pretrain
         # run (and later ones) see DVC-verified inputs.
-        run_cmd("dvc", "commit", "-f", "-q", "collect", "prepare", "tokenize", cwd=root)
+        names = [stage.__name__.rsplit(".", 1)[-1] for stage in stages]
+        run_cmd("dvc", "commit", "-f", "-q", *names, cwd=root)
         pretrain.run(cfg)
         run_cmd("dvc", "commit", "-f", "-q", "pretrain", cwd=root)
     finally:

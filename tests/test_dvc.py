@@ -59,6 +59,8 @@ def test_repro_runs_everything_once_then_nothing(repo: Path) -> None:
     assert ran_stages(first) == {
         "collect",
         "prepare",
+        "collect_corpus",
+        "prepare_corpus",
         "tokenize",
         "pretrain",
         "finetune",

@@ -25,6 +25,7 @@ log = logging.getLogger("lmforge")
 
 CONFIG_GROUPS = (
     "data",
+    "corpus",
     "tokenizer",
     "model",
     "pretrain",

@@ -204,6 +204,101 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
+# Where unlabelled pretraining text comes from: `none` pretrains on the task's own train text.
+CORPUS_KINDS = ("none", "local", "hf", "url", "stdlib", "docstrings")
+
+
+@dataclass
+class CorpusSourceConfig:
+    """An unlabelled corpus for pretraining and tokenizer training. Only ``text_columns`` are
+    read: a label column in the same file is never opened, so it can neither break nor leak."""
+
+    kind: str = "none"
+    # local: a file or folder; hf: a local copy instead of the hub; stdlib: the stdlib folder
+    # (null: this Python's); docstrings: the lock file naming the packages (null: requirements.lock).
+    path: str | None = None
+    format: str | None = None
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    name: str | None = None
+    split: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    cache_dir: str | None = None
+    encoding: str | None = None
+    max_records: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.kind in CORPUS_KINDS,
+            "corpus.source.kind",
+            f"'{self.kind}' is not one of {', '.join(CORPUS_KINDS)}",
+        )
+        _check(bool(self.text_columns), "corpus.source.text_columns", "name at least one column")
+        _check(
+            self.max_records is None or self.max_records > 0,
+            "corpus.source.max_records",
+            "must be positive (null reads everything)",
+        )
+        if self.kind == "local":
+            _check(bool(self.path), "corpus.source.path", "the local corpus needs a file or folder")
+        if self.kind == "hf":
+            _check(
+                bool(self.name or self.path),
+                "corpus.source.name",
+                "name a hub dataset (or set corpus.source.path to a local copy)",
+            )
+        if self.kind == "url":
+            _check(bool(self.url), "corpus.source.url", "the url corpus needs a url")
+
+
+@dataclass
+class CorpusCleanConfig:
+    normalization: str = "NFKC"
+    lowercase: bool = False
+    min_chars: int = 20
+    max_chars: int = 20_000
+    # Markup such as IMDB's `<br /><br />` becomes a space.
+    strip_html: bool = False
+    # Space out punctuation and split clitics as the Penn Treebank does ("it 's", "does n't"):
+    # raw text then looks like SST-2's sentences to the tokenizer.
+    split_punctuation: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            self.normalization in ("NFC", "NFKC", "NFD", "NFKD", "none"),
+            "corpus.clean.normalization",
+            "use one of NFC, NFKC, NFD, NFKD, none",
+        )
+        _check(self.min_chars >= 1, "corpus.clean.min_chars", "must be at least 1")
+        _check(self.max_chars > self.min_chars, "corpus.clean.max_chars", "must exceed min_chars")
+
+
+@dataclass
+class CorpusConfig:
+    source: CorpusSourceConfig = field(default_factory=CorpusSourceConfig)
+    clean: CorpusCleanConfig = field(default_factory=CorpusCleanConfig)
+    # A seeded hash of each text holds out this share for the pretraining validation loss.
+    val_fraction: float = 0.01
+    seed: int = 0
+    # A corpus text equal to a task val/test text is always dropped; one that contains a val/test
+    # text of at least this many words (as a run of whole words) is dropped too. null: equality only.
+    holdout_min_words: int | None = 8
+    # Pretrain on the task's train text as well as the corpus (the tokenizer always reads both).
+    include_task_train: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.source.kind != "none"
+
+    def __post_init__(self) -> None:
+        _check(0 < self.val_fraction < 1, "corpus.val_fraction", "must be in (0, 1)")
+        _check(
+            self.holdout_min_words is None or self.holdout_min_words >= 1,
+            "corpus.holdout_min_words",
+            "must be at least 1 (null: drop equal texts only)",
+        )
+
+
 @dataclass
 class TokenizerConfig:
     kind: str = "bpe"
@@ -482,6 +577,8 @@ class PathsConfig:
     prepared: str = "data/prepared"
     tokenizer: str = "data/tokenizer"
     shards: str = "data/shards"
+    corpus_raw: str = "data/corpus/raw"
+    corpus_prepared: str = "data/corpus/prepared"
     pretrained: str = "models/pretrained"
     finetuned: str = "models/finetuned"
     metrics: str = "metrics"
@@ -494,6 +591,7 @@ class PathsConfig:
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -2,7 +2,8 @@
 language modelling (``pretrain.objective=mlm``), ELECTRA replaced-token detection (``electra``)
 or causal language modelling, next-token prediction (``clm``).
 
-Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy) and writes
+Reads ``data/shards`` (train for training, val for held-out MLM loss/accuracy; or, when
+``corpus.*`` names a pretraining corpus, its train/val shards in ``data/shards/corpus``) and writes
 ``models/pretrained/`` (``encoder.pt`` state dict, ``config.json``, ``meta.json``) and
 ``metrics/pretrain.json``. With ``pretrain.enabled=false`` it writes no weights, only the marker
 that finetuning should start from scratch, so the ablation changes nothing else.
@@ -34,6 +35,16 @@ def matmul_peak(cfg: Config) -> float | None:
         dtype = torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32
         return measure_matmul_peak_flops(dtype=dtype, n=8192, device="cuda", seconds=0.5)
     return None
+
+
+def corpus_name(corpus: dict | None) -> str:
+    """What pretraining reads, for MLflow: ``task`` or the corpus source (``local:PATH``, ...)."""
+    if not corpus:
+        return "task"
+    source = corpus["source"]
+    where = source.get("path") or source.get("name") or source.get("url")
+    name = f"{source['kind']}:{where}" if where else source["kind"]
+    return name + ("+task" if corpus.get("include_task_train") else "")
 
 
 def run(cfg: Config) -> None:
@@ -76,11 +87,15 @@ def run(cfg: Config) -> None:
     L.seed_everything(cfg.seed, workers=True)
     set_threads(cfg)
     p = cfg.pretrain
-    train = PackedSequences(TokenShards(cfg.paths.shards, "train"), p.seq_len)
-    val = PackedSequences(TokenShards(cfg.paths.shards, "val"), p.seq_len)
+    # A corpus of its own (corpus.source, encoded by tokenize into shards/corpus) replaces the
+    # task's train/val text; the task's splits are then never read here.
+    corpus = meta.get("corpus")
+    shard_dir = Path(cfg.paths.shards) / "corpus" if corpus else Path(cfg.paths.shards)
+    train = PackedSequences(TokenShards(shard_dir, "train"), p.seq_len)
+    val = PackedSequences(TokenShards(shard_dir, "val"), p.seq_len)
     if len(train) < p.batch_size:
         raise UserError(
-            f"{cfg.paths.shards}: the train split packs into {len(train)} sequences of "
+            f"{shard_dir}: the train split packs into {len(train)} sequences of "
             f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
             f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text"
         )
@@ -136,6 +151,8 @@ def run(cfg: Config) -> None:
                 {
                     "model.parameters": module.model.num_parameters(),
                     "data.train_sequences": len(train),
+                    "data.pretrain_corpus": corpus_name(corpus),
+                    "data.pretrain_tokens": len(train.stream),
                     "perf.peak_flops": peak or 0,
                 }
             )

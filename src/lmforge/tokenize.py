@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from itertools import chain
 from pathlib import Path
 
 from lmforge.cli import stage
@@ -55,6 +56,11 @@ def run(cfg: Config) -> None:
     else:
         texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
         length = counts["train"]
+    if cfg.corpus.enabled:
+        # The vocabulary fits both: the corpus it pretrains on and the task it finetunes on.
+        corpus_counts = corpus_split_counts(cfg)
+        texts = chain(texts, (r["text"] for r in read_jsonl(Path(cfg.paths.corpus_prepared) / "train.jsonl")))
+        length += corpus_counts["train"]
     tokenizer = train_tokenizer(
         tqdm(
             texts,
@@ -114,6 +120,8 @@ def run(cfg: Config) -> None:
         }
         if targets:
             meta["targets"] = True
+        if cfg.corpus.enabled:
+            meta["corpus"] = write_corpus_shards(cfg, tokenizer, prepared, out)
         write_json(out / "meta.json", meta)
     print(
         f"tokenize: vocab {vocab}; "
@@ -169,6 +177,11 @@ def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) ->
                 "splits": stats,
                 "tokenizer": asdict(cfg.tokenizer),
                 "tagging": {"tags": tags, "unseen_tags": unseen, "features": list(FEATURE_NAMES)},
+                **(
+                    {"corpus": write_corpus_shards(cfg, tokenizer, prepared, out)}
+                    if cfg.corpus.enabled
+                    else {}
+                ),
             },
         )
     print(
@@ -178,6 +191,72 @@ def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) ->
             for s, v in stats.items()
         )
     )
+
+
+def corpus_split_counts(cfg: Config) -> dict:
+    """Records per split of the prepared pretraining corpus (prepare_corpus's cleaning.json)."""
+    folder = Path(cfg.paths.corpus_prepared)
+    meta = folder / "meta.json"
+    if not meta.is_file() or not json.loads(meta.read_text()).get("enabled"):
+        raise UserError(
+            f"{folder} holds no prepared corpus but corpus.source.kind={cfg.corpus.source.kind}; "
+            "run the collect_corpus and prepare_corpus stages first (dvc repro prepare_corpus)"
+        )
+    return json.loads((folder / "cleaning.json").read_text())["per_split"]
+
+
+def write_corpus_shards(cfg: Config, tokenizer, prepared: Path, shards: Path) -> dict:
+    """Encode the pretraining corpus into ``shards/corpus/`` (train: the task's train text first
+    when ``corpus.include_task_train``, then the corpus; val: the corpus's own held-out share)
+    and return its counts for the shards' ``meta.json``. Labels are all -1: nothing is labelled."""
+    from tqdm import tqdm
+
+    from lmforge.data.tokenization import encode_to_shards, ids_dtype, special_ids
+
+    folder = Path(cfg.paths.corpus_prepared)
+    counts = corpus_split_counts(cfg)
+    out = shards / "corpus"
+    out.mkdir()
+
+    def texts(split: str):
+        if split == "train" and cfg.corpus.include_task_train:
+            for record in read_jsonl(prepared / "train.jsonl"):
+                yield record["text"], -1
+                if isinstance(record.get("target"), str):
+                    yield record["target"], -1
+        for record in read_jsonl(folder / f"{split}.jsonl"):
+            yield record["text"], -1
+
+    task_train = json.loads((prepared / "cleaning.json").read_text())["per_split"]["train"]
+    stats = {}
+    for split in ("train", "val"):
+        total = counts[split] + (task_train if split == "train" and cfg.corpus.include_task_train else 0)
+        with tqdm(
+            total=total, desc=f"encode (corpus {split})", unit=" records", mininterval=1.0, disable=None
+        ) as bar:
+            stats[split] = encode_to_shards(tokenizer, texts(split), out, split, progress=bar)
+    vocab = tokenizer.get_vocab_size()
+    write_json(
+        out / "meta.json",
+        {
+            "vocab_size": vocab,
+            "dtype": ids_dtype(vocab).name,
+            "special_ids": special_ids(),
+            "labels": [],
+            "splits": stats,
+        },
+    )
+    source = json.loads((folder / "meta.json").read_text())["source"]
+    print(
+        f"tokenize: pretraining corpus ({source['kind']}"
+        f"{', with the task train split' if cfg.corpus.include_task_train else ''}): "
+        + ", ".join(f"{s}: {v['records']} records / {v['tokens']} tokens" for s, v in stats.items())
+    )
+    return {
+        "source": source,
+        "include_task_train": cfg.corpus.include_task_train,
+        "splits": stats,
+    }
 
 
 main = stage(run)

@@ -88,13 +88,21 @@ def _scan_stdlib(root: Path, min_chars: int, scan: StdlibScan) -> Iterator[tuple
             continue
         scan.files += 1
         top = module.split(".", 1)[0]
-        found = [(module, tree)] + [(f"{module}:{q}", n) for q, n in _walk_defs(tree.body, "")]
-        for source, node in found:
-            doc = ast.get_docstring(node, clean=True)
-            if doc and len(doc) >= min_chars:
+        for source, doc in module_docstrings(tree, module):
+            if len(doc) >= min_chars:
                 scan.records += 1
                 scan.module_counts[top] = scan.module_counts.get(top, 0) + 1
                 yield top, source, doc
+
+
+def module_docstrings(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]:
+    """``(source, docstring)`` of a parsed module and of its classes, functions and methods, in
+    source order; the source is ``module`` or ``"module:Qual.name"``."""
+    found = [(module, tree)] + [(f"{module}:{q}", n) for q, n in _walk_defs(tree.body, "")]
+    for source, node in found:
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            yield source, doc
 
 
 def split_summary(doc: str) -> tuple[str, str] | None:
