@@ -262,6 +262,43 @@ def test_lora_trains_only_the_adapters_and_the_head(bert, tmp_path) -> None:
     assert not any("lora" in n for n, _ in merged.named_parameters())
 
 
+@pytest.mark.slow
+@pytest.mark.ci
+def test_bert_checkpoint_tags_words_of_a_conll_file(bert, tmp_path) -> None:
+    from transformers import AutoModelForTokenClassification
+
+    from test_tagging import ner_sentences, write_conll
+
+    corpus = tmp_path / "ner"
+    corpus.mkdir()
+    write_conll(corpus / "train.txt", ner_sentences(200, 0)[0])
+    test, spans = ner_sentences(30, 1)
+    write_conll(corpus / "test.txt", test)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    run_pipeline(
+        workdir,
+        [
+            *hf_overrides(bert),
+            "task=tagging",
+            "data.source.kind=local",
+            f"data.source.path={corpus}",
+            "data.source.format=conll",
+            "+data.source.splits.train.file=train.txt",
+            "+data.source.splits.test.file=test.txt",
+            "optim.lr=1e-3",
+            "finetune.max_epochs=2",
+            "logger.registered_model=null",
+        ],
+    )
+    report = json.loads((workdir / "metrics/eval.json").read_text())
+    assert 0.0 <= report["f1"] <= 1.0 and report["entities"]["support"] == spans
+    assert finished_run(workdir, "evaluate").data.metrics["test_f1"] == pytest.approx(report["f1"])
+    tags = json.loads((workdir / "models/finetuned/config.json").read_text())["tags"]
+    model = AutoModelForTokenClassification.from_pretrained(workdir / "models/finetuned/hf")
+    assert model.config.num_labels == len(tags)
+
+
 def pair_corpus(workdir: Path) -> Path:
     from test_text2text import LEXICON, sentences, write_pair
 
@@ -279,6 +316,7 @@ def text2text_overrides(corpus: Path) -> list[str]:
         f"data.source.path={corpus}",
         "data.source.parallel=[de,en]",
         "+data.source.splits.train.file=train",
+        "+data.source.splits.test.file=val",
         "data.clean.min_chars=1",
         "task.max_source_len=24",
         "task.max_target_len=24",
@@ -291,7 +329,7 @@ def text2text_overrides(corpus: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.ci
 @pytest.mark.parametrize("architecture", ["gpt2", "t5"])
-def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_path) -> None:
+def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_path, capsys) -> None:
     from lmforge import generate
     from lmforge.models.hf import HFTextToText
 
@@ -302,16 +340,21 @@ def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_pa
     overrides = [*hf_overrides(checkpoint), *text2text_overrides(pair_corpus(workdir))]
     run_pipeline(workdir, overrides)
     report = json.loads((workdir / "metrics/eval.json").read_text())
-    assert 0.0 <= report["bleu"] <= 100.0 and report["examples"] > 0
+    assert 0.0 <= report["sacrebleu"] <= 100.0 and report["examples"] > 0
     assert report["target_perplexity"] > 1.0
-    assert finished_run(workdir, "evaluate").data.metrics["test_bleu"] == pytest.approx(report["bleu"])
+    assert finished_run(workdir, "evaluate").data.metrics["test_sacrebleu"] == pytest.approx(
+        report["sacrebleu"]
+    )
     model = HFTextToText.load(workdir / "models/finetuned/hf")
     assert model.encoder_decoder == (architecture == "t5")
 
     # python -m lmforge.generate decodes with the finetuned checkpoint too.
-    cfg = tiny_config(workdir, *overrides, "generate.prompt=Ein mann läuft.")
+    cfg = tiny_config(workdir, *overrides, "generate.prompt='Ein mann läuft.'", "generate.max_new_tokens=5")
+    capsys.readouterr()
     with working_dir(workdir):
         generate.run(cfg)
+    written = capsys.readouterr().out.strip().splitlines()
+    assert len(written) == 1  # one line of text, however little two epochs taught the model
 
 
 def test_config_says_what_model_hf_needs(tmp_path) -> None:

@@ -30,9 +30,11 @@ class LitTagger(L.LightningModule):
         feature_buckets: int,
         optim: OptimConfig,
         total_steps: int,
+        model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.model = TokenTagger(model_cfg, num_tags, feature_buckets)
+        # `model`: a pretrained token classifier with the same call (model=hf), else lmforge's own.
+        self.model = model or TokenTagger(model_cfg, num_tags, feature_buckets)
         self.num_tags = num_tags
         self.optim = optim
         self.total_steps = total_steps

@@ -26,10 +26,16 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     from lmforge.models.transformer import TransformerConfig
 
     config = json.loads((folder / "config.json").read_text())
-    model = TokenTagger(
-        TransformerConfig(**config["model"]), len(config["tags"]), config.get("feature_buckets", 0)
-    )
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    if "hf" in config:
+        from lmforge.models.hf import HFTagger
+        from lmforge.tasks import HF_FOLDER
+
+        model = HFTagger.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
+    else:
+        model = TokenTagger(
+            TransformerConfig(**config["model"]), len(config["tags"]), config.get("feature_buckets", 0)
+        )
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config, Tokenizer.from_file(str(folder / "tokenizer.json"))
 
