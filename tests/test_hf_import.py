@@ -329,7 +329,7 @@ def text2text_overrides(corpus: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.ci
 @pytest.mark.parametrize("architecture", ["gpt2", "t5"])
-def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_path, capsys) -> None:
+def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_path) -> None:
     from lmforge import generate
     from lmforge.models.hf import HFTextToText
 
@@ -349,12 +349,20 @@ def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_pa
     assert model.encoder_decoder == (architecture == "t5")
 
     # python -m lmforge.generate decodes with the finetuned checkpoint too.
-    cfg = tiny_config(workdir, *overrides, "generate.prompt='Ein mann läuft.'", "generate.max_new_tokens=5")
-    capsys.readouterr()
+    inputs, output = workdir / "inputs.txt", workdir / "generated.jsonl"
+    inputs.write_text("Ein mann läuft.\nDer hund sitzt.\n", encoding="utf-8")
+    cfg = tiny_config(
+        workdir,
+        *overrides,
+        f"generate.input={inputs}",
+        f"generate.output={output}",
+        "generate.max_new_tokens=5",
+    )
     with working_dir(workdir):
         generate.run(cfg)
-    written = capsys.readouterr().out.strip().splitlines()
-    assert len(written) == 1  # one line of text, however little two epochs taught the model
+    rows = list(read_jsonl(output))
+    assert [r["input"] for r in rows] == ["Ein mann läuft.", "Der hund sitzt."]
+    assert all(0 <= r["tokens"] <= 5 for r in rows)
 
 
 def test_config_says_what_model_hf_needs(tmp_path) -> None:

@@ -157,11 +157,8 @@ def check_hf_shards(cfg: Config, meta: dict) -> None:
     """The shards were encoded by the tokenizer of the model about to train (either way)."""
     from lmforge.errors import UserError
 
-    encoded = (
-        meta.get("tokenizer", {}).get("name_or_path")
-        if meta.get("tokenizer", {}).get("kind") == "hf"
-        else None
-    )
+    tokenizer = meta.get("tokenizer", {})
+    encoded = tokenizer.get("name_or_path") if tokenizer.get("kind") == "hf" else None
     if encoded != cfg.model.name_or_path:
         said = f"{encoded}'s tokenizer" if encoded else "lmforge's own tokenizer"
         wanted = f"model.name_or_path={cfg.model.name_or_path}" if cfg.model.is_hf else "lmforge's model"
