@@ -319,6 +319,33 @@ class TokenizerConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (``peft``) on a pretrained checkpoint (``model=hf``): only the adapters and
+    the task head train; the finetuned folder holds the adapters merged into the weights."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    # Module names to adapt (e.g. [query, value]); null: peft's default for the architecture.
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.r > 0, "model.lora.r", "must be positive")
+        _check(self.alpha > 0, "model.lora.alpha", "must be positive")
+        _check(0 <= self.dropout < 1, "model.lora.dropout", "must be in [0, 1)")
+        _check(
+            self.target_modules is None or bool(self.target_modules),
+            "model.lora.target_modules",
+            "is empty; name the modules to adapt, or set it to null for peft's default",
+        )
+
+
+# ModelConfig's keys that describe a pretrained checkpoint, not lmforge's own Transformer.
+HF_MODEL_KEYS = ("name_or_path", "revision", "trust_remote_code", "lora")
+
+
+@dataclass
 class ModelConfig:
     d_model: int = 128
     n_layers: int = 2
@@ -327,8 +354,28 @@ class ModelConfig:
     max_len: int = 128
     dropout: float = 0.1
     causal: bool = False
+    # model=hf: a Hugging Face hub id or local folder to start from instead of lmforge's own
+    # Transformer (the sizes above are then the checkpoint's; max_len bounds the budgets).
+    name_or_path: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    @property
+    def is_hf(self) -> bool:
+        return bool(self.name_or_path)
 
     def __post_init__(self) -> None:
+        _check(
+            self.name_or_path is None or bool(str(self.name_or_path).strip()),
+            "model.name_or_path",
+            "is empty; give a hub id (bert-base-uncased) or a local folder",
+        )
+        _check(
+            not self.lora.enabled or self.is_hf,
+            "model.lora.enabled",
+            "LoRA adapts a pretrained checkpoint; use model=hf model.name_or_path=ID",
+        )
         for key in ("d_model", "n_layers", "n_heads", "d_ff", "max_len"):
             _check(getattr(self, key) > 0, f"model.{key}", "must be positive")
         _check(
@@ -610,6 +657,12 @@ class Config:
     def __post_init__(self) -> None:
         self.optim.check("optim")
         # Cross-group checks: caught here at start-up instead of after data loading.
+        _check(
+            not (self.model.is_hf and self.pretrain.enabled),
+            "pretrain.enabled",
+            "model=hf finetunes the checkpoint as published; continued pretraining of it is not "
+            "built, so set pretrain.enabled=false",
+        )
         _check(
             self.pretrain.seq_len <= self.model.max_len,
             "pretrain.seq_len",

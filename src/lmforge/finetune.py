@@ -3,9 +3,10 @@
 The task (``task=classification``, ``task=text2text``; :mod:`lmforge.tasks`) decides how records
 become examples, the head and loss, and the validation figure that picks the best checkpoint and
 stops early; this stage wires them to Lightning, checkpoints and MLflow. Starts from
-``models/pretrained/`` unless pretraining was disabled. Writes ``models/finetuned/``
-(``model.pt``, ``config.json`` with the task and what it needs, ``tokenizer.json``, ``meta.json``)
-and ``metrics/finetune.json``.
+``models/pretrained/`` unless pretraining was disabled; with ``model=hf``, from the checkpoint
+``model.name_or_path``. Writes ``models/finetuned/`` (``model.pt``, or with ``model=hf`` the
+``save_pretrained`` folder ``hf/``; ``config.json`` with the task and what it needs,
+``tokenizer.json``, ``meta.json``) and ``metrics/finetune.json``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from lmforge.workspace import model_config, shard_meta, upstream_meta
 
 def run(cfg: Config) -> float:
     """Finetune; return the task's best validation figure (the objective of sweeps)."""
-    from lmforge.tasks import get_task
+    from lmforge.tasks import check_hf_shards, get_task
     from lmforge.tracking import job_outputs
 
     cfg = job_outputs(cfg, "finetune")  # a sweep job writes into its own folder
     task = get_task(cfg.task.name)
     meta = shard_meta(cfg)
+    check_hf_shards(cfg, meta)
     pretrained = Path(cfg.paths.pretrained)
     upstream = upstream_meta(pretrained, "pretrain")
     data = task.data(cfg, meta)

@@ -46,12 +46,14 @@ def model_texts(model_input: Any) -> list[str]:
     return [str(t) for t in model_input]
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(hf: bool = False) -> list[str]:
     """Pinned from the running environment: MLflow's own inference would load the model in a
-    subprocess just to list them, a slow step for every finetuning run."""
+    subprocess just to list them, a slow step for every finetuning run. ``hf``: a ``model=hf``
+    model, which needs ``transformers`` (not peft: adapters are merged before saving)."""
     from importlib.metadata import version
 
     names = ("torch", "tokenizers", "numpy", "pandas", "mlflow", "lightning", "torchmetrics", "omegaconf")
+    names += ("transformers", "safetensors") if hf else ()
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
@@ -74,8 +76,9 @@ def log_pyfunc(
     with tempfile.TemporaryDirectory() as tmp:
         preprocessing = Path(tmp) / "preprocessing.json"
         preprocessing.write_text(json.dumps(asdict(cfg.data.clean)))
+        hf_folder = folder / "hf"  # model=hf: the save_pretrained folder stands for model.pt
         artifacts = {
-            "weights": str(folder / "model.pt"),
+            "weights": str(hf_folder if hf_folder.is_dir() else folder / "model.pt"),
             "config": str(folder / "config.json"),
             "tokenizer": str(folder / "tokenizer.json"),
             "preprocessing": str(preprocessing),
@@ -104,7 +107,7 @@ def log_pyfunc(
                 artifacts=artifacts,
                 signature=signature,
                 input_example=example,
-                pip_requirements=_pip_requirements(),
+                pip_requirements=_pip_requirements(hf_folder.is_dir()),
                 registered_model_name=cfg.logger.registered_model or None,
             )
         finally:

@@ -6,6 +6,9 @@ Text-to-text data (prepared records with a ``target``) trains one tokenizer on t
 and targets together and adds target shards next to the source shards. Word-tagged data (records
 with ``words`` and ``tags``) trains it on the train sentences and writes tagging shards
 (:mod:`lmforge.data.tagging`): words, first subwords, tag ids and word features per split.
+With ``model=hf`` no tokenizer is trained: the checkpoint's own (``AutoTokenizer``) is saved to
+``data/tokenizer/`` and encodes the shards, and its special tokens fill ``meta.json``'s
+``special_ids``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from lmforge.cli import stage
 from lmforge.config import Config
@@ -31,7 +35,6 @@ def run(cfg: Config) -> None:
         encode_to_shards,
         ids_dtype,
         special_ids,
-        train_tokenizer,
     )
 
     prepared = Path(cfg.paths.prepared)
@@ -40,7 +43,7 @@ def run(cfg: Config) -> None:
     counts = json.loads((prepared / "cleaning.json").read_text())["per_split"]
     names = json.loads((prepared / "labels.json").read_text())
     index = {str(name): i for i, name in enumerate(names)}
-    if cfg.tokenizer.kind == "wordpiece":
+    if cfg.tokenizer.kind == "wordpiece" and not cfg.model.is_hf:
         print(
             "tokenize: note: the WordPiece trainer is not deterministic (tokenizers#1794): "
             "a rerun can give a slightly different vocabulary; tokenizer=bpe reproduces exactly",
@@ -49,32 +52,17 @@ def run(cfg: Config) -> None:
 
     first = next(iter(read_jsonl(prepared / "train.jsonl")), {})
     targets = "target" in first
-    if targets:
-        # One joint vocabulary: a decoder reads the source and writes the target with it.
-        texts = (text for r in read_jsonl(prepared / "train.jsonl") for text in (r["text"], r["target"]))
-        length = 2 * counts["train"]
+    if cfg.model.is_hf:
+        # model=hf: the checkpoint's own tokenizer, never retrained (its ids are the model's).
+        tokenizer, specials, checkpoint = checkpoint_tokenizer(cfg)
     else:
-        texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
-        length = counts["train"]
-    if cfg.corpus.enabled:
-        # The vocabulary fits both: the corpus it pretrains on and the task it finetunes on.
-        corpus_counts = corpus_split_counts(cfg)
-        texts = chain(texts, (r["text"] for r in read_jsonl(Path(cfg.paths.corpus_prepared) / "train.jsonl")))
-        length += corpus_counts["train"]
-    tokenizer = train_tokenizer(
-        tqdm(
-            texts,
-            total=length,
-            desc="tokenizer (train)",
-            unit=" texts" if targets else " records",
-            mininterval=1.0,
-            disable=None,
-        ),
-        cfg.tokenizer,
-        length=length,
-    )
-    with atomic_dir(cfg.paths.tokenizer) as out:
-        tokenizer.save(str(out / "tokenizer.json"))
+        tokenizer, specials, checkpoint = (
+            trained_tokenizer(cfg, prepared, counts, targets),
+            special_ids(),
+            None,
+        )
+        with atomic_dir(cfg.paths.tokenizer) as out:
+            tokenizer.save(str(out / "tokenizer.json"))
 
     def pairs(split: str):
         for record in read_jsonl(prepared / f"{split}.jsonl"):
@@ -82,7 +70,7 @@ def run(cfg: Config) -> None:
             yield record["text"], (-1 if label is None else index[str(label)])
 
     if "words" in first:
-        write_tagged_shards(cfg, tokenizer, prepared, counts)
+        write_tagged_shards(cfg, tokenizer, prepared, counts, specials, checkpoint)
         return
 
     with atomic_dir(cfg.paths.shards) as out:
@@ -113,10 +101,10 @@ def run(cfg: Config) -> None:
         meta = {
             "vocab_size": vocab,
             "dtype": ids_dtype(vocab).name,
-            "special_ids": special_ids(),
+            "special_ids": specials,
             "labels": names,
             "splits": stats,
-            "tokenizer": asdict(cfg.tokenizer),
+            "tokenizer": checkpoint or asdict(cfg.tokenizer),
         }
         if targets:
             meta["targets"] = True
@@ -133,12 +121,68 @@ def run(cfg: Config) -> None:
     )
 
 
-def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) -> None:
+def trained_tokenizer(cfg: Config, prepared: Path, counts: dict, targets: bool) -> Any:
+    """A tokenizer trained on the train split (sources and targets alike for text-to-text)."""
+    from tqdm import tqdm
+
+    from lmforge.data.tokenization import train_tokenizer
+
+    if targets:
+        # One joint vocabulary: a decoder reads the source and writes the target with it.
+        texts = (text for r in read_jsonl(prepared / "train.jsonl") for text in (r["text"], r["target"]))
+        length = 2 * counts["train"]
+    else:
+        texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
+        length = counts["train"]
+    if cfg.corpus.enabled:
+        # The vocabulary fits both: the corpus it pretrains on and the task it finetunes on.
+        corpus_counts = corpus_split_counts(cfg)
+        texts = chain(texts, (r["text"] for r in read_jsonl(Path(cfg.paths.corpus_prepared) / "train.jsonl")))
+        length += corpus_counts["train"]
+    return train_tokenizer(
+        tqdm(
+            texts,
+            total=length,
+            desc="tokenizer (train)",
+            unit=" texts" if targets else " records",
+            mininterval=1.0,
+            disable=None,
+        ),
+        cfg.tokenizer,
+        length=length,
+    )
+
+
+def checkpoint_tokenizer(cfg: Config) -> tuple[Any, dict, dict]:
+    """``model=hf``: the checkpoint's tokenizer (its ``tokenizers`` backend encodes the shards),
+    saved whole in ``data/tokenizer/`` (``save_pretrained``), its special ids, and what the
+    shards record of it (``meta.json``'s ``tokenizer``: finetune checks it names the model)."""
+    from lmforge.models.hf import Checkpoint, load_tokenizer, tokenizer_special_ids
+
+    m = cfg.model
+    checkpoint = Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code)
+    hf_tokenizer = load_tokenizer(checkpoint)
+    specials = tokenizer_special_ids(hf_tokenizer)
+    if specials["sep"] is None or specials["pad"] is None:
+        raise UserError(
+            f"model.name_or_path={m.name_or_path}: its tokenizer has no separator/end-of-text "
+            "token, which framing a text needs; pick a checkpoint whose tokenizer has sep or eos"
+        )
+    with atomic_dir(cfg.paths.tokenizer) as out:
+        hf_tokenizer.save_pretrained(str(out))
+    print(f"tokenize: {m.name_or_path}'s own tokenizer ({len(hf_tokenizer)} tokens), not retrained")
+    record = {"kind": "hf", "name_or_path": m.name_or_path, "revision": m.revision}
+    return hf_tokenizer.backend_tokenizer, specials, record
+
+
+def write_tagged_shards(
+    cfg: Config, tokenizer, prepared: Path, counts: dict, specials: dict, checkpoint: dict | None
+) -> None:
     from tqdm import tqdm
 
     from lmforge.data.cleaning import SPLITS
     from lmforge.data.tagging import FEATURE_NAMES, encode_tagged_to_shards
-    from lmforge.data.tokenization import ids_dtype, special_ids
+    from lmforge.data.tokenization import ids_dtype
 
     tags = json.loads((prepared / "tags.json").read_text())
     unseen = sorted(
@@ -165,17 +209,17 @@ def write_tagged_shards(cfg: Config, tokenizer, prepared: Path, counts: dict) ->
                 disable=None,
             ) as bar:
                 stats[split] = encode_tagged_to_shards(
-                    tokenizer, sentences, out, split, tag_index, dtype, special_ids()["unk"], progress=bar
+                    tokenizer, sentences, out, split, tag_index, dtype, specials["unk"], progress=bar
                 )
         write_json(
             out / "meta.json",
             {
                 "vocab_size": vocab,
                 "dtype": dtype.name,
-                "special_ids": special_ids(),
+                "special_ids": specials,
                 "labels": [],
                 "splits": stats,
-                "tokenizer": asdict(cfg.tokenizer),
+                "tokenizer": checkpoint or asdict(cfg.tokenizer),
                 "tagging": {"tags": tags, "unseen_tags": unseen, "features": list(FEATURE_NAMES)},
                 **(
                     {"corpus": write_corpus_shards(cfg, tokenizer, prepared, out)}

@@ -21,10 +21,13 @@ def shard_meta(cfg: Config) -> dict:
 
 
 def model_config(cfg: Config, vocab_size: int) -> Any:
+    from lmforge.config import HF_MODEL_KEYS
     from lmforge.models.transformer import TransformerConfig
 
-    # `model.*` keys are TransformerConfig's own field names; the vocabulary comes from the data.
-    return TransformerConfig(vocab_size=vocab_size, pad_id=0, **asdict(cfg.model))
+    # `model.*` keys are TransformerConfig's own field names (but those naming a pretrained
+    # checkpoint, model=hf); the vocabulary comes from the data.
+    sizes = {k: v for k, v in asdict(cfg.model).items() if k not in HF_MODEL_KEYS}
+    return TransformerConfig(vocab_size=vocab_size, pad_id=0, **sizes)
 
 
 def upstream_meta(folder: Path, stage: str) -> dict:

@@ -39,9 +39,11 @@ class LitClassifier(L.LightningModule):
         pooling: str,
         optim: OptimConfig,
         total_steps: int,
+        model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.model = SequenceClassifier(model_cfg, num_labels=num_labels, pooling=pooling)
+        # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own.
+        self.model = model or SequenceClassifier(model_cfg, num_labels=num_labels, pooling=pooling)
         self.optim = optim
         self.total_steps = total_steps
         self.val_metrics = classification_metrics(num_labels).clone(prefix="val/")

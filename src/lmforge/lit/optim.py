@@ -38,7 +38,8 @@ def param_groups(
     groups: dict[tuple[int, bool], list] = {}
     for name, param in named:
         depth = layer_depth(name, n_layers) if layer_decay != 1.0 else n_layers + 1
-        decayed = not (param.ndim < 2 or "emb" in name or "norm" in name or name.endswith("bias"))
+        lowered = name.lower()  # transformers spells it LayerNorm
+        decayed = not (param.ndim < 2 or "emb" in lowered or "norm" in lowered or name.endswith("bias"))
         groups.setdefault((depth, decayed), []).append(param)
     out = []
     for (depth, decayed), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1])):

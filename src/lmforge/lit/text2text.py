@@ -22,10 +22,17 @@ from lmforge.models.transformer import TransformerConfig
 
 class LitTextToText(L.LightningModule):
     def __init__(
-        self, model_cfg: TransformerConfig, *, optim: OptimConfig, total_steps: int, prefix_lm: bool = True
+        self,
+        model_cfg: TransformerConfig,
+        *,
+        optim: OptimConfig,
+        total_steps: int,
+        prefix_lm: bool = True,
+        model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.model = PrefixLM(model_cfg)
+        # `model`: a pretrained text-to-text model with the same target_loss (model=hf).
+        self.model = model or PrefixLM(model_cfg)
         self.optim = optim
         self.total_steps = total_steps
         self.prefix_lm = prefix_lm

@@ -71,8 +71,12 @@ class Task:
 
         from lmforge.io import write_json
 
-        torch.save(module.model.state_dict(), out / "model.pt")
-        config = {"task": self.name, "model": asdict(module.model.cfg)}
+        if cfg.model.is_hf:
+            save_checkpoint(module.model, cfg, meta, out)
+            config = {"task": self.name, **hf_model_record(cfg, meta)}
+        else:
+            torch.save(module.model.state_dict(), out / "model.pt")
+            config = {"task": self.name, "model": asdict(module.model.cfg)}
         write_json(out / "config.json", {**config, **self.model_options(cfg, meta)})
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
@@ -91,6 +95,77 @@ class Task:
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         """Score the finetuned model on any labelled file read with ``data.source``'s options."""
         raise NotImplementedError
+
+
+# model=hf: the finetuned checkpoint's folder within models/finetuned/ (save_pretrained layout).
+HF_FOLDER = "hf"
+
+
+def save_checkpoint(model: Any, cfg: Config, meta: dict, out: Path) -> None:
+    """A finetuned ``model=hf`` model as ``out/hf/``: ``save_pretrained`` weights (LoRA adapters
+    merged in) with the checkpoint's tokenizer files, a folder ``AutoModelFor*`` and
+    ``AutoTokenizer`` load as they are."""
+    import shutil
+
+    folder = out / HF_FOLDER
+    folder.mkdir()
+    model.save(folder)
+    for path in Path(cfg.paths.tokenizer).iterdir():
+        if path.is_file():
+            shutil.copy(path, folder / path.name)
+
+
+def hf_model_record(cfg: Config, meta: dict) -> dict:
+    """What ``config.json`` says of a ``model=hf`` model: its origin, LoRA options, and the
+    special ids its framing uses (the checkpoint's, not lmforge's)."""
+    from dataclasses import asdict
+
+    m = cfg.model
+    return {
+        "hf": {
+            "name_or_path": m.name_or_path,
+            "revision": m.revision,
+            "trust_remote_code": m.trust_remote_code,
+            "lora": asdict(m.lora),
+            # The registered weights are the base model with the adapters merged in, never
+            # the adapters alone: what serves needs neither peft nor the base checkpoint.
+            "weights": "merged" if m.lora.enabled else "full",
+        },
+        "special_ids": meta["special_ids"],
+    }
+
+
+def model_special_ids(config: dict) -> dict:
+    """The special ids a finetuned model frames text with: the checkpoint's for ``model=hf``,
+    else lmforge's fixed ones."""
+    from lmforge.data.tokenization import special_ids
+
+    return config.get("special_ids") or special_ids()
+
+
+def hf_checkpoint(cfg: Config) -> tuple[Any, Any]:
+    """``model.*`` as :class:`lmforge.models.hf.Checkpoint` and :class:`~lmforge.models.hf.Lora`."""
+    from dataclasses import asdict
+
+    from lmforge.models.hf import Checkpoint, Lora
+
+    m = cfg.model
+    return Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code), Lora(**asdict(m.lora))
+
+
+def check_hf_shards(cfg: Config, meta: dict) -> None:
+    """The shards were encoded by the tokenizer of the model about to train (either way)."""
+    from lmforge.errors import UserError
+
+    tokenizer = meta.get("tokenizer", {})
+    encoded = tokenizer.get("name_or_path") if tokenizer.get("kind") == "hf" else None
+    if encoded != cfg.model.name_or_path:
+        said = f"{encoded}'s tokenizer" if encoded else "lmforge's own tokenizer"
+        wanted = f"model.name_or_path={cfg.model.name_or_path}" if cfg.model.is_hf else "lmforge's model"
+        raise UserError(
+            f"{cfg.paths.shards} was encoded with {said}, but {wanted} is set; rerun the "
+            "tokenize stage with the same model.* (dvc repro tokenize)"
+        )
 
 
 def eval_plots(cfg: Config) -> Path:
@@ -125,8 +200,11 @@ def finetuned_task(folder: Path) -> Task:
 
     from lmforge.errors import UserError
 
-    for name in ("model.pt", "config.json"):
-        if not (Path(folder) / name).is_file():
-            raise UserError(f"{Path(folder) / name} is missing; run the finetune stage first")
+    weights = Path(folder) / HF_FOLDER / "config.json"
+    if not weights.is_file():
+        weights = Path(folder) / "model.pt"
+    for path in (weights, Path(folder) / "config.json"):
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run the finetune stage first")
     config = Path(folder) / "config.json"
     return get_task(json.loads(config.read_text()).get("task", "classification"))

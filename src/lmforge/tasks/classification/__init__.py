@@ -62,12 +62,20 @@ class ClassificationTask(Task):
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.classifier import LitClassifier
 
+        model = None
+        if cfg.model.is_hf:
+            from lmforge.models.hf import HFClassifier
+            from lmforge.tasks import hf_checkpoint
+
+            checkpoint, lora = hf_checkpoint(cfg)
+            model = HFClassifier.pretrained(checkpoint, len(meta["labels"]), meta["special_ids"]["pad"], lora)
         return LitClassifier(
             model_cfg,
             num_labels=len(meta["labels"]),
             pooling=cfg.finetune.pooling,
             optim=cfg.optim,
             total_steps=total_steps,
+            model=model,
         )
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
@@ -142,7 +150,7 @@ class ClassificationTask(Task):
         }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
-        from lmforge.data.tokenization import special_ids
+        from lmforge.tasks import model_special_ids
         from lmforge.tasks.classification.scoring import (
             file_batches,
             load_classifier,
@@ -154,7 +162,8 @@ class ClassificationTask(Task):
         model, labels, tokenizer, max_len = load_classifier(folder)
         records, empty = read_labelled_file(cfg, path, labels)
         index = {str(name): i for i, name in enumerate(labels)}
-        batches = file_batches(records, tokenizer, index, max_len, cfg.eval.batch_size, special_ids())
+        special = model_special_ids(json.loads((folder / "config.json").read_text()))
+        batches = file_batches(records, tokenizer, index, max_len, cfg.eval.batch_size, special)
         overall, per_class, matrix, _, _ = score(model, batches, len(labels))
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
         result.update({"file": str(path), "dropped_empty_text": empty})

@@ -36,11 +36,18 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.clean = CleanConfig(**json.loads(Path(artifacts["preprocessing"]).read_text()))
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
         self.max_len = int(config["max_len"])
-        self.special = special_ids()
-        self.model = SequenceClassifier(
-            TransformerConfig(**config["model"]), num_labels=len(self.labels), pooling=config["pooling"]
-        )
-        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
+        self.special = config.get("special_ids") or special_ids()
+        if "hf" in config:  # model=hf: `weights` is the save_pretrained folder
+            from lmforge.models.hf import HFClassifier
+
+            self.model = HFClassifier.load(Path(artifacts["weights"]), config["hf"]["trust_remote_code"])
+        else:
+            self.model = SequenceClassifier(
+                TransformerConfig(**config["model"]), num_labels=len(self.labels), pooling=config["pooling"]
+            )
+            self.model.load_state_dict(
+                torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
+            )
         self.model.eval()
 
     # model_input is deliberately unannotated: MLflow would derive a second signature from a type

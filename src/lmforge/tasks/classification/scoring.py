@@ -18,13 +18,19 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
 
     from lmforge.models.transformer import SequenceClassifier, TransformerConfig
 
-    if not (folder / "model.pt").is_file():
-        raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
     config = json.loads((folder / "config.json").read_text())
-    model = SequenceClassifier(
-        TransformerConfig(**config["model"]), num_labels=len(config["labels"]), pooling=config["pooling"]
-    )
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    if "hf" in config:
+        from lmforge.models.hf import HFClassifier
+        from lmforge.tasks import HF_FOLDER
+
+        model = HFClassifier.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
+    else:
+        if not (folder / "model.pt").is_file():
+            raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
+        model = SequenceClassifier(
+            TransformerConfig(**config["model"]), num_labels=len(config["labels"]), pooling=config["pooling"]
+        )
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]
 

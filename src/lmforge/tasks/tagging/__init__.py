@@ -83,6 +83,13 @@ class TaggingTask(Task):
         from lmforge.lit.tagger import LitTagger
 
         tags = _tagging_meta(meta, cfg.paths.shards)["tags"]
+        model = None
+        if cfg.model.is_hf:
+            from lmforge.models.hf import HFTagger
+            from lmforge.tasks import hf_checkpoint
+
+            checkpoint, lora = hf_checkpoint(cfg)
+            model = HFTagger.pretrained(checkpoint, len(tags), lora)
         return LitTagger(
             model_cfg,
             num_tags=len(tags),
@@ -92,6 +99,7 @@ class TaggingTask(Task):
             special_ids=meta["special_ids"],
             optim=cfg.optim,
             total_steps=total_steps,
+            model=model,
         )
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
@@ -172,11 +180,12 @@ class TaggingTask(Task):
         prefix: str,
         where: str | None = None,
     ) -> dict:
-        from lmforge.data.tokenization import special_ids
         from lmforge.figures import confusion_csv, confusion_png
+        from lmforge.tasks import model_special_ids
         from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
 
-        predicted, gold = predict_words(model, loader(data, cfg.eval.batch_size, special_ids()["pad"]))
+        pad = model_special_ids(config)["pad"]
+        predicted, gold = predict_words(model, loader(data, cfg.eval.batch_size, pad))
         lengths = [len(s.starts) for s in data.sentences]
         report, matrix = score(names, len(config["tags"]), gold, predicted, lengths)
         report.update({"split_sentences": data.split_sentences, "truncated_words": data.truncated_words})
@@ -201,7 +210,7 @@ class TaggingTask(Task):
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, plain_sentences
-        from lmforge.data.tokenization import special_ids
+        from lmforge.tasks import model_special_ids
         from lmforge.tasks.tagging.scoring import load_tagger, read_tagged_file, tag_ids
 
         model, config, tokenizer = load_tagger(folder)
@@ -212,7 +221,7 @@ class TaggingTask(Task):
                 f"evaluate: note: {source}: tag {tag!r} is not one the model knows "
                 f"({len(config['tags'])} tags); its words are scored as wrong and counted"
             )
-        special = special_ids()
+        special = model_special_ids(config)
         sentences = plain_sentences(tokenizer, [r["words"] for r in records], special["unk"], ids)
         data = TaggedWindows(sentences, config["max_len"], special["cls"], special["sep"])
         return self._scored(cfg, model, config, names, data, "file", where=str(path))

@@ -62,9 +62,16 @@ class TextTagger(mlflow.pyfunc.PythonModel):
         self.clean = CleanConfig(**json.loads(Path(artifacts["preprocessing"]).read_text()))
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
         self.max_len = int(config["max_len"])
-        self.special = special_ids()
-        self.model = tagger_from_config({**config, "tags": self.tags})
-        self.model.load_state_dict(torch.load(artifacts["weights"], map_location="cpu", weights_only=True))
+        self.special = config.get("special_ids") or special_ids()
+        if "hf" in config:  # model=hf: `weights` is the save_pretrained folder
+            from lmforge.models.hf import HFTagger
+
+            self.model = HFTagger.load(Path(artifacts["weights"]), config["hf"]["trust_remote_code"])
+        else:
+            self.model = tagger_from_config({**config, "tags": self.tags})
+            self.model.load_state_dict(
+                torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
+            )
         self.model.eval()
 
     # model_input is deliberately unannotated: MLflow would derive a signature from a type hint,

@@ -25,8 +25,14 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     from lmforge.models.tagger import tagger_from_config
 
     config = json.loads((folder / "config.json").read_text())
-    model = tagger_from_config(config)
-    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    if "hf" in config:
+        from lmforge.models.hf import HFTagger
+        from lmforge.tasks import HF_FOLDER
+
+        model = HFTagger.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
+    else:
+        model = tagger_from_config(config)
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config, Tokenizer.from_file(str(folder / "tokenizer.json"))
 

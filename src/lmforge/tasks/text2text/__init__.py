@@ -63,13 +63,28 @@ class TextToTextTask(Task):
                 f"max_target_len={t.max_target_len} tokens: "
                 + ", ".join(f"{v} {k.replace('_', ' ')}s" for k, v in truncated.items())
             )
+        collate: Any = PairCollate()
+        if cfg.model.is_hf:
+            from lmforge.models.hf import is_encoder_decoder
+            from lmforge.tasks import hf_checkpoint
+
+            collate = HFPairCollate(meta["special_ids"], is_encoder_decoder(hf_checkpoint(cfg)[0]))
         return TaskData(
-            train=train, val=val, collate=PairCollate(), train_lengths=train.lengths, truncated=truncated
+            train=train, val=val, collate=collate, train_lengths=train.lengths, truncated=truncated
         )
 
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.text2text import LitTextToText
 
+        if cfg.model.is_hf:
+            from lmforge.models.hf import HFTextToText
+            from lmforge.tasks import hf_checkpoint
+
+            # A decoder checkpoint attends causally throughout: task.prefix_lm cannot apply.
+            model = HFTextToText.pretrained(*hf_checkpoint(cfg))
+            return LitTextToText(
+                model_cfg, optim=cfg.optim, total_steps=total_steps, prefix_lm=False, model=model
+            )
         return LitTextToText(
             model_cfg, optim=cfg.optim, total_steps=total_steps, prefix_lm=cfg.task.prefix_lm
         )
@@ -172,6 +187,21 @@ class PairCollate:
             "prefix_mask": batch.prefix_mask,
             "labels": batch.labels,
         }
+
+
+class HFPairCollate:
+    """``(source ids, target ids)`` items into a batch for a ``model=hf`` checkpoint
+    (:func:`lmforge.models.hf.text_to_text_hf_batch`)."""
+
+    def __init__(self, special: dict, encoder_decoder: bool) -> None:
+        self.special, self.encoder_decoder = special, encoder_decoder
+
+    def __call__(self, items: list) -> dict:
+        from lmforge.models.hf import text_to_text_hf_batch
+
+        return text_to_text_hf_batch(
+            [s.tolist() for s, _ in items], [t.tolist() for _, t in items], self.special, self.encoder_decoder
+        )
 
 
 def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str]) -> dict:

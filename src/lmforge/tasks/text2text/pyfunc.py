@@ -29,11 +29,12 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         self.options = GenerateConfig(**json.loads(Path(artifacts["decoding"]).read_text()))
         # TextToTextModel.load reads a folder; the artifacts may lie apart.
         with tempfile.TemporaryDirectory() as tmp:
-            for name, file in (
-                ("model.pt", "weights"),
-                ("config.json", "config"),
-                ("tokenizer.json", "tokenizer"),
-            ):
+            weights = Path(artifacts["weights"])
+            if weights.is_dir():  # model=hf: the save_pretrained folder
+                shutil.copytree(weights, Path(tmp) / "hf")
+            else:
+                shutil.copy(weights, Path(tmp) / "model.pt")
+            for name, file in (("config.json", "config"), ("tokenizer.json", "tokenizer")):
                 shutil.copy(artifacts[file], Path(tmp) / name)
             self.runtime = TextToTextModel.load(Path(tmp), clean=clean)
 

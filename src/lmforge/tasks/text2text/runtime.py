@@ -73,9 +73,10 @@ class TextToTextModel:
         self.special = special_ids()
 
     @classmethod
-    def load(cls, folder: Path, clean: CleanConfig | None = None) -> TextToTextModel:
+    def load(cls, folder: Path, clean: CleanConfig | None = None) -> Any:
         """A finetuned text-to-text folder (``model.pt``, ``config.json``, ``tokenizer.json``),
-        or a causal-LM pretrained folder (``lm.pt``) for continuation."""
+        or a causal-LM pretrained folder (``lm.pt``) for continuation; a ``model=hf`` folder
+        gives a :class:`~lmforge.tasks.text2text.hf_runtime.HFTextToTextModel`."""
         import torch
         from tokenizers import Tokenizer
 
@@ -90,6 +91,10 @@ class TextToTextModel:
                 "or a pretrained causal LM folder"
             )
         config = json.loads(config_path.read_text())
+        if "hf" in config and config.get("task") == "text2text":  # model=hf: transformers decodes
+            from lmforge.tasks.text2text.hf_runtime import HFTextToTextModel
+
+            return HFTextToTextModel.load(folder, config, clean=clean)
         if "task" in config:
             if config["task"] != "text2text":
                 raise UserError(
