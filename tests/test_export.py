@@ -155,6 +155,32 @@ def test_classifier_export_gives_lmforge_logits(tmp_path: Path, tokenizer_path: 
     assert (got - expected).abs().max() <= 1e-4
 
 
+def test_mean_pooled_classifier_exports_as_token_logits(tmp_path: Path, tokenizer_path: Path) -> None:
+    """The default classifier (finetune.pooling=mean) has no built-in sequence-classification
+    twin; --token-logits exports per-token logits whose mean over the real tokens is lmforge's."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from lmforge.tasks.classification.scoring import load_classifier
+
+    torch.manual_seed(7)
+    classifier = peaked(SequenceClassifier(tiny_cfg(vocab_size(tokenizer_path)), len(LABELS)), seed=7)
+    assert classifier.pooling == "mean"
+    folder = finetuned_folder(tmp_path, tokenizer_path, "classification", classifier)
+    out = tmp_path / "hf"
+    assert main([str(folder), str(out), "--token-logits"]) == 0
+    hf_model = AutoModelForTokenClassification.from_pretrained(out).eval()
+    model, _, _, max_len = load_classifier(folder)
+    batch = AutoTokenizer.from_pretrained(out)(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    with torch.no_grad():
+        got = (hf_model(**batch).logits * mask).sum(1) / mask.sum(1)
+        ours = lmforge_batch(folder, TEXTS, max_len)
+        expected = model(ours["input_ids"], ours["attention_mask"])
+    assert hf_model.config.id2label == dict(enumerate(LABELS))
+    assert expected.abs().max() > 1.0
+    assert (got - expected).abs().max() <= 1e-4
+
+
 @pytest.mark.parametrize("causal", [True, False], ids=["clm", "mlm"])
 def test_pretrained_lm_export_gives_lmforge_logits(
     tmp_path: Path, tokenizer_path: Path, causal: bool
@@ -314,7 +340,7 @@ def test_missing_or_unexportable_folders_fail_in_one_line(
     assert main([str(mean_pooled), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lmforge: error: ")
-    assert "finetune.pooling=cls" in err
+    assert "finetune.pooling=cls" in err and "--token-logits" in err
     assert not (tmp_path / "out").exists()
 
     for name, module, cfg in (

@@ -20,7 +20,9 @@ What maps to what (README, "Export to Hugging Face"):
   with ``s`` small enough that ``tanh`` is linear on every hidden state the final LayerNorm can
   produce, and the classifier's weights divided by ``s``.
 - classifier (``pooling=mean``, the default) -> refused: no built-in sequence classifier averages
-  the hidden states over the real tokens before a linear head.
+  the hidden states over the real tokens before a linear head. With ``--token-logits``:
+  ``MegatronBertForTokenClassification``, whose per-token logits averaged over the real tokens
+  are ours exactly (the head is linear, so averaging before or after it is the same).
 - tagger without word features -> ``MegatronBertForTokenClassification`` (word features have no
   built-in equivalent: refused).
 - text-to-text model with ``task.prefix_lm=false`` -> ``MegatronBertForCausalLM`` reading
@@ -154,8 +156,9 @@ def _base_config(model: dict, *, pad_id: int, special: dict[str, int]) -> dict[s
     }
 
 
-def plan(folder: Path) -> Target:
-    """Read an lmforge model folder and decide its Hugging Face form (see the module docstring)."""
+def plan(folder: Path, token_logits: bool = False) -> Target:
+    """Read an lmforge model folder and decide its Hugging Face form (see the module docstring);
+    ``token_logits`` exports a mean-pooled classifier as a token classifier."""
     import torch
 
     from lmforge.data.tokenization import special_ids
@@ -215,25 +218,27 @@ def plan(folder: Path) -> Target:
     task, model = config["task"], config["model"]
     base = _base_config(model, pad_id=model["pad_id"], special=special)
     if task == "classification":
-        if config.get("pooling") != "cls":
+        mean_pooled = config.get("pooling") != "cls"
+        if mean_pooled and not token_logits:
             raise UserError(
                 f"{config_path}: this classifier pools by the mean over tokens (finetune.pooling="
                 f"{config.get('pooling')}), which no built-in Hugging Face sequence classifier "
-                "does; finetune with finetune.pooling=cls to export it"
+                "does; finetune with finetune.pooling=cls to export it, or pass --token-logits "
+                "for a token classifier whose logits averaged over the real tokens are lmforge's"
             )
         state = weights("model.pt")
-        pooler, scale = _identity_pooler(state, model["d_model"])
-        mapped = {
-            **_encoder_weights(state, "encoder.", model["n_layers"]),
-            **pooler,
-            "classifier.weight": state["classifier.weight"] / scale,
-            "classifier.bias": state["classifier.bias"],
-        }
-        labels = [str(name) for name in config["labels"]]
-        base.update(_label_maps(labels))
-        return Target(
-            "MegatronBertForSequenceClassification", mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"]
-        )
+        mapped = _encoder_weights(state, "encoder.", model["n_layers"])
+        base.update(_label_maps([str(name) for name in config["labels"]]))
+        weight, bias = state["classifier.weight"], state["classifier.bias"]
+        if mean_pooled:
+            architecture = "MegatronBertForTokenClassification"
+        else:
+            architecture = "MegatronBertForSequenceClassification"
+            pooler, scale = _identity_pooler(state, model["d_model"])
+            mapped.update(pooler)
+            weight = weight / scale
+        mapped.update({"classifier.weight": weight, "classifier.bias": bias})
+        return Target(architecture, mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"])
     if task == "tagging":
         if config.get("feature_buckets"):
             raise UserError(
@@ -332,7 +337,13 @@ def hf_tokenizer(
 
 
 def export(
-    folder: Path, out: Path, *, normalization: str = "NFKC", lowercase: bool = False, overwrite: bool = False
+    folder: Path,
+    out: Path,
+    *,
+    normalization: str = "NFKC",
+    lowercase: bool = False,
+    overwrite: bool = False,
+    token_logits: bool = False,
 ) -> Target:
     """Write ``folder`` (an lmforge model) to ``out`` as a Hugging Face folder; return the plan."""
     from lmforge.io import atomic_dir
@@ -342,7 +353,7 @@ def export(
         raise UserError(f"{out} would overwrite the model folder {folder}; write the export elsewhere")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pick another output folder or pass --overwrite")
-    target = plan(folder)  # before importing transformers (seconds): a refusal answers at once
+    target = plan(folder, token_logits)  # before importing transformers (seconds): a refusal answers at once
     try:
         import transformers
     except ImportError:
@@ -386,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lowercase", action="store_true", help="the model was trained with data.clean.lowercase=true"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--token-logits",
+        action="store_true",
+        help="a mean-pooled classifier: export a token classifier whose logits, averaged over the "
+        "real tokens, are the classifier's (README: Export to Hugging Face)",
+    )
     args = parser.parse_args(argv)
     try:
         target = export(
@@ -394,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             normalization=args.normalization,
             lowercase=args.lowercase,
             overwrite=args.overwrite,
+            token_logits=args.token_logits,
         )
     except UserError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
