@@ -316,6 +316,18 @@ def test_text_generation_pipeline_generates_as_lmforge(
         assert decode(new).strip() == expected_text
     assert len(set(ours.tokens)) > 1  # rows stop at different steps: [SEP] and max_new_tokens
 
+    # A batch of prompts of unequal lengths, left-padded as decoder-only generation wants.
+    tokenizer = generate.tokenizer
+    tokenizer.padding_side = "left"
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    rows = generate.model.generate(**batch, max_new_tokens=8, do_sample=False)[
+        :, batch["input_ids"].shape[1] :
+    ]
+    for row, expected_text, expected_count in zip(rows.tolist(), ours.texts, ours.tokens, strict=True):
+        new = row[: row.index(sep)] if sep in row else row
+        assert len(new) == expected_count
+        assert decode(new).strip() == expected_text
+
 
 # --------------------------------------------------------------------------- refusals
 
