@@ -139,6 +139,8 @@ def test_classifier_export_gives_lmforge_logits(tmp_path: Path, tokenizer_path: 
     hf_model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     hf_tokenizer = AutoTokenizer.from_pretrained(out)
     assert isinstance(hf_tokenizer, PreTrainedTokenizerFast)
+    tokenizer_class = json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"]
+    assert tokenizer_class == "PreTrainedTokenizerFast"
     assert type(hf_model).__name__ == "MegatronBertForSequenceClassification"
     assert hf_model.config.id2label == dict(enumerate(LABELS))
 

@@ -37,6 +37,7 @@ torch and transformers are imported inside functions: ``--help`` answers at once
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,12 @@ def export(
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # transformers 5 writes its own class name, TokenizersBackend; PreTrainedTokenizerFast is
+        # the name both 4.x and 5.x resolve (an alias of it in 5.x).
+        tokenizer_config = tmp / "tokenizer_config.json"
+        settings = json.loads(tokenizer_config.read_text())
+        settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tokenizer_config.write_text(json.dumps(settings, indent=2) + "\n")
     return target
 
 
