@@ -213,6 +213,10 @@ def test_default_project_passes_its_tests_and_runs_the_pipeline_under_its_own_na
     ).stdout.split()
     assert named == [], f"files still naming lmforge: {named}"
 
+    # Lint-clean under its own name: imports re-sorted, lines re-wrapped (ruff, as pre-commit runs it).
+    run_cmd(sys.executable, "-m", "ruff", "check", "src", "tests", "bench", cwd=project)
+    run_cmd(sys.executable, "-m", "ruff", "format", "--check", "src", "tests", "bench", cwd=project)
+
     # Its own quick tests, with its own package on the path.
     run_cmd(
         sys.executable,
