@@ -145,9 +145,9 @@ def tidy_python(dest: Path, files: list[Path]) -> None:
         subprocess.run([*ruff, "check", "--quiet", "--fix", "--select", "I", *names], cwd=dest, check=False)
         subprocess.run([*ruff, "format", "--quiet", *names], cwd=dest, check=True)
     pyproject = dest / "pyproject.toml"
-    limit = int(re.search(r"(?m)^line-length = (\d+)$", pyproject.read_text()).group(1))
+    limit = re.search(r"(?m)^line-length = (\d+)$", pyproject.read_text())
     longest = max(len(line) for name in names for line in (dest / name).read_text().splitlines() or [""])
-    if longest > limit:
+    if limit and longest > int(limit.group(1)):
         replace_line(
             pyproject,
             r"select = \[.*\]",
