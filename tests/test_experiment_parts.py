@@ -121,6 +121,7 @@ def test_curve_writer_rows_per_validation(tmp_path: Path) -> None:
 
     class Trainer:
         sanity_checking = False
+        is_global_zero = True  # one process: the only rank writes the curves
         global_step = 0
         current_epoch = 0
         callback_metrics: dict = {}

@@ -363,10 +363,8 @@ def _read_delimited(
 
     # TSV (SST-2, GLUE) stores text with bare quotes such as 'the "best" film'; with quoting
     # on, the csv module would swallow them and merge fields.
-    if fmt == "tsv":
-        reader = csv.reader(lines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(lines())
+    options: dict = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    reader = csv.reader(lines(), **options)
     try:
         header = next(reader, None)
         while header == []:
