@@ -1,11 +1,13 @@
-"""The tagger's optional BiLSTM context and word dropout (``task.context_lstm``,
-``task.word_dropout``): padding never changes a sentence's tags, and dropout touches only text."""
+"""The tagger's optional BiLSTM context, character CNN and word dropout (``task.context_lstm``,
+``task.char_cnn``, ``task.word_dropout``): padding never changes a sentence's tags, the CNN reads
+a word's characters only, and dropout touches only text."""
 
 from __future__ import annotations
 
 import torch
 
 from lmforge.config import OptimConfig
+from lmforge.data.tagging import CHAR_SLOTS, FEATURE_NAMES, HASHED_FEATURES, word_chars, word_feature_ids
 from lmforge.lit.tagger import LitTagger
 from lmforge.models.tagger import TokenTagger, tagger_from_config
 from lmforge.models.transformer import TransformerConfig
@@ -33,12 +35,60 @@ def test_bilstm_context_gives_a_sentence_the_same_logits_alone_or_padded_in_a_ba
     assert model.head.in_features == 12
 
 
+def test_word_chars_keep_a_long_words_stem_and_ending() -> None:
+    assert word_chars("Cat") == [ord("C") + 1, ord("a") + 1, ord("t") + 1] + [0] * (CHAR_SLOTS - 3)
+    long = "internationalisations"  # 21 characters: the first 8 and the last 8 are kept
+    assert word_chars(long) == [ord(c) + 1 for c in "internatisations"]
+    assert len(word_feature_ids("Cat")) == len(FEATURE_NAMES) == len(HASHED_FEATURES) + CHAR_SLOTS
+
+
+def features_of(words: list[str | None]) -> torch.Tensor:
+    """[1, T, F] features as TaggedWindows lays them out: a word's at its first subword, 0 elsewhere."""
+    rows = [word_feature_ids(w) if w else [0] * len(FEATURE_NAMES) for w in words]
+    return torch.tensor([rows])
+
+
+def test_char_cnn_reads_the_characters_and_ignores_positions_without_a_word() -> None:
+    torch.manual_seed(0)
+    model = TokenTagger(CFG, num_tags=4, feature_buckets=64, char_cnn=8).eval()
+    ids = torch.tensor([[2, 10, 11, 12, 3]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    base = features_of([None, "overheated", None, "Paris", None])
+    with torch.no_grad():
+        embedded = model._chars(base[..., len(HASHED_FEATURES) :])
+        assert embedded[0, [0, 2, 4]].abs().max() == 0 and embedded[0, 1].abs().max() > 0
+        # The same hashed features (same affixes and shape), other inner characters: the CNN
+        # alone tells the two words apart.
+        other = base.clone()
+        other[0, 1] = torch.tensor(word_feature_ids("overseated"))
+        assert torch.equal(other[0, 1, : len(HASHED_FEATURES)], base[0, 1, : len(HASHED_FEATURES)])
+        assert not torch.allclose(model(ids, mask, base)[0, 1], model(ids, mask, other)[0, 1])
+        no_cnn = TokenTagger(CFG, num_tags=4, feature_buckets=64)
+        no_cnn.load_state_dict(model.state_dict(), strict=False)
+        no_cnn.eval()
+        torch.testing.assert_close(no_cnn(ids, mask, base)[0, 1], no_cnn(ids, mask, other)[0, 1])
+        # Shards written before the characters existed hold the hashed columns only.
+        try:
+            model(ids, mask, base[..., : len(HASHED_FEATURES)])
+        except ValueError as error:
+            assert "re-run the tokenize stage" in str(error)
+        else:
+            raise AssertionError("a char CNN over shards without characters must fail clearly")
+
+
 def test_a_saved_config_rebuilds_the_same_shape_of_tagger() -> None:
-    config = {"model": CFG.__dict__, "tags": ["A", "B", "C"], "feature_buckets": 64, "context_lstm": 4}
+    config = {
+        "model": CFG.__dict__,
+        "tags": ["A", "B", "C"],
+        "feature_buckets": 64,
+        "context_lstm": 4,
+        "char_cnn": 8,
+    }
     model = tagger_from_config(config)
-    assert (model.num_tags, model.feature_buckets, model.context_lstm) == (3, 64, 4)
-    # Folders saved before the BiLSTM existed have no context_lstm key: none.
-    assert tagger_from_config({k: v for k, v in config.items() if k != "context_lstm"}).context_lstm == 0
+    assert (model.num_tags, model.feature_buckets, model.context_lstm, model.char_cnn) == (3, 64, 4, 8)
+    # Folders saved before the BiLSTM and the CNN existed have no such keys: none.
+    older = tagger_from_config({k: v for k, v in config.items() if k not in ("context_lstm", "char_cnn")})
+    assert (older.context_lstm, older.char_cnn) == (0, 0)
 
 
 def test_word_dropout_replaces_only_text_subwords_by_unk_at_its_rate() -> None:

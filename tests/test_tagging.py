@@ -62,9 +62,10 @@ def overrides(corpus: Path) -> list[str]:
         "+data.source.splits.test.file=test.conllu",
         "data.clean.min_chars=1",
         "task.word_feature_buckets=256",
-        # The BiLSTM context and word dropout ride along, so saving, eval.file, the registered
-        # pyfunc model and `mlflow models serve` are exercised with them.
+        # The BiLSTM context, the character CNN and word dropout ride along, so saving,
+        # eval.file, the registered pyfunc model and `mlflow models serve` are exercised with them.
         "task.context_lstm=8",
+        "task.char_cnn=8",
         "task.word_dropout=0.1",
         "finetune.max_epochs=3",
         "finetune.max_len=16",

@@ -214,7 +214,7 @@ def test_words_map_to_their_first_subword_as_in_running_text(tokenizer) -> None:
 def test_first_subwords_carry_the_tags_and_predictions_come_back_per_word(tokenizer) -> None:
     import torch
 
-    from lmforge.data.tagging import IGNORE, TagCollate, TaggedWindows, plain_sentences
+    from lmforge.data.tagging import HASHED_FEATURES, IGNORE, TagCollate, TaggedWindows, plain_sentences
     from lmforge.data.tokenization import special_ids
     from lmforge.tasks.tagging.scoring import predict_words
 
@@ -229,7 +229,11 @@ def test_first_subwords_carry_the_tags_and_predictions_come_back_per_word(tokeni
     assert labels[mask].tolist() == tags[0]
     assert (labels[~mask] == IGNORE).all()  # later subwords, [CLS], [SEP]
     assert len(ids) > len(sentences[0]) + 2  # some words span several subwords
-    assert (features[~mask] == 0).all() and (features[mask] > 0).all()
+    hashed = features[..., : len(HASHED_FEATURES)]
+    assert (features[~mask] == 0).all() and (hashed[mask] > 0).all()
+    # Then each word's characters: "Hi" fills two of the character slots.
+    chars = data[1][3][data[1][2]][0, len(HASHED_FEATURES) :]
+    assert chars[:2].tolist() == [ord("H") + 1, ord("i") + 1] and (chars[2:] == 0).all()
 
     class Oracle(torch.nn.Module):
         """Scores the gold tag highest at each word: predictions must come back in word order."""

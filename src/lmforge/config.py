@@ -496,9 +496,12 @@ class TaskConfig:
     # Text-to-text: the source attends to itself both ways (prefix LM, Zhang et al. 2022), the
     # target causally; false masks the source causally too (a plain decoder-only LM).
     prefix_lm: bool = True
-    # Tagging: hashed features of each word (lowercase form, prefixes, suffixes, shape) summed
-    # into its first subword's input embedding, in a table of this many rows; 0 turns them off.
+    # Tagging: hashed features of each word (prefixes, suffixes, shape) summed into its first
+    # subword's input embedding, in a table of this many rows; 0 turns them off.
     word_feature_buckets: int = 0
+    # Tagging: a character CNN with this many filters over each word's characters, added to its
+    # first subword's input embedding like the hashed features (0: none).
+    char_cnn: int = 0
     # Tagging: a BiLSTM of this many units each way over the encoder's output (0: none).
     context_lstm: int = 0
     # Tagging: while training, each text subword becomes [UNK] with this probability.
@@ -507,6 +510,7 @@ class TaskConfig:
     def __post_init__(self) -> None:
         _check(self.context_lstm >= 0, "task.context_lstm", "must be >= 0 (0 turns the BiLSTM off)")
         _check(0.0 <= self.word_dropout < 1.0, "task.word_dropout", "must be in [0, 1)")
+        _check(self.char_cnn >= 0, "task.char_cnn", "must be >= 0 (0 turns the character CNN off)")
         _check(
             self.word_feature_buckets >= 0,
             "task.word_feature_buckets",

@@ -209,11 +209,17 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
         mapped.update({"classifier.weight": weight, "classifier.bias": bias})
         return Target(architecture, mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"])
     if task == "tagging":
-        if config.get("feature_buckets"):
+        extras = {
+            "task.word_feature_buckets": config.get("feature_buckets", 0),
+            "task.char_cnn": config.get("char_cnn", 0),
+            "task.context_lstm": config.get("context_lstm", 0),
+        }
+        used = [f"{key}={value}" for key, value in extras.items() if value]
+        if used:
             raise UserError(
-                f"{config_path}: this tagger adds hashed word features to its embeddings "
-                f"(task.word_feature_buckets={config['feature_buckets']}), which no built-in "
-                "Hugging Face model has; finetune with task.word_feature_buckets=0 to export it"
+                f"{config_path}: this tagger adds word features, a character CNN or a BiLSTM "
+                f"({', '.join(used)}), which no built-in Hugging Face model has; finetune with "
+                "them at 0 to export it"
             )
         state = weights("model.pt")
         mapped = {

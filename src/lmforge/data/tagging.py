@@ -18,8 +18,10 @@ so pretraining reads them unchanged, and add four per split:
   sentence's start in ``ids``;
 - ``{split}.tag_ids.npy``: ``int32[words]``, the tag id (index into ``tags.json``; a tag absent
   from train gets ``len(tags) + k``, ``k`` its index in ``meta.json``'s ``unseen_tags``);
-- ``{split}.word_features.npy``: ``int32[words, F]``, hashed word features
-  (:func:`word_feature_ids`), used when ``task.word_feature_buckets`` > 0.
+- ``{split}.word_features.npy``: ``int32[words, F]``, each word's features
+  (:func:`word_feature_ids`): hashed prefixes, suffixes and shape, used when
+  ``task.word_feature_buckets`` > 0, then the word's characters (:func:`word_chars`), read by the
+  character CNN when ``task.char_cnn`` > 0.
 
 **Context.** A sentence longer than the context (``finetune.max_len`` subwords with ``[CLS]`` and
 ``[SEP]``) is cut into consecutive windows of whole words, each framed and tagged on its own, so
@@ -36,7 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURE_NAMES = ("prefix1", "prefix3", "suffix1", "suffix2", "suffix3", "suffix4", "shape")
+HASHED_FEATURES = ("prefix1", "prefix3", "suffix1", "suffix2", "suffix3", "suffix4", "shape")
+# A word's characters as code points + 1 (0: none): the first CHAR_SLOTS, or of a longer word
+# the first and the last CHAR_SLOTS // 2, where its stem and its ending are.
+CHAR_SLOTS = 16
+FEATURE_NAMES = HASHED_FEATURES + tuple(f"char{i}" for i in range(CHAR_SLOTS))
 # Feature ids are hashes in [1, 2**31 - 1]; 0 marks "no word here". The model folds them into
 # its own table size, so the shards do not fix it.
 _HASH_SPACE = 2**31 - 2
@@ -55,15 +61,25 @@ def word_shape(word: str) -> str:
     return "".join(out)
 
 
+def word_chars(word: str) -> list[int]:
+    """The word's characters as :data:`CHAR_SLOTS` code points + 1, zero-padded (see
+    :data:`CHAR_SLOTS` for a longer word)."""
+    if len(word) > CHAR_SLOTS:
+        half = CHAR_SLOTS // 2
+        word = word[:half] + word[-half:]
+    return [ord(char) + 1 for char in word] + [0] * (CHAR_SLOTS - len(word))
+
+
 def word_feature_ids(word: str) -> list[int]:
-    """Hashed character features of a word (:data:`FEATURE_NAMES`): what tells a tagger an
-    unseen word's class (``-ly``, ``-ing``, a capital, digits), as in spaCy's MultiHashEmbed."""
+    """A word's features (:data:`FEATURE_NAMES`): hashed prefixes, suffixes and shape, what tells
+    a tagger an unseen word's class (``-ly``, ``-ing``, a capital, digits) as in spaCy's
+    MultiHashEmbed, then its characters (:func:`word_chars`) for a character CNN."""
     lower = word.lower()
     values = (lower[:1], lower[:3], lower[-1:], lower[-2:], lower[-3:], lower[-4:], word_shape(word))
     return [
         zlib.crc32(f"{name}:{value}".encode()) % _HASH_SPACE + 1
-        for name, value in zip(FEATURE_NAMES, values, strict=True)
-    ]
+        for name, value in zip(HASHED_FEATURES, values, strict=True)
+    ] + word_chars(word)
 
 
 def encode_sentences(

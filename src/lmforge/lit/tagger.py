@@ -31,13 +31,14 @@ class LitTagger(L.LightningModule):
         optim: OptimConfig,
         total_steps: int,
         context_lstm: int = 0,
+        char_cnn: int = 0,
         word_dropout: float = 0.0,
         special_ids: dict[str, int] | None = None,
         model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         # `model`: a pretrained token classifier with the same call (model=hf), else lmforge's own.
-        self.model = model or TokenTagger(model_cfg, num_tags, feature_buckets, context_lstm)
+        self.model = model or TokenTagger(model_cfg, num_tags, feature_buckets, context_lstm, char_cnn)
         self.word_dropout = word_dropout
         self.special_ids = special_ids or {}
         if word_dropout and not {"unk", "cls", "sep"} <= self.special_ids.keys():

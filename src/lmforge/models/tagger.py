@@ -7,6 +7,12 @@ rows, summed, projected to the model width and added to the input embedding of t
 subword, so the encoder sees them in context. They carry what a subword vocabulary trained on
 one treebank misses for unseen words: ``-ly``, ``-ing``, capitals, digits.
 
+An optional character CNN (``char_cnn`` filters; Ma & Hovy 2016, the character half of the
+word+char BiLSTM taggers) reads each word's characters (the feature columns after the hashed ones):
+embeddings, a width-3 convolution and a max over the characters, projected and added to the
+first subword's embedding like the hashed features. It sees every character of an unseen word in
+order, where the hashed features see fixed affixes only.
+
 An optional bidirectional LSTM (``context_lstm`` units each way) reads the encoder's output before
 the head: the word-order bias of the word+char BiLSTM taggers, which a Transformer trained from
 scratch on one treebank learns slowly (its tags depend mostly on the neighbouring words).
@@ -18,24 +24,37 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lmforge.data.tagging import HASHED_FEATURES
 from lmforge.models.transformer import INIT_STD, Encoder, TransformerConfig
 
 FEATURE_DIM = 64
+# Characters are folded into this many embedding rows (code point modulo; 0 is padding): every
+# ASCII and Latin-1 character has its own row, rarer scripts share.
+CHAR_BUCKETS = 1024
+CHAR_DIM = 32
 
 
 class TokenTagger(nn.Module):
     def __init__(
-        self, cfg: TransformerConfig, num_tags: int, feature_buckets: int = 0, context_lstm: int = 0
+        self,
+        cfg: TransformerConfig,
+        num_tags: int,
+        feature_buckets: int = 0,
+        context_lstm: int = 0,
+        char_cnn: int = 0,
     ) -> None:
         super().__init__()
         if num_tags < 2:
             raise ValueError(f"TokenTagger needs at least 2 tags, got {num_tags}")
         if context_lstm < 0:
             raise ValueError("TokenTagger: context_lstm must be 0 (off) or a positive width")
+        if char_cnn < 0:
+            raise ValueError("TokenTagger: char_cnn must be 0 (off) or a positive number of filters")
         self.cfg = cfg
         self.num_tags = num_tags
         self.feature_buckets = feature_buckets
         self.context_lstm = context_lstm
+        self.char_cnn = char_cnn
         self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         width = cfg.d_model
@@ -54,6 +73,11 @@ class TokenTagger(nn.Module):
             with torch.no_grad():
                 self.features.weight[0].zero_()
             nn.init.normal_(self.feature_proj.weight, mean=0.0, std=INIT_STD)
+        if char_cnn:
+            self.char_embed = nn.Embedding(CHAR_BUCKETS, CHAR_DIM, padding_idx=0)
+            self.char_conv = nn.Conv1d(CHAR_DIM, char_cnn, kernel_size=3, padding=1)
+            self.char_proj = nn.Linear(char_cnn, cfg.d_model, bias=False)
+            nn.init.normal_(self.char_proj.weight, mean=0.0, std=INIT_STD)
 
     def forward(
         self,
@@ -61,16 +85,36 @@ class TokenTagger(nn.Module):
         attention_mask: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``input_ids`` long [B, T]; ``features`` long [B, T, F] of hashed feature ids (0 = none);
-        returns tag logits [B, T, num_tags] at every position."""
+        """``input_ids`` long [B, T]; ``features`` long [B, T, F] of word features (hashed ids,
+        then characters; 0 = none); returns tag logits [B, T, num_tags] at every position."""
         extra = None
         if self.feature_buckets and features is not None:
-            rows = torch.where(features > 0, features % (self.feature_buckets - 1) + 1, 0)
+            hashed = features[..., : len(HASHED_FEATURES)]
+            rows = torch.where(hashed > 0, hashed % (self.feature_buckets - 1) + 1, 0)
             extra = self.feature_proj(self.features(rows).sum(dim=-2))
+        if self.char_cnn and features is not None:
+            chars = self._chars(features[..., len(HASHED_FEATURES) :])
+            extra = chars if extra is None else extra + chars
         hidden = self.encoder(input_ids, attention_mask, extra_embeddings=extra)
         if self.context_lstm:
             hidden = self._context(self.dropout(hidden), attention_mask)
         return self.head(self.dropout(hidden))
+
+    def _chars(self, chars: torch.Tensor) -> torch.Tensor:
+        """[B, T, C] characters (0 = none) -> [B, T, d_model]: the max over each word's
+        characters of a width-3 convolution; zeros where there is no word."""
+        if chars.shape[-1] == 0:
+            raise ValueError(
+                "TokenTagger: task.char_cnn needs the words' characters in the features; "
+                "these shards predate them: re-run the tokenize stage"
+            )
+        batch, length, slots = chars.shape
+        rows = torch.where(chars > 0, chars % (CHAR_BUCKETS - 1) + 1, 0).reshape(-1, slots)
+        present = rows > 0
+        conv = self.char_conv(self.char_embed(rows).transpose(1, 2))  # [B*T, filters, C]
+        pooled = conv.masked_fill(~present[:, None, :], float("-inf")).amax(dim=-1)
+        pooled = torch.where(present.any(dim=-1, keepdim=True), torch.relu(pooled), 0.0)
+        return self.char_proj(pooled).reshape(batch, length, -1)
 
     def _context(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The BiLSTM over each row's real positions only (padding never reaches the backward
@@ -91,4 +135,5 @@ def tagger_from_config(config: dict) -> TokenTagger:
         len(config["tags"]),
         config.get("feature_buckets", 0),
         config.get("context_lstm", 0),
+        config.get("char_cnn", 0),
     )

@@ -75,6 +75,7 @@ class TaggingTask(Task):
                 "data.val_words": val.words,
                 "task.word_feature_buckets": cfg.task.word_feature_buckets,
                 "task.context_lstm": cfg.task.context_lstm,
+                "task.char_cnn": cfg.task.char_cnn,
                 "task.word_dropout": cfg.task.word_dropout,
             },
         )
@@ -95,6 +96,7 @@ class TaggingTask(Task):
             num_tags=len(tags),
             feature_buckets=cfg.task.word_feature_buckets,
             context_lstm=cfg.task.context_lstm,
+            char_cnn=cfg.task.char_cnn,
             word_dropout=cfg.task.word_dropout,
             special_ids=meta["special_ids"],
             optim=cfg.optim,
@@ -108,6 +110,7 @@ class TaggingTask(Task):
             "max_len": cfg.finetune.max_len,
             "feature_buckets": cfg.task.word_feature_buckets,
             "context_lstm": cfg.task.context_lstm,
+            "char_cnn": cfg.task.char_cnn,
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
