@@ -109,12 +109,20 @@ class TokenTagger(nn.Module):
                 "these shards predate them: re-run the tokenize stage"
             )
         batch, length, slots = chars.shape
-        rows = torch.where(chars > 0, chars % (CHAR_BUCKETS - 1) + 1, 0).reshape(-1, slots)
+        flat = chars.reshape(-1, slots)
+        # Only the positions that hold a word (first subwords), and only as many character
+        # slots as the batch's longest word fills: most positions are later subwords or
+        # padding, most words are short.
+        words = (flat[:, 0] > 0).nonzero().squeeze(1)
+        used = int((flat[words] > 0).sum(dim=1).max()) if len(words) else 1
+        rows = flat[words, :used]
         present = rows > 0
-        conv = self.char_conv(self.char_embed(rows).transpose(1, 2))  # [B*T, filters, C]
-        pooled = conv.masked_fill(~present[:, None, :], float("-inf")).amax(dim=-1)
-        pooled = torch.where(present.any(dim=-1, keepdim=True), torch.relu(pooled), 0.0)
-        return self.char_proj(pooled).reshape(batch, length, -1)
+        rows = torch.where(present, rows % (CHAR_BUCKETS - 1) + 1, 0)
+        conv = self.char_conv(self.char_embed(rows).transpose(1, 2))  # [words, filters, used]
+        pooled = torch.relu(conv.masked_fill(~present[:, None, :], float("-inf")).amax(dim=-1))
+        out = torch.zeros(batch * length, self.cfg.d_model, dtype=pooled.dtype, device=pooled.device)
+        out = out.index_copy(0, words, self.char_proj(pooled))
+        return out.reshape(batch, length, -1)
 
     def _context(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """The BiLSTM over each row's real positions only (padding never reaches the backward
