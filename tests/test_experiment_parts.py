@@ -142,3 +142,25 @@ def test_curve_writer_rows_per_validation(tmp_path: Path) -> None:
     ]
     assert float(rows[0]["val_f1"]) == pytest.approx(0.4)
     assert float(rows[1]["val_loss"]) == pytest.approx(0.9)
+
+
+def test_threads_follow_the_config_then_omp_num_threads_then_every_cpu(monkeypatch) -> None:
+    import os
+
+    import torch
+
+    from lmforge.config import Config, TrainerConfig
+    from lmforge.lit.trainer import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        set_threads(Config(trainer=TrainerConfig(num_threads=None)))
+        assert torch.get_num_threads() == 1
+        set_threads(Config(trainer=TrainerConfig(num_threads=2)))
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        set_threads(Config(trainer=TrainerConfig(num_threads=None)))
+        assert torch.get_num_threads() == (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)

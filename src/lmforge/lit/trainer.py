@@ -29,8 +29,11 @@ def quiet_lightning() -> None:
 
 
 def set_threads(cfg: Config) -> None:
-    threads = cfg.trainer.num_threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    """``trainer.num_threads``, else ``$OMP_NUM_THREADS`` as PyTorch itself reads it, else every
+    CPU (PyTorch's own default counts physical cores, half of a 2-vCPU machine)."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = cfg.trainer.num_threads or (int(omp) if omp.isdigit() and int(omp) > 0 else 0)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def build_trainer(
