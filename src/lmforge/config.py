@@ -305,9 +305,16 @@ class TokenizerConfig:
     vocab_size: int = 4096
     min_frequency: int = 2
     lowercase: bool = False
+    # At most about this many train texts (a seeded hash sample) train the tokenizer; null: all.
+    max_train_texts: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.kind in ("bpe", "wordpiece"), "tokenizer.kind", "use bpe or wordpiece")
+        _check(
+            self.max_train_texts is None or self.max_train_texts >= 1,
+            "tokenizer.max_train_texts",
+            "must be at least 1 (null: train on every train text)",
+        )
         _check(self.min_frequency >= 1, "tokenizer.min_frequency", "must be at least 1")
         # Five special tokens plus room for at least the byte/character alphabet.
         _check(

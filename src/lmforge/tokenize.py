@@ -122,23 +122,34 @@ def run(cfg: Config) -> None:
 
 
 def trained_tokenizer(cfg: Config, prepared: Path, counts: dict, targets: bool) -> Any:
-    """A tokenizer trained on the train split (sources and targets alike for text-to-text)."""
+    """A tokenizer trained on the train split (sources and targets alike for text-to-text), or
+    on a hash sample of it of about ``tokenizer.max_train_texts`` texts."""
     from tqdm import tqdm
 
-    from lmforge.data.tokenization import train_tokenizer
+    from lmforge.data.tokenization import in_sample, train_tokenizer
 
+    per_record = 2 if targets else 1
+    length = per_record * counts["train"]
+    if cfg.corpus.enabled:
+        length += corpus_split_counts(cfg)["train"]
+    limit = cfg.tokenizer.max_train_texts
+    fraction = 1.0 if limit is None or limit >= length else limit / length
+    if fraction < 1.0:
+        print(
+            f"tokenize: the tokenizer trains on a sample of about {limit} of the {length} train texts "
+            "(tokenizer.max_train_texts)"
+        )
+    records = (r for r in read_jsonl(prepared / "train.jsonl") if in_sample(r["text"], fraction))
     if targets:
         # One joint vocabulary: a decoder reads the source and writes the target with it.
-        texts = (text for r in read_jsonl(prepared / "train.jsonl") for text in (r["text"], r["target"]))
-        length = 2 * counts["train"]
+        texts = (text for r in records for text in (r["text"], r["target"]))
     else:
-        texts = (r["text"] for r in read_jsonl(prepared / "train.jsonl"))
-        length = counts["train"]
+        texts = (r["text"] for r in records)
     if cfg.corpus.enabled:
         # The vocabulary fits both: the corpus it pretrains on and the task it finetunes on.
-        corpus_counts = corpus_split_counts(cfg)
-        texts = chain(texts, (r["text"] for r in read_jsonl(Path(cfg.paths.corpus_prepared) / "train.jsonl")))
-        length += corpus_counts["train"]
+        corpus = read_jsonl(Path(cfg.paths.corpus_prepared) / "train.jsonl")
+        texts = chain(texts, (r["text"] for r in corpus if in_sample(r["text"], fraction)))
+    length = round(length * fraction)
     return train_tokenizer(
         tqdm(
             texts,

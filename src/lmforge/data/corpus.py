@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.config import CleanConfig, CorpusCleanConfig, CorpusSourceConfig, SplitConfig
-from lmforge.data.cleaning import CleaningReport, assign_split, normalize_text, text_digest
+from lmforge.data.cleaning import CleaningReport, DigestTable, assign_split, normalize_text, text_key
 from lmforge.data.docstrings import DocstringScan, read_docstrings
 from lmforge.data.readers import Record
 from lmforge.errors import UserError
@@ -194,7 +194,7 @@ def clean_corpus(
     """Yield ``(train|val, record)`` for every corpus record kept, counting each one dropped:
     ``empty``, ``too_short``, ``too_long`` (characters after tidying), ``holdout_equal``,
     ``holdout_contains`` (see :class:`HoldoutIndex`) and ``duplicate`` (a tidied text seen before)."""
-    seen: set[bytes] = set()
+    seen = DigestTable()
     for record in records:
         report.input_rows += 1
         raw = record.get("text")
@@ -209,9 +209,7 @@ def clean_corpus(
         else:
             reason = holdout.reason(text)
         if reason is None:
-            digest = text_digest(text)
-            reason = "duplicate" if digest in seen else None
-            seen.add(digest)
+            reason = "duplicate" if seen.setdefault(text_key(text), 0) is not None else None
         if reason is not None:
             report.dropped[reason] += 1
             continue

@@ -10,21 +10,95 @@ from lmforge.data.tokenization import TokenShards
 from lmforge.errors import UserError
 
 
+class SepJoined:
+    """Records joined into one token stream, each followed by ``[SEP]``, read from the shards'
+    memory map window by window instead of built in memory.
+
+    Slicing (``stream[a:b]``) returns an ``int64`` array; memory is the ``[SEP]`` positions, one
+    int64 a record, never the tokens (the stream built in memory took 8 bytes a token). Any other
+    index (a mask, an index array) builds the whole stream first, as ``np.asarray(stream)`` does.
+    """
+
+    def __init__(self, ids, offsets: np.ndarray, sep: int) -> None:
+        self.ids, self.sep = ids, sep
+        offsets = np.asarray(offsets, dtype=np.int64)
+        # Record k's [SEP] sits at offsets[k + 1] + k: after its tokens and the k [SEP]s before.
+        self.seps = offsets[1:] + np.arange(len(offsets) - 1, dtype=np.int64)
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1]) + len(self.seps)
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(len(self), stop)
+        if stop <= start:
+            return np.zeros(0, dtype=np.int64)
+        positions = np.arange(start, stop, dtype=np.int64)
+        before = np.searchsorted(self.seps, positions)  # [SEP]s before each position
+        is_sep = self.seps[np.minimum(before, len(self.seps) - 1)] == positions
+        out = np.full(len(positions), self.sep, dtype=np.int64)
+        tokens = ~is_sep
+        if tokens.any():
+            # A window's tokens are one contiguous run of the ids: position p is ids[p - before].
+            first = int(positions[tokens][0] - before[tokens][0])
+            out[tokens] = self.ids[first : first + int(tokens.sum())]
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self))
+            return self.take(start, stop)
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        stream = np.insert(np.asarray(self.ids), self.offsets[1:], self.sep).astype(np.int64)
+        return stream if dtype is None else stream.astype(dtype)
+
+
+class Chained:
+    """Token streams one after the other, sliced as one (the sources, then the targets)."""
+
+    def __init__(self, *parts: SepJoined) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0, *(len(p) for p in parts)])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        pieces = [
+            part.take(start - int(begin), stop - int(begin))
+            for part, begin in zip(self.parts, self.starts[:-1], strict=True)
+        ]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self))
+            return self.take(start, stop)
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        stream = np.concatenate([np.asarray(p) for p in self.parts])
+        return stream if dtype is None else stream.astype(dtype)
+
+
 class PackedSequences(Dataset):
     """The split's records joined by ``[SEP]`` and cut into ``[CLS]``-led windows of ``seq_len``.
 
-    Packing leaves no padding, so every position of every step is a useful token.
+    Packing leaves no padding, so every position of every step is a useful token. Windows are
+    read from the memory-mapped shards as they are asked for (:class:`SepJoined`): a corpus
+    larger than memory packs as well as a small one.
     """
 
     def __init__(self, shards: TokenShards, seq_len: int) -> None:
         sep, cls = shards.meta["special_ids"]["sep"], shards.meta["special_ids"]["cls"]
-        # One [SEP] after every record; a single vectorised insert, not a Python loop.
-        self.stream = np.insert(np.asarray(shards.ids), shards.offsets[1:], sep).astype(np.int64)
+        # One [SEP] after every record.
+        self.stream: SepJoined | Chained | np.ndarray = SepJoined(shards.ids, shards.offsets, sep)
         if shards.has_targets:
             # Text-to-text data: the targets follow as records of their own, never next to their
             # source, so pretraining sees both languages' text without the pairing.
-            targets = np.insert(np.asarray(shards.target_ids), shards.target_offsets[1:], sep)
-            self.stream = np.concatenate((self.stream, targets.astype(np.int64)))
+            self.stream = Chained(self.stream, SepJoined(shards.target_ids, shards.target_offsets, sep))
         self.window = seq_len - 1
         self.cls = cls
         if len(self.stream) < self.window:
@@ -39,7 +113,7 @@ class PackedSequences(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         start = index * self.window
         window = self.stream[start : start + self.window]
-        return torch.from_numpy(np.concatenate(([self.cls], window)))
+        return torch.from_numpy(np.concatenate(([self.cls], window)).astype(np.int64))
 
 
 class LabelledRecords(Dataset):

@@ -18,7 +18,9 @@ per-record classification.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -73,6 +75,15 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, length: int | No
     return tokenizer
 
 
+def in_sample(text: str, fraction: float) -> bool:
+    """Whether ``text`` is in a ``fraction`` sample of texts, decided by a hash of the text alone
+    (the same texts on every run, whatever their order or the corpus around them)."""
+    if fraction >= 1.0:
+        return True
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=b"tokenizer-sample").digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
 def special_ids() -> dict[str, int]:
     """Special tokens are added first when training, so their ids are fixed."""
     return {token.strip("[]").lower(): position for position, token in enumerate(SPECIAL_TOKENS)}
@@ -80,6 +91,51 @@ def special_ids() -> dict[str, int]:
 
 def ids_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+class Int64Writer:
+    """Append int64 values to a ``.npy`` file without holding them: they go to ``{path}.part`` in
+    chunks of ``chunk`` values, and :meth:`close` writes the ``.npy`` header (whose shape needs
+    the final count) and copies them after it. Memory is one chunk, whatever the count."""
+
+    def __init__(self, path: Path, chunk: int = 1 << 16) -> None:
+        self.path = Path(path)
+        self._part = self.path.with_name(self.path.name + ".part")
+        # Open for the writer's lifetime; close() closes it.
+        self._file = open(self._part, "wb")  # noqa: SIM115
+        self._buffer = array("q")
+        self._chunk = chunk
+        self.count = 0
+
+    def extend(self, values: Iterable[int]) -> None:
+        before = len(self._buffer)
+        self._buffer.extend(values)
+        self.count += len(self._buffer) - before
+        if len(self._buffer) >= self._chunk:
+            self._flush()
+
+    def append(self, value: int) -> None:
+        self._buffer.append(value)
+        self.count += 1
+        if len(self._buffer) >= self._chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._buffer.tobytes())
+        del self._buffer[:]
+
+    def close(self) -> None:
+        self._flush()
+        self._file.close()
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<i8")),
+            "fortran_order": False,
+            "shape": (self.count,),
+        }
+        with open(self.path, "wb") as out, open(self._part, "rb") as part:
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(part, out, 1 << 20)
+        self._part.unlink()
 
 
 def encode_to_shards(
@@ -92,16 +148,20 @@ def encode_to_shards(
 ) -> dict:
     """Stream ``(text, label_index)`` pairs into one split's shard files; return its counts.
 
-    Memory holds one batch of text and the offsets (8 bytes a record), never the corpus. Larger
+    Memory holds one batch of text and its encodings, never the corpus: offsets and labels go to
+    disk as they are made (:class:`Int64Writer`). Larger
     batches keep the tokenizer's worker threads busier (measured: 2,048 records ~0.76x of one
     ``encode_batch`` call over everything, 32,768 ~1.08x) but raise the memory floor; 4,096 is
     the compromise (bench/data_path.py).
     """
-    labels = array("q")
+    labels = Int64Writer(out_dir / f"{split}.labels.npy")
+    labelled = 0
 
     def texts() -> Iterator[str]:
+        nonlocal labelled
         for text, label in records:
             labels.append(label)
+            labelled += label >= 0
             yield text
 
     total = encode_texts(
@@ -112,8 +172,8 @@ def encode_to_shards(
         batch_size,
         progress,
     )
-    np.save(out_dir / f"{split}.labels.npy", np.frombuffer(labels, dtype=np.int64))
-    return {"records": len(labels), "tokens": total, "labelled": int(sum(1 for x in labels if x >= 0))}
+    labels.close()
+    return {"records": labels.count, "tokens": total, "labelled": labelled}
 
 
 def encode_targets_to_shards(
@@ -124,7 +184,7 @@ def encode_targets_to_shards(
     total = encode_texts(
         tokenizer, targets, out_dir / f"{split}.target_ids.bin", offsets_path, batch_size, progress
     )
-    return {"target_records": len(np.load(offsets_path)) - 1, "target_tokens": total}
+    return {"target_records": len(np.load(offsets_path, mmap_mode="r")) - 1, "target_tokens": total}
 
 
 def encode_texts(
@@ -133,7 +193,8 @@ def encode_texts(
     """Encode texts back to back into ``ids_path`` and their offsets into ``offsets_path``;
     return the number of tokens written."""
     dtype = ids_dtype(tokenizer.get_vocab_size())
-    offsets = array("q", [0])
+    offsets = Int64Writer(offsets_path)
+    offsets.append(0)
     total = 0
     with open(ids_path, "wb") as ids_file:
         batch: list[str] = []
@@ -157,7 +218,7 @@ def encode_texts(
                 flush()
         if batch:
             flush()
-    np.save(offsets_path, np.frombuffer(offsets, dtype=np.int64))
+    offsets.close()
     return total
 
 
