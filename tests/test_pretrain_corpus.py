@@ -313,12 +313,12 @@ def test_docstrings_source_is_deterministic_and_records_versions(tmp_path) -> No
 
     installed = metadata.version("tqdm")
     lock = tmp_path / "requirements.lock"
-    lock.write_text(f"# a lock file\ntqdm=={installed}\nno-such-package-lmforge==1.0\npackaging==0.0.1\n")
+    lock.write_text(f"# a lock file\ntqdm=={installed}\nno-such-package-at-all==1.0\npackaging==0.0.1\n")
     scan = DocstringScan()
     records = list(read_docstrings(lock, stats=scan, processes=2))
     assert records == list(read_docstrings(lock, processes=1))  # the same with any workers
     assert [p["name"] for p in scan.packages] == ["packaging", "tqdm"]  # lock order, by name
-    assert scan.not_installed == ["no-such-package-lmforge==1.0"]
+    assert scan.not_installed == ["no-such-package-at-all==1.0"]
     assert scan.version_mismatch == [f"packaging: pinned 0.0.1, installed {metadata.version('packaging')}"]
     assert all(set(r) == {"text", "source"} for r in records)
     assert sum(p["docstrings"] for p in scan.packages) == len(records) == scan.records > 50
