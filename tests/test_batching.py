@@ -102,7 +102,8 @@ def wait_fraction(delay: float, compute: float) -> float:
 
 def test_loader_wait_tells_a_slow_loader_from_a_slow_model() -> None:
     slow_loader = wait_fraction(delay=0.01, compute=0.002)  # 20 ms loading vs 2 ms compute
-    # 50 ms steps: Lightning's own few ms between steps stay small even on a busy machine.
-    slow_model = wait_fraction(delay=0.0, compute=0.05)
+    # 200 ms steps: Lightning's own milliseconds between steps stay small even on a busy
+    # machine (with 50 ms steps, two training jobs beside the test pushed them to 25 %).
+    slow_model = wait_fraction(delay=0.0, compute=0.2)
     assert slow_loader > 0.7, slow_loader
     assert slow_model < 0.2, slow_model

@@ -10,7 +10,31 @@ from lmforge.data.tokenization import TokenShards
 from lmforge.errors import UserError
 
 
-class SepJoined:
+class TokenStream:
+    """A token stream read lazily: ``stream[a:b]`` is :meth:`take`, any other index (a mask, an
+    index array) and ``np.asarray(stream)`` build the :meth:`whole` stream first."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def whole(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self))
+            return self.take(start, stop)
+        return self.whole()[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        stream = self.whole()
+        return stream if dtype is None else stream.astype(dtype)
+
+
+class SepJoined(TokenStream):
     """Records joined into one token stream, each followed by ``[SEP]``, read from the shards'
     memory map window by window instead of built in memory.
 
@@ -44,18 +68,11 @@ class SepJoined:
             out[tokens] = self.ids[first : first + int(tokens.sum())]
         return out
 
-    def __getitem__(self, key):
-        if isinstance(key, slice) and key.step in (None, 1):
-            start, stop, _ = key.indices(len(self))
-            return self.take(start, stop)
-        return np.asarray(self)[key]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        stream = np.insert(np.asarray(self.ids), self.offsets[1:], self.sep).astype(np.int64)
-        return stream if dtype is None else stream.astype(dtype)
+    def whole(self) -> np.ndarray:
+        return np.insert(np.asarray(self.ids), self.offsets[1:], self.sep).astype(np.int64)
 
 
-class Chained:
+class Chained(TokenStream):
     """Token streams one after the other, sliced as one (the sources, then the targets)."""
 
     def __init__(self, *parts: SepJoined) -> None:
@@ -72,15 +89,8 @@ class Chained:
         ]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
-    def __getitem__(self, key):
-        if isinstance(key, slice) and key.step in (None, 1):
-            start, stop, _ = key.indices(len(self))
-            return self.take(start, stop)
-        return np.asarray(self)[key]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        stream = np.concatenate([np.asarray(p) for p in self.parts])
-        return stream if dtype is None else stream.astype(dtype)
+    def whole(self) -> np.ndarray:
+        return np.concatenate([p.whole() for p in self.parts])
 
 
 class PackedSequences(Dataset):
