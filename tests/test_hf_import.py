@@ -366,8 +366,13 @@ def test_decoder_and_encoder_decoder_checkpoints_write_text(architecture, tmp_pa
 
 
 def test_config_says_what_model_hf_needs(tmp_path) -> None:
-    with pytest.raises(UserError, match="pretrain.enabled"):
+    with pytest.raises(UserError, match="pretrain.objective"):
+        tiny_config(tmp_path, "model=hf", "model.name_or_path=x", "pretrain=electra")
+    with pytest.raises(UserError, match="pretrain=continued"):  # 1e-3 would wipe the checkpoint out
         tiny_config(tmp_path, "model=hf", "model.name_or_path=x")
+    continued = tiny_config(tmp_path, "model=hf", "model.name_or_path=x", "pretrain=continued")
+    assert continued.pretrain.enabled and continued.pretrain.objective == "mlm"
+    assert continued.pretrain.optim.lr == 5e-5
     from omegaconf import OmegaConf
 
     from lmforge.config import validate
@@ -400,7 +405,7 @@ try:
 except SystemExit:
     pass
 help_loaded = sorted(m for m in ("transformers", "peft") if m in sys.modules)
-import lightning  # noqa: F401  (torchmetrics.functional.text.bert imports transformers if installed)
+import lightning  # noqa: F401  (its torchmetrics would import transformers but for lmforge.import_guard)
 by_lightning = sorted(m for m in ("transformers", "peft") if m in sys.modules)
 from lmforge import collect, evaluate, finetune, prepare, pretrain, tokenize
 from hydra import compose, initialize_config_dir
@@ -438,6 +443,125 @@ def test_help_and_the_default_pipeline_import_neither_transformers_nor_peft(tmp_
     assert loaded, done.stdout[-2000:]
     help_loaded, by_lightning, by_pipeline = json.loads(loaded[0][len("LOADED ") :])
     assert help_loaded == []
-    # Lightning's own import pulls transformers in through torchmetrics when it is installed;
-    # lmforge's default stages add nothing to that, and never load peft.
-    assert by_pipeline == by_lightning and "peft" not in by_pipeline
+    # torchmetrics (through Lightning) would import transformers when it is installed; the guard
+    # that `import lmforge` installs keeps it out, and the default stages load neither.
+    assert by_lightning == []
+    assert by_pipeline == []
+
+
+GUARD = """
+import sys
+import lmforge  # noqa: F401
+import torchmetrics
+import torchmetrics.functional.text as text
+print("LOADED", "transformers" in sys.modules, hasattr(text, "bert_score"))
+"""
+
+
+@pytest.mark.parametrize(("opt_out", "loaded"), [(None, "False False"), ("1", "True True")])
+def test_the_import_guard_keeps_torchmetrics_from_loading_transformers(opt_out, loaded) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LMFORGE_TORCHMETRICS_TRANSFORMERS"}
+    if opt_out:
+        env["LMFORGE_TORCHMETRICS_TRANSFORMERS"] = opt_out
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", GUARD], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"LOADED {loaded}" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_bert_continues_masked_lm_pretraining_then_finetunes_from_it(bert, tmp_path) -> None:
+    """``pretrain.enabled=true`` with ``model=hf``: domain-adaptive MLM on the corpus, saved as a
+    save_pretrained folder, and the finetune stage starts from those weights, not the hub's."""
+    import mlflow
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    overrides = [o for o in hf_overrides(bert) if o != "pretrain.enabled=false"]
+    run_pipeline(
+        tmp_path,
+        [
+            *overrides,
+            "pretrain.max_steps=12",
+            "pretrain.seq_len=64",
+            "pretrain.optim.lr=3e-4",
+            # Finetuning barely moves the weights, so they show where it started.
+            "optim.lr=1e-9",
+            "finetune.max_epochs=1",
+            "logger.registered_model=null",
+        ],
+    )
+    folder = tmp_path / "models/pretrained/hf"
+    meta = json.loads((tmp_path / "models/pretrained/meta.json").read_text())
+    assert meta["enabled"] and meta["hf"]["name_or_path"] == str(bert) and meta["steps"] == 12
+    metrics = json.loads((tmp_path / "metrics/pretrain.json").read_text())
+    assert metrics["val_mlm_accuracy"] is not None and metrics["val_loss"] > 0
+    # The weights moved away from the published checkpoint ...
+    before = AutoModelForMaskedLM.from_pretrained(bert).state_dict()
+    after = AutoModelForMaskedLM.from_pretrained(folder).state_dict()
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(before[key], after[key])
+    # ... and finetuning started from them: its run names the folder, and its weights (moved by
+    # a learning rate of 1e-9 only) are the continued ones, not the hub's.
+    finetuned = finished_run(tmp_path, "finetune")
+    assert finetuned.data.tags["lmforge.pretrained"] == "true"
+    assert tmp_path / finetuned.data.tags["lmforge.pretrain_checkpoint"] == folder
+    from transformers import AutoModelForSequenceClassification
+
+    tuned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "models/finetuned/hf").state_dict()
+    assert torch.allclose(tuned[key], after[key], atol=1e-6)
+    assert not torch.allclose(tuned[key], before[key], atol=1e-6)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    pretrain_run = finished_run(tmp_path, "pretrain")
+    assert [m.step for m in client.get_metric_history(pretrain_run.info.run_id, "val/loss")]
+    report = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert 0.0 <= report["f1"] <= 1.0
+
+
+def test_continued_pretraining_fits_the_checkpoint_objective(bert, tmp_path) -> None:
+    """A decoder continues by next-token prediction, an encoder by masked LM; the wrong pairing
+    (or an encoder-decoder) is refused in one line that names the objective to use."""
+    import torch
+
+    from lmforge.data.masking import next_token_targets
+    from lmforge.models.hf import Checkpoint, HFLanguageModel
+
+    gpt2 = save_gpt2(tmp_path / "gpt2")
+    decoder = HFLanguageModel.pretrained(Checkpoint(str(gpt2)), "clm")
+    assert decoder.is_causal()
+    decoder.eval()  # no dropout: the two losses below see the same network
+    batch = torch.randint(1, 300, (2, 16))
+    inputs, positions, targets = next_token_targets(batch)
+    loss, logits = decoder(inputs, positions, targets)
+    assert logits.shape == (2 * 15, decoder.hf.config.vocab_size)
+    expected = decoder.hf(input_ids=batch, labels=batch).loss  # transformers shifts the labels itself
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+    encoder = HFLanguageModel.pretrained(Checkpoint(str(bert)), "mlm")
+    assert not encoder.is_causal()
+    with pytest.raises(UserError, match="pretrain=mlm"):
+        HFLanguageModel.pretrained(Checkpoint(str(bert)), "clm")
+    with pytest.raises(UserError, match="pretrain=clm"):
+        HFLanguageModel.pretrained(Checkpoint(str(gpt2)), "mlm")
+    with pytest.raises(UserError, match="encoder-decoder"):
+        HFLanguageModel.pretrained(Checkpoint(str(save_t5(tmp_path / "t5"))), "clm")
+
+
+def test_finetune_refuses_a_pretrained_folder_of_another_model(tmp_path) -> None:
+    from lmforge.tasks import hf_checkpoint
+
+    cfg = tiny_config(tmp_path, "model=hf", "model.name_or_path=/models/a", "pretrain=continued")
+    folder = tmp_path / cfg.paths.pretrained
+    folder.mkdir(parents=True)
+    with working_dir(tmp_path):
+        (folder / "meta.json").write_text(json.dumps({"enabled": False}))
+        assert hf_checkpoint(cfg)[0].name_or_path == "/models/a"  # pretraining was skipped
+        (folder / "meta.json").write_text(json.dumps({"enabled": True, "hf": {"name_or_path": "/models/b"}}))
+        with pytest.raises(UserError, match="holds model.name_or_path=/models/b"):
+            hf_checkpoint(cfg)
+        (folder / "meta.json").write_text(json.dumps({"enabled": True, "hf": {"name_or_path": "/models/a"}}))
+        (folder / "hf").mkdir()
+        (folder / "hf" / "config.json").write_text("{}")
+        assert hf_checkpoint(cfg)[0].name_or_path == str(Path(cfg.paths.pretrained) / "hf")
+        assert hf_checkpoint(cfg, start=False)[0].name_or_path == "/models/a"

@@ -669,10 +669,17 @@ class Config:
         self.optim.check("optim")
         # Cross-group checks: caught here at start-up instead of after data loading.
         _check(
-            not (self.model.is_hf and self.pretrain.enabled),
-            "pretrain.enabled",
-            "model=hf finetunes the checkpoint as published; continued pretraining of it is not "
-            "built, so set pretrain.enabled=false",
+            not (self.model.is_hf and self.pretrain.enabled and self.pretrain.objective == "electra"),
+            "pretrain.objective",
+            "model=hf continues a checkpoint's own objective: pretrain=mlm for an encoder (BERT), "
+            "pretrain=clm for a decoder (GPT-2), or pretrain.enabled=false",
+        )
+        _check(
+            not (self.model.is_hf and self.pretrain.enabled and self.pretrain.optim.lr > 5e-4),
+            "pretrain.optim.lr",
+            f"{self.pretrain.optim.lr:g} is a from-scratch rate; continuing a published checkpoint at "
+            "it would overwrite what it learned: use pretrain=continued (5e-5), set "
+            "pretrain.optim.lr <= 5e-4, or pretrain.enabled=false to skip pretraining",
         )
         _check(
             self.pretrain.seq_len <= self.model.max_len,

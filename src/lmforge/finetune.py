@@ -24,7 +24,7 @@ from lmforge.workspace import model_config, shard_meta, upstream_meta
 
 def run(cfg: Config) -> float:
     """Finetune; return the task's best validation figure (the objective of sweeps)."""
-    from lmforge.tasks import check_hf_shards, get_task
+    from lmforge.tasks import check_hf_shards, get_task, hf_checkpoint
     from lmforge.tracking import job_outputs
 
     cfg = job_outputs(cfg, "finetune")  # a sweep job writes into its own folder
@@ -91,7 +91,12 @@ def run(cfg: Config) -> float:
         "lmforge.objective_mode": task.mode,
     }
     if upstream.get("enabled"):
-        tags["lmforge.pretrain_checkpoint"] = task.load_pretrained(module, pretrained)
+        # model=hf: task.module already started from the continued-pretrained folder.
+        tags["lmforge.pretrain_checkpoint"] = (
+            str(hf_checkpoint(cfg)[0].name_or_path)
+            if cfg.model.is_hf
+            else task.load_pretrained(module, pretrained)
+        )
 
     plan = plan_resume(cfg, "finetune")
     plan.drop_missing_run(tracking_uri(cfg))

@@ -47,6 +47,41 @@ def corpus_name(corpus: dict | None) -> str:
     return name + ("+task" if corpus.get("include_task_train") else "")
 
 
+def continued_model(cfg: Config, meta: dict):
+    """``model=hf``: the checkpoint with its language-model head, for continued (domain-adaptive)
+    pretraining on the corpus; its shards must be the checkpoint's own ids."""
+    from lmforge.models.hf import HFLanguageModel
+    from lmforge.tasks import check_hf_shards, hf_checkpoint
+
+    check_hf_shards(cfg, meta)
+    if cfg.pretrain.objective == "mlm" and meta["special_ids"].get("mask") is None:
+        raise UserError(
+            f"model.name_or_path={cfg.model.name_or_path}: its tokenizer has no mask token, so "
+            "masked LM cannot continue; use pretrain=clm for a decoder, or pretrain.enabled=false"
+        )
+    return HFLanguageModel.pretrained(hf_checkpoint(cfg, start=False)[0], cfg.pretrain.objective)
+
+
+def save_lmforge_model(
+    cfg: Config, module, objective: str, pipeline: str, run_id: str | None, metrics: dict
+) -> None:
+    """lmforge's own pretrained model: ``encoder.pt`` (what finetuning loads), ``lm.pt`` (the
+    whole LM, where text-to-text and generation start), the tokenizer, sizes and metrics."""
+    import torch
+
+    with atomic_dir(cfg.paths.pretrained) as out:
+        torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
+        if objective != "electra":  # the whole LM (head too), where text-to-text starts
+            torch.save(module.model.state_dict(), out / "lm.pt")
+        # A self-contained folder: `python -m lmforge.generate` continues text with it.
+        shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
+        write_json(out / "config.json", asdict(module.model_cfg))
+        write_json(
+            out / "meta.json",
+            {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run_id, **metrics},
+        )
+
+
 def run(cfg: Config) -> None:
     from lmforge.tracking import job_outputs
 
@@ -119,7 +154,9 @@ def run(cfg: Config) -> None:
         val, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
     )
     model_cfg = model_config(cfg, meta["vocab_size"])
-    peak = matmul_peak(cfg)
+    hf_model = continued_model(cfg, meta) if cfg.model.is_hf else None
+    # MFU counts lmforge's own architecture's FLOPs; a checkpoint's are not modelled.
+    peak = None if hf_model is not None else matmul_peak(cfg)
     module = LitMaskedLM(
         model_cfg,
         mask_rate=p.mask_rate,
@@ -131,6 +168,7 @@ def run(cfg: Config) -> None:
         objective=p.objective,
         generator_layers=p.generator_layers,
         disc_weight=p.disc_weight,
+        model=hf_model,
     )
     if cfg.trainer.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model
@@ -156,7 +194,8 @@ def run(cfg: Config) -> None:
                     "perf.peak_flops": peak or 0,
                 }
             )
-            mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+            if (Path(cfg.paths.tokenizer) / "tokenizer.json").is_file():
+                mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
         checkpoints = periodic_checkpoints(cfg, plan.folder)
         loader_wait = LoaderWait()
         callbacks = [
@@ -195,17 +234,26 @@ def run(cfg: Config) -> None:
             "loader_wait_fraction": loader_wait.fraction,
             "steps": trainer.global_step,
         }
-        with atomic_dir(cfg.paths.pretrained) as out:
-            torch.save(module.model.encoder.state_dict(), out / "encoder.pt")
-            if p.objective != "electra":  # the whole LM (head too), where text-to-text starts
-                torch.save(module.model.state_dict(), out / "lm.pt")
-            # A self-contained folder: `python -m lmforge.generate` continues text with it.
-            shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
-            write_json(out / "config.json", asdict(module.model_cfg))
-            write_json(
-                out / "meta.json",
-                {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run_id, **metrics},
-            )
+        if hf_model is not None:
+            from lmforge.tasks import HF_FOLDER, hf_model_record, save_checkpoint
+
+            with atomic_dir(cfg.paths.pretrained) as out:
+                # The checkpoint, pretrained further: a save_pretrained folder (with the
+                # checkpoint's tokenizer files) that finetune starts from (lmforge.tasks).
+                save_checkpoint(module.model, cfg, meta, out)
+                write_json(out / "config.json", {"objective": p.objective, **hf_model_record(cfg, meta)})
+                write_json(
+                    out / "meta.json",
+                    {
+                        "enabled": True,
+                        "pipeline_id": pipeline,
+                        "mlflow_run_id": run_id,
+                        "hf": {"name_or_path": cfg.model.name_or_path, "folder": HF_FOLDER},
+                        **metrics,
+                    },
+                )
+        else:
+            save_lmforge_model(cfg, module, p.objective, pipeline, run_id, metrics)
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
     plan.clear()

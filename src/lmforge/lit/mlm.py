@@ -40,6 +40,7 @@ class LitMaskedLM(L.LightningModule):
         objective: str = "mlm",
         generator_layers: int = 1,
         disc_weight: float = 50.0,
+        model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
@@ -49,8 +50,14 @@ class LitMaskedLM(L.LightningModule):
         if objective == "clm":
             model_cfg = replace(model_cfg, causal=True)
         self.model_cfg = model_cfg
+        if model is not None and objective == "electra":
+            raise ValueError("a given model (model=hf) trains by mlm or clm, not electra")
+        # `model`: a ready language model with MaskedLM's forward (model=hf's continued
+        # pretraining, lmforge.models.hf.HFLanguageModel); model_cfg then gives the vocabulary.
         self.model = (
-            Electra(model_cfg, generator_layers, disc_weight)
+            model
+            if model is not None
+            else Electra(model_cfg, generator_layers, disc_weight)
             if objective == "electra"
             else MaskedLM(model_cfg)
         )
@@ -73,7 +80,7 @@ class LitMaskedLM(L.LightningModule):
             mask_rate=self.mask_rate,
             mask_id=self.special_ids["mask"],
             vocab_size=self.model_cfg.vocab_size,
-            special_ids=list(self.special_ids.values()),
+            special_ids=[i for i in self.special_ids.values() if i is not None],
             generator=generator,
         )
         return inputs.to(self.device), positions.to(self.device), targets.to(self.device)

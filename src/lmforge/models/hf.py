@@ -259,6 +259,73 @@ class HFTextToText(HFModel):
         return ll, counts
 
 
+class HFLanguageModel(HFModel):
+    """Continued (domain-adaptive) pretraining of a checkpoint with its own objective:
+    ``AutoModelForMaskedLM`` for an encoder (``objective="mlm"``), ``AutoModelForCausalLM`` for a
+    decoder (``"clm"``). ``forward(inputs, positions, targets) -> (loss, logits at positions)``,
+    as :class:`lmforge.models.transformer.MaskedLM`, so :class:`lmforge.lit.mlm.LitMaskedLM`
+    trains either. Inputs are packed windows without padding (no attention mask)."""
+
+    @classmethod
+    def pretrained(cls, checkpoint: Checkpoint, objective: str) -> HFLanguageModel:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+        from lmforge.errors import UserError
+
+        name = checkpoint.name_or_path
+        config = AutoConfig.from_pretrained(name, **checkpoint.options())
+        if getattr(config, "is_encoder_decoder", False):
+            raise UserError(
+                f"model.name_or_path={name}: continued pretraining of an encoder-decoder "
+                f"({config.model_type}) is not built (its objective, span corruption, is not "
+                "lmforge's); set pretrain.enabled=false to finetune it as published"
+            )
+        auto = AutoModelForMaskedLM if objective == "mlm" else AutoModelForCausalLM
+        try:
+            model = auto.from_pretrained(name, **checkpoint.options())
+        except ValueError as error:  # transformers: "Unrecognized configuration class ..."
+            other = "clm" if objective == "mlm" else "mlm"
+            raise UserError(
+                f"model.name_or_path={name}: a {config.model_type} checkpoint has no "
+                f"{'masked' if objective == 'mlm' else 'causal'} LM head in transformers; continue "
+                f"its pretraining with pretrain={other}, or set pretrain.enabled=false"
+            ) from error
+        model = cls(model)
+        if objective == "clm" and not model.is_causal():
+            raise UserError(
+                f"model.name_or_path={name}: a {config.model_type} checkpoint attends both ways "
+                "(an encoder), so next-token prediction would see the answer; continue its "
+                "pretraining with pretrain=mlm, or set pretrain.enabled=false"
+            )
+        return model
+
+    @torch.no_grad()
+    def is_causal(self) -> bool:
+        """Whether position 0's output ignores later tokens (a decoder), probed on one
+        random sequence."""
+        was_training = self.hf.training
+        self.hf.eval()
+        vocab = self.hf.get_input_embeddings().num_embeddings
+        ids = torch.randint(0, vocab, (1, 8), generator=torch.Generator().manual_seed(0))
+        changed = ids.clone()
+        changed[0, -1] = (changed[0, -1] + 1) % vocab
+        device = next(self.hf.parameters()).device
+        first = self.hf(input_ids=ids.to(device)).logits[0, 0]
+        second = self.hf(input_ids=changed.to(device)).logits[0, 0]
+        self.hf.train(was_training)
+        return bool(torch.allclose(first, second, atol=1e-5))
+
+    def forward(
+        self, inputs: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.hf(input_ids=inputs).logits
+        picked = logits.flatten(0, 1).index_select(0, positions)
+        return F.cross_entropy(picked.float(), targets), picked
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
 def text_to_text_hf_batch(
     sources: list[list[int]], targets: list[list[int]], special: dict, encoder_decoder: bool
 ) -> dict[str, torch.Tensor]:

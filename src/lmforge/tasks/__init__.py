@@ -143,14 +143,47 @@ def model_special_ids(config: dict) -> dict:
     return config.get("special_ids") or special_ids()
 
 
-def hf_checkpoint(cfg: Config) -> tuple[Any, Any]:
-    """``model.*`` as :class:`lmforge.models.hf.Checkpoint` and :class:`~lmforge.models.hf.Lora`."""
+def hf_checkpoint(cfg: Config, start: bool = True) -> tuple[Any, Any]:
+    """``model.*`` as :class:`lmforge.models.hf.Checkpoint` and :class:`~lmforge.models.hf.Lora`.
+
+    ``start``: the checkpoint finetuning starts from, which is the pretrain stage's
+    save_pretrained folder where it continued pretraining this checkpoint
+    (``models/pretrained/hf``), else ``model.name_or_path`` as published."""
     from dataclasses import asdict
 
     from lmforge.models.hf import Checkpoint, Lora
 
     m = cfg.model
-    return Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code), Lora(**asdict(m.lora))
+    checkpoint = Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code)
+    continued = continued_checkpoint(cfg) if start else None
+    if continued is not None:
+        checkpoint = Checkpoint(str(continued), None, m.trust_remote_code)
+    return checkpoint, Lora(**asdict(m.lora))
+
+
+def continued_checkpoint(cfg: Config) -> Path | None:
+    """The pretrain stage's continued-pretrained copy of ``model.name_or_path``, if it made one
+    (``meta.json`` enabled); a one-line error when it pretrained another model."""
+    import json
+
+    from lmforge.errors import UserError
+
+    folder = Path(cfg.paths.pretrained)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("enabled"):
+        return None
+    origin = meta.get("hf", {}).get("name_or_path")
+    if origin != cfg.model.name_or_path or not (folder / HF_FOLDER / "config.json").is_file():
+        pretrained = f"model.name_or_path={origin}" if origin else "lmforge's own model"
+        raise UserError(
+            f"{folder} holds {pretrained}, pretrained, but model.name_or_path="
+            f"{cfg.model.name_or_path} is set; rerun the pretrain stage (dvc repro pretrain), or "
+            "set pretrain.enabled=false there to finetune the checkpoint as published"
+        )
+    return folder / HF_FOLDER
 
 
 def check_hf_shards(cfg: Config, meta: dict) -> None:
