@@ -190,3 +190,35 @@ def test_disabled_pretraining_writes_every_declared_output(pipeline, tmp_path) -
     assert json.loads((tmp_path / "pretrained/meta.json").read_text())["enabled"] is False
     assert json.loads((tmp_path / "metrics/pretrain.json").read_text()) == {"enabled": False}
     assert (tmp_path / "plots/pretrain_loss.csv").read_text().startswith("step,")
+
+
+def test_ema_weights_are_what_finetune_validates_and_saves(pipeline, tmp_path) -> None:
+    """`finetune.ema_decay`: the best checkpoint holds the moving average (Lightning keeps the
+    raw weights beside it), and the saved model is that average, not the last raw weights."""
+    import mlflow
+    import torch
+
+    workdir, _ = pipeline
+    cfg = tiny_config(
+        workdir,
+        "finetune.ema_decay=0.9",
+        "finetune.max_epochs=1",
+        "logger.registered_model=null",
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"paths.finetuned={tmp_path}/finetuned",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+        f"paths.checkpoints={tmp_path}/checkpoints",
+    )
+    with working_dir(workdir):
+        finetune.run(cfg)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    best = client.download_artifacts(run.info.run_id, "checkpoints/best.ckpt", str(tmp_path))
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    averaged = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    raw = {k.removeprefix("model."): v for k, v in checkpoint["current_model_state"].items()}
+    saved = torch.load(tmp_path / "finetuned/model.pt", map_location="cpu", weights_only=True)
+    assert saved.keys() == averaged.keys()
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert any(not torch.equal(averaged[k], raw[k]) for k in saved)

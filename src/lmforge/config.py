@@ -476,9 +476,18 @@ class FinetuneConfig:
     # Validate (and keep the best checkpoint, count patience) this many times per epoch: 0.5
     # scores every half epoch. A fraction of an epoch, as Lightning's val_check_interval.
     val_check_interval: float = 1.0
+    # An exponential moving average of the weights (Lightning's WeightAveraging), with this decay
+    # per step: validation, the best checkpoint and the saved model use the averaged weights.
+    # null: none.
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
+        _check(
+            self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
+            "finetune.ema_decay",
+            "must be in (0, 1), e.g. 0.999, or null for no weight averaging",
+        )
         _check(
             0 < self.val_check_interval <= 1,
             "finetune.val_check_interval",

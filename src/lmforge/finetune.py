@@ -139,6 +139,12 @@ def run(cfg: Config) -> float:
             StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
             CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False),
         ]
+        if f.ema_decay is not None:
+            from lightning.pytorch.callbacks import WeightAveraging
+            from torch.optim.swa_utils import get_ema_avg_fn
+
+            # Swapped in for validation, so the best checkpoint holds (and scores) the average.
+            callbacks.append(WeightAveraging(avg_fn=get_ema_avg_fn(f.ema_decay)))
         trainer = build_trainer(
             cfg,
             run_id,
