@@ -2,8 +2,9 @@
 
 Times full training steps (forward, backward, AdamW step) on identical pre-masked batches and
 reports tokens/s and MFU (model FLOPs/s from ``training_flops_per_token`` over the measured fp32
-matmul peak). The two models are timed in alternating rounds so that load from other processes
-on a shared machine hits both alike; numbers are still only as steady as the machine.
+matmul peak). The two models are timed in alternating rounds (``--rounds``, default 3) so that
+load from other processes on a shared machine hits both alike; each figure is the median over
+the rounds, and the ratio the median of the per-round ratios.
 
     python bench/pretrain_throughput.py                  # defaults: the lmforge base config
     python bench/pretrain_throughput.py --compile --json reports/throughput.json  # + compiled
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +55,7 @@ class Result:
     mfu: float
     params: int
     steps: int
+    round_tokens_per_s: list[float]  # per alternating round; tokens_per_s is their median
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -229,27 +232,30 @@ def main(argv: list[str] | None = None) -> int:
     for step in steps.values():
         for i in range(args.warmup):
             step(i)
-    elapsed = dict.fromkeys(steps, 0.0)
+    # Seconds per round per model; the figures below are medians over the rounds (a burst of
+    # load from elsewhere spoils one round, not the result).
+    rounds: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(args.rounds):
         for name, step in steps.items():
-            elapsed[name] += timed_steps(step, r * args.steps, args.steps)
+            rounds[name].append(timed_steps(step, r * args.steps, args.steps))
 
     # The peak is re-measured afterwards and the best kept: a busy moment lowers it, and an
     # underestimated peak would overstate MFU.
     peak = max(peak, measure_peak())
 
-    n_timed = args.rounds * args.steps
     results = []
-    for name, seconds in elapsed.items():
-        tps = n_timed * tokens_per_step / seconds
+    for name, seconds in rounds.items():
+        median = statistics.median(seconds)
+        tps = args.steps * tokens_per_step / median
         results.append(
             Result(
                 name=name,
                 tokens_per_s=tps,
-                step_ms=1000.0 * seconds / n_timed,
+                step_ms=1000.0 * median / args.steps,
                 mfu=tps * flops_per_token / peak,
                 params=params[name],
-                steps=n_timed,
+                steps=args.rounds * args.steps,
+                round_tokens_per_s=[args.steps * tokens_per_step / t for t in seconds],
             )
         )
 
@@ -272,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratios: dict[str, float] = {}
     if not args.no_peer:
-        by_name = {res.name: res for res in results}
+        peer_rounds = rounds[PEER_NAME]
         for name in ours_names:
-            ratios[name] = by_name[name].tokens_per_s / by_name[PEER_NAME].tokens_per_s
-            print(f"ratio {name} / peer: {ratios[name]:.2f}x")
+            # Per round (each round times both back to back), then the median of those ratios.
+            per_round = [theirs / ours for ours, theirs in zip(rounds[name], peer_rounds, strict=True)]
+            ratios[name] = statistics.median(per_round)
+            shown = ", ".join(f"{r:.2f}" for r in per_round)
+            print(f"ratio {name} / peer: {ratios[name]:.2f}x (median of {len(per_round)} rounds: {shown})")
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
