@@ -202,10 +202,11 @@ def tiny_stage_config(tiny_project: Path, tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
-    """collect, prepare, tokenize and pretrain run in this process, each committed to DVC."""
+    """collect, prepare, tokenize, word_vectors and pretrain run in this process, each committed to
+    DVC."""
     from hydra import compose, initialize_config_dir
 
-    from lmforge import collect, collect_corpus, prepare, prepare_corpus, pretrain, tokenize
+    from lmforge import collect, collect_corpus, prepare, prepare_corpus, pretrain, tokenize, word_vectors
     from lmforge.config import validate
 
     root = tmp_path_factory.mktemp("project")
@@ -215,7 +216,7 @@ def tiny_project(tmp_path_factory) -> Path:
     previous = Path.cwd()
     os.chdir(root)
     try:
-        stages = (collect, prepare, collect_corpus, prepare_corpus, tokenize)
+        stages = (collect, prepare, collect_corpus, prepare_corpus, tokenize, word_vectors)
         for stage in stages:
             stage.run(cfg)
         # Recorded in dvc.lock and the DVC cache as if `dvc repro` had run them, so the pretrain

@@ -62,6 +62,7 @@ def test_repro_runs_everything_once_then_nothing(repo: Path) -> None:
         "collect_corpus",
         "prepare_corpus",
         "tokenize",
+        "word_vectors",
         "pretrain",
         "finetune",
         "evaluate",

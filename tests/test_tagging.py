@@ -62,11 +62,19 @@ def overrides(corpus: Path) -> list[str]:
         "+data.source.splits.test.file=test.conllu",
         "data.clean.min_chars=1",
         "task.word_feature_buckets=256",
-        # The BiLSTM context, the character CNN and word dropout ride along, so saving,
-        # eval.file, the registered pyfunc model and `mlflow models serve` are exercised with them.
+        # The BiLSTM context (over words), the character CNN and word dropout ride along, so
+        # saving, eval.file, the registered pyfunc model and `mlflow models serve` are exercised
+        # with them.
         "task.context_lstm=8",
+        "task.context_over=words",
         "task.char_cnn=8",
         "task.word_dropout=0.1",
+        # Word vectors from the train text (no corpus here): the word_vectors stage feeds the
+        # tagger, whose saved folder then carries them.
+        "vectors.enabled=true",
+        "vectors.dim=8",
+        "vectors.min_count=1",
+        "vectors.contexts=20",
         "finetune.max_epochs=3",
         "finetune.max_len=16",
         "model.max_len=64",
@@ -76,7 +84,7 @@ def overrides(corpus: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from lmforge import baselines, collect, evaluate, finetune, prepare, pretrain, tokenize
+    from lmforge import baselines, collect, evaluate, finetune, prepare, pretrain, tokenize, word_vectors
 
     workdir = tmp_path_factory.mktemp("tagging")
     corpus = workdir / "corpus"
@@ -93,7 +101,7 @@ def pipeline(tmp_path_factory):
     (workdir / "conf").symlink_to(Path(__file__).resolve().parents[1] / "conf")
     cfg = tiny_config(workdir, *overrides(corpus))
     with working_dir(workdir):
-        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines):
+        for stage in (collect, prepare, tokenize, word_vectors, pretrain, finetune, evaluate, baselines):
             stage.run(cfg)
     return workdir, cfg
 
@@ -113,6 +121,9 @@ def test_finetune_and_evaluate_score_every_word(pipeline) -> None:
     workdir, _ = pipeline
     config = json.loads((workdir / "models/finetuned/config.json").read_text())
     assert config["task"] == "tagging" and config["tags"] == sorted(LEXICON)
+    # The word vectors (the toy grammar's 26 lower-cased words, 8 wide) travel in the folder.
+    vectors = json.loads((workdir / "models/word_vectors/meta.json").read_text())
+    assert config["word_vectors"] == [vectors["words"], 8] and vectors["words"] == 26
     report = json.loads((workdir / "metrics/eval.json").read_text())
     prepared = list(read_jsonl(workdir / "data/prepared/test.jsonl"))
     assert report["words"] == sum(len(r["words"]) for r in prepared)

@@ -214,7 +214,16 @@ def test_words_map_to_their_first_subword_as_in_running_text(tokenizer) -> None:
 def test_first_subwords_carry_the_tags_and_predictions_come_back_per_word(tokenizer) -> None:
     import torch
 
-    from lmforge.data.tagging import HASHED_FEATURES, IGNORE, TagCollate, TaggedWindows, plain_sentences
+    from lmforge.data.tagging import (
+        CHAR_SLOTS,
+        FEATURE_NAMES,
+        HASHED_FEATURES,
+        IGNORE,
+        TagCollate,
+        TaggedWindows,
+        plain_sentences,
+        word_key,
+    )
     from lmforge.data.tokenization import special_ids
     from lmforge.tasks.tagging.scoring import predict_words
 
@@ -231,9 +240,11 @@ def test_first_subwords_carry_the_tags_and_predictions_come_back_per_word(tokeni
     assert len(ids) > len(sentences[0]) + 2  # some words span several subwords
     hashed = features[..., : len(HASHED_FEATURES)]
     assert (features[~mask] == 0).all() and (hashed[mask] > 0).all()
-    # Then each word's characters: "Hi" fills two of the character slots.
-    chars = data[1][3][data[1][2]][0, len(HASHED_FEATURES) :]
+    # Then each word's characters: "Hi" fills two of the character slots; last, its key.
+    row = data[1][3][data[1][2]][0]
+    chars = row[len(HASHED_FEATURES) : len(HASHED_FEATURES) + CHAR_SLOTS]
     assert chars[:2].tolist() == [ord("H") + 1, ord("i") + 1] and (chars[2:] == 0).all()
+    assert row[-1] == word_key("hi") and len(row) == len(FEATURE_NAMES)
 
     class Oracle(torch.nn.Module):
         """Scores the gold tag highest at each word: predictions must come back in word order."""

@@ -520,11 +520,18 @@ class TaskConfig:
     char_cnn: int = 0
     # Tagging: a BiLSTM of this many units each way over the encoder's output (0: none).
     context_lstm: int = 0
+    # Tagging: that BiLSTM steps over every subword, or over the words (first subwords) only.
+    context_over: str = "subwords"
     # Tagging: while training, each text subword becomes [UNK] with this probability.
     word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.context_lstm >= 0, "task.context_lstm", "must be >= 0 (0 turns the BiLSTM off)")
+        _check(
+            self.context_over in ("subwords", "words"),
+            "task.context_over",
+            f"'{self.context_over}' is not one of subwords, words",
+        )
         _check(0.0 <= self.word_dropout < 1.0, "task.word_dropout", "must be in [0, 1)")
         _check(self.char_cnn >= 0, "task.char_cnn", "must be >= 0 (0 turns the character CNN off)")
         _check(
@@ -639,6 +646,24 @@ class EvalConfig:
 
 
 @dataclass
+class VectorsConfig:
+    """Distributional word vectors for the tagger (:mod:`lmforge.word_vectors`)."""
+
+    enabled: bool = False
+    dim: int = 64
+    # The most frequent words get vectors: at most max_words, each seen at least min_count times.
+    max_words: int = 80000
+    min_count: int = 3
+    # Context words: the most frequent `contexts`, at each offset up to `window` on either side.
+    contexts: int = 3000
+    window: int = 2
+
+    def __post_init__(self) -> None:
+        for key in ("dim", "max_words", "min_count", "contexts", "window"):
+            _check(getattr(self, key) > 0, f"vectors.{key}", "must be positive")
+
+
+@dataclass
 class PathsConfig:
     raw: str = "data/raw"
     prepared: str = "data/prepared"
@@ -647,6 +672,7 @@ class PathsConfig:
     corpus_raw: str = "data/corpus/raw"
     corpus_prepared: str = "data/corpus/prepared"
     pretrained: str = "models/pretrained"
+    word_vectors: str = "models/word_vectors"
     finetuned: str = "models/finetuned"
     metrics: str = "metrics"
     plots: str = "plots"
@@ -664,6 +690,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    vectors: VectorsConfig = field(default_factory=VectorsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -689,6 +716,12 @@ class Config:
             f"{self.pretrain.optim.lr:g} is a from-scratch rate; continuing a published checkpoint at "
             "it would overwrite what it learned: use pretrain=continued (5e-5), set "
             "pretrain.optim.lr <= 5e-4, or pretrain.enabled=false to skip pretraining",
+        )
+        _check(
+            not self.vectors.enabled or (self.task.name == "tagging" and not self.model.is_hf),
+            "vectors.enabled",
+            "word vectors feed lmforge's own tagger only: use them with task=tagging "
+            "(not model=hf), or set vectors.enabled=false",
         )
         _check(
             self.pretrain.seq_len <= self.model.max_len,

@@ -213,11 +213,12 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
             "task.word_feature_buckets": config.get("feature_buckets", 0),
             "task.char_cnn": config.get("char_cnn", 0),
             "task.context_lstm": config.get("context_lstm", 0),
+            "vectors.enabled": bool(config.get("word_vectors")),
         }
         used = [f"{key}={value}" for key, value in extras.items() if value]
         if used:
             raise UserError(
-                f"{config_path}: this tagger adds word features, a character CNN or a BiLSTM "
+                f"{config_path}: this tagger adds word features, a character CNN, a BiLSTM or word vectors "
                 f"({', '.join(used)}), which no built-in Hugging Face model has; finetune with "
                 "them at 0 to export it"
             )

@@ -21,7 +21,8 @@ so pretraining reads them unchanged, and add four per split:
 - ``{split}.word_features.npy``: ``int32[words, F]``, each word's features
   (:func:`word_feature_ids`): hashed prefixes, suffixes and shape, used when
   ``task.word_feature_buckets`` > 0, then the word's characters (:func:`word_chars`), read by the
-  character CNN when ``task.char_cnn`` > 0.
+  character CNN when ``task.char_cnn`` > 0, then the lower-cased word's key (:func:`word_key`),
+  which finds its vector when ``vectors.enabled`` (:mod:`lmforge.word_vectors`).
 
 **Context.** A sentence longer than the context (``finetune.max_len`` subwords with ``[CLS]`` and
 ``[SEP]``) is cut into consecutive windows of whole words, each framed and tagged on its own, so
@@ -42,7 +43,9 @@ HASHED_FEATURES = ("prefix1", "prefix3", "suffix1", "suffix2", "suffix3", "suffi
 # A word's characters as code points + 1 (0: none): the first CHAR_SLOTS, or of a longer word
 # the first and the last CHAR_SLOTS // 2, where its stem and its ending are.
 CHAR_SLOTS = 16
-FEATURE_NAMES = HASHED_FEATURES + tuple(f"char{i}" for i in range(CHAR_SLOTS))
+# Last, the hash of the whole lower-cased word (:func:`word_key`): the key of its distributional
+# vector when the tagger has word vectors (``task.word_vectors``).
+FEATURE_NAMES = HASHED_FEATURES + tuple(f"char{i}" for i in range(CHAR_SLOTS)) + ("word",)
 # Feature ids are hashes in [1, 2**31 - 1]; 0 marks "no word here". The model folds them into
 # its own table size, so the shards do not fix it.
 _HASH_SPACE = 2**31 - 2
@@ -70,16 +73,26 @@ def word_chars(word: str) -> list[int]:
     return [ord(char) + 1 for char in word] + [0] * (CHAR_SLOTS - len(word))
 
 
+def word_key(word: str) -> int:
+    """The hash of the lower-cased word in [1, 2**31 - 1]: how word vectors are looked up."""
+    return zlib.crc32(f"word:{word.lower()}".encode()) % _HASH_SPACE + 1
+
+
 def word_feature_ids(word: str) -> list[int]:
     """A word's features (:data:`FEATURE_NAMES`): hashed prefixes, suffixes and shape, what tells
     a tagger an unseen word's class (``-ly``, ``-ing``, a capital, digits) as in spaCy's
-    MultiHashEmbed, then its characters (:func:`word_chars`) for a character CNN."""
+    MultiHashEmbed, then its characters (:func:`word_chars`) for a character CNN, then its key
+    (:func:`word_key`) for word vectors."""
     lower = word.lower()
     values = (lower[:1], lower[:3], lower[-1:], lower[-2:], lower[-3:], lower[-4:], word_shape(word))
-    return [
-        zlib.crc32(f"{name}:{value}".encode()) % _HASH_SPACE + 1
-        for name, value in zip(HASHED_FEATURES, values, strict=True)
-    ] + word_chars(word)
+    return (
+        [
+            zlib.crc32(f"{name}:{value}".encode()) % _HASH_SPACE + 1
+            for name, value in zip(HASHED_FEATURES, values, strict=True)
+        ]
+        + word_chars(word)
+        + [word_key(word)]
+    )
 
 
 def encode_sentences(

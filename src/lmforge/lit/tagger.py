@@ -33,12 +33,16 @@ class LitTagger(L.LightningModule):
         context_lstm: int = 0,
         char_cnn: int = 0,
         word_dropout: float = 0.0,
+        context_over: str = "subwords",
+        word_vectors: tuple[int, int] | None = None,
         special_ids: dict[str, int] | None = None,
         model: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         # `model`: a pretrained token classifier with the same call (model=hf), else lmforge's own.
-        self.model = model or TokenTagger(model_cfg, num_tags, feature_buckets, context_lstm, char_cnn)
+        self.model = model or TokenTagger(
+            model_cfg, num_tags, feature_buckets, context_lstm, char_cnn, context_over, word_vectors
+        )
         self.word_dropout = word_dropout
         self.special_ids = special_ids or {}
         if word_dropout and not {"unk", "cls", "sep"} <= self.special_ids.keys():

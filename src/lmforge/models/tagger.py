@@ -15,7 +15,10 @@ order, where the hashed features see fixed affixes only.
 
 An optional bidirectional LSTM (``context_lstm`` units each way) reads the encoder's output before
 the head: the word-order bias of the word+char BiLSTM taggers, which a Transformer trained from
-scratch on one treebank learns slowly (its tags depend mostly on the neighbouring words).
+scratch on one treebank learns slowly (its tags depend mostly on the neighbouring words). It runs
+over every subword (``context_over="subwords"``) or over the words only (``"words"``: each word's
+first-subword state, so one step is one word whatever its length, as in the word-level taggers).
+Word starts are where the features are non-zero (every word has hashed ids > 0 there).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lmforge.data.tagging import HASHED_FEATURES
+from lmforge.data.tagging import CHAR_SLOTS, FEATURE_NAMES, HASHED_FEATURES
 from lmforge.models.transformer import INIT_STD, Encoder, TransformerConfig
 
 FEATURE_DIM = 64
@@ -32,6 +35,38 @@ FEATURE_DIM = 64
 # ASCII and Latin-1 character has its own row, rarer scripts share.
 CHAR_BUCKETS = 1024
 CHAR_DIM = 32
+CONTEXT_OVER = ("subwords", "words")
+
+
+class WordVectors(nn.Module):
+    """Frozen distributional word vectors (:mod:`lmforge.word_vectors`) looked up by the hash of
+    the lower-cased word (:func:`lmforge.data.tagging.word_key`): ``table`` row i belongs to the
+    i-th of the sorted ``keys``. The keys are extra state, not a buffer: a weight average
+    (``finetune.ema_decay``) averages buffers too, which would corrupt integer keys."""
+
+    def __init__(self, count: int, dim: int) -> None:
+        super().__init__()
+        self.keys = torch.zeros(count, dtype=torch.long)
+        self.register_buffer("table", torch.zeros(count, dim))
+
+    def set(self, keys: torch.Tensor, table: torch.Tensor) -> None:
+        order = keys.argsort()
+        self.keys = keys[order].clone()
+        self.table.copy_(table[order])
+
+    def get_extra_state(self) -> dict:
+        return {"keys": self.keys}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.keys = state["keys"]
+
+    def forward(self, keys: torch.Tensor) -> torch.Tensor:
+        """[B, T] word keys (0: no word) -> [B, T, dim] their vectors, zeros for words without one."""
+        if self.keys.device != keys.device:
+            self.keys = self.keys.to(keys.device)
+        index = torch.searchsorted(self.keys, keys.contiguous()).clamp(max=max(len(self.keys) - 1, 0))
+        hit = (self.keys[index] == keys) & (keys > 0)
+        return self.table[index] * hit.unsqueeze(-1).to(self.table.dtype)
 
 
 class TokenTagger(nn.Module):
@@ -42,6 +77,8 @@ class TokenTagger(nn.Module):
         feature_buckets: int = 0,
         context_lstm: int = 0,
         char_cnn: int = 0,
+        context_over: str = "subwords",
+        word_vectors: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if num_tags < 2:
@@ -50,11 +87,14 @@ class TokenTagger(nn.Module):
             raise ValueError("TokenTagger: context_lstm must be 0 (off) or a positive width")
         if char_cnn < 0:
             raise ValueError("TokenTagger: char_cnn must be 0 (off) or a positive number of filters")
+        if context_over not in CONTEXT_OVER:
+            raise ValueError(f"TokenTagger: context_over must be one of {CONTEXT_OVER}, got {context_over!r}")
         self.cfg = cfg
         self.num_tags = num_tags
         self.feature_buckets = feature_buckets
         self.context_lstm = context_lstm
         self.char_cnn = char_cnn
+        self.context_over = context_over
         self.encoder = Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         width = cfg.d_model
@@ -73,6 +113,11 @@ class TokenTagger(nn.Module):
             with torch.no_grad():
                 self.features.weight[0].zero_()
             nn.init.normal_(self.feature_proj.weight, mean=0.0, std=INIT_STD)
+        self.word_vectors = word_vectors
+        if word_vectors:
+            self.vectors = WordVectors(*word_vectors)
+            self.vector_proj = nn.Linear(word_vectors[1], cfg.d_model, bias=False)
+            nn.init.normal_(self.vector_proj.weight, mean=0.0, std=INIT_STD)
         if char_cnn:
             self.char_embed = nn.Embedding(CHAR_BUCKETS, CHAR_DIM, padding_idx=0)
             self.char_conv = nn.Conv1d(CHAR_DIM, char_cnn, kernel_size=3, padding=1)
@@ -92,13 +137,28 @@ class TokenTagger(nn.Module):
             hashed = features[..., : len(HASHED_FEATURES)]
             rows = torch.where(hashed > 0, hashed % (self.feature_buckets - 1) + 1, 0)
             extra = self.feature_proj(self.features(rows).sum(dim=-2))
+        if self.word_vectors and features is not None:
+            if features.shape[-1] < len(FEATURE_NAMES):
+                raise ValueError(
+                    "TokenTagger: word vectors need each word's key in the features; these shards "
+                    "predate it: re-run the tokenize stage"
+                )
+            vectors = self.vector_proj(self.vectors(features[..., len(FEATURE_NAMES) - 1]))
+            extra = vectors if extra is None else extra + vectors
         if self.char_cnn and features is not None:
-            chars = self._chars(features[..., len(HASHED_FEATURES) :])
+            chars = self._chars(features[..., len(HASHED_FEATURES) : len(HASHED_FEATURES) + CHAR_SLOTS])
             extra = chars if extra is None else extra + chars
         hidden = self.encoder(input_ids, attention_mask, extra_embeddings=extra)
-        if self.context_lstm:
+        if self.context_lstm and self.context_over == "words":
+            if features is None:
+                raise ValueError("TokenTagger: a word-level BiLSTM needs the word features (word starts)")
+            hidden = self._word_context(self.dropout(hidden), features[..., 0] > 0)
+        elif self.context_lstm:
             hidden = self._context(self.dropout(hidden), attention_mask)
         return self.head(self.dropout(hidden))
+
+    def set_word_vectors(self, keys: torch.Tensor, table: torch.Tensor) -> None:
+        self.vectors.set(keys, table)
 
     def _chars(self, chars: torch.Tensor) -> torch.Tensor:
         """[B, T, C] characters (0 = none) -> [B, T, d_model]: the max over each word's
@@ -135,6 +195,25 @@ class TokenTagger(nn.Module):
         out, _ = self.context(packed)
         return pad_packed_sequence(out, batch_first=True, total_length=length)[0]
 
+    def _word_context(self, hidden: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM over each row's words (their first subwords' states, in order) only; the
+        other positions come out as zeros."""
+        batch, length, width = hidden.shape
+        counts = starts.sum(dim=1)
+        longest = max(int(counts.max()), 1) if batch else 1
+        rank = starts.long().cumsum(dim=1) - 1  # word j of a row goes to slot j
+        rows = torch.arange(batch, device=hidden.device)[:, None].expand_as(starts)
+        words = hidden.new_zeros(batch, longest, width)
+        words[rows[starts], rank[starts]] = hidden[starts]
+        packed = pack_padded_sequence(
+            words, counts.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.context(packed)
+        out = pad_packed_sequence(out, batch_first=True, total_length=longest)[0]
+        result = hidden.new_zeros(batch, length, out.shape[-1])
+        result[starts] = out[rows[starts], rank[starts]]
+        return result
+
 
 def tagger_from_config(config: dict) -> TokenTagger:
     """An untrained :class:`TokenTagger` shaped as a finetuned folder's ``config.json`` says."""
@@ -144,4 +223,6 @@ def tagger_from_config(config: dict) -> TokenTagger:
         config.get("feature_buckets", 0),
         config.get("context_lstm", 0),
         config.get("char_cnn", 0),
+        config.get("context_over", "subwords"),
+        tuple(config["word_vectors"]) if config.get("word_vectors") else None,
     )

@@ -75,7 +75,9 @@ class TaggingTask(Task):
                 "data.val_words": val.words,
                 "task.word_feature_buckets": cfg.task.word_feature_buckets,
                 "task.context_lstm": cfg.task.context_lstm,
+                "task.context_over": cfg.task.context_over,
                 "task.char_cnn": cfg.task.char_cnn,
+                "vectors.enabled": cfg.vectors.enabled,
                 "task.word_dropout": cfg.task.word_dropout,
             },
         )
@@ -91,11 +93,14 @@ class TaggingTask(Task):
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFTagger.pretrained(checkpoint, len(tags), lora)
-        return LitTagger(
+        vectors = self._word_vectors(cfg)
+        module = LitTagger(
             model_cfg,
             num_tags=len(tags),
             feature_buckets=cfg.task.word_feature_buckets,
             context_lstm=cfg.task.context_lstm,
+            context_over=cfg.task.context_over,
+            word_vectors=None if vectors is None else tuple(vectors[1].shape),
             char_cnn=cfg.task.char_cnn,
             word_dropout=cfg.task.word_dropout,
             special_ids=meta["special_ids"],
@@ -103,6 +108,30 @@ class TaggingTask(Task):
             total_steps=total_steps,
             model=model,
         )
+        if vectors is not None:
+            module.model.set_word_vectors(*vectors)
+        return module
+
+    @staticmethod
+    def _word_vectors(cfg: Config):
+        """The word_vectors stage's keys and vectors (tensors) with ``vectors.enabled``, else None."""
+        if not cfg.vectors.enabled:
+            return None
+        import torch
+
+        from lmforge.data.tagging import word_key
+        from lmforge.word_vectors import load_word_vectors
+
+        vocab, table = load_word_vectors(cfg)
+        keys = torch.tensor([word_key(w) for w in vocab], dtype=torch.long)
+        return keys, torch.from_numpy(table)
+
+    @staticmethod
+    def _vectors_shape(cfg: Config) -> list[int] | None:
+        if not cfg.vectors.enabled:
+            return None
+        meta = json.loads((Path(cfg.paths.word_vectors) / "meta.json").read_text())
+        return [meta["words"], meta["dim"]]
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
         return {
@@ -110,6 +139,8 @@ class TaggingTask(Task):
             "max_len": cfg.finetune.max_len,
             "feature_buckets": cfg.task.word_feature_buckets,
             "context_lstm": cfg.task.context_lstm,
+            "context_over": cfg.task.context_over,
+            "word_vectors": self._vectors_shape(cfg),
             "char_cnn": cfg.task.char_cnn,
         }
 
