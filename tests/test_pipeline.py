@@ -222,3 +222,80 @@ def test_ema_weights_are_what_finetune_validates_and_saves(pipeline, tmp_path) -
     assert saved.keys() == averaged.keys()
     assert all(torch.equal(saved[k], averaged[k]) for k in saved)
     assert any(not torch.equal(averaged[k], raw[k]) for k in saved)
+
+
+def test_word_vectors_reach_the_classifier_its_evaluation_and_its_served_model(pipeline, tmp_path) -> None:
+    """`vectors.enabled=true` with task=classification: the word_vectors stage's output feeds the
+    finetuned model, whose config keeps their shape; the test split, the same texts as a file
+    (keyed from raw text, not shards) and the logged pyfunc model give the same predictions."""
+    import csv
+
+    import mlflow
+
+    from lmforge import word_vectors
+    from lmforge.tasks.classification.scoring import load_classifier
+
+    workdir, _ = pipeline
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    options = [
+        "vectors.enabled=true",
+        "vectors.dim=8",
+        "vectors.contexts=200",
+        "finetune.max_epochs=1",
+        "logger.registered_model=null",
+        f"logger.tracking_uri={tracking}",
+        f"paths.word_vectors={tmp_path}/word_vectors",
+        f"paths.finetuned={tmp_path}/finetuned",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+        f"paths.checkpoints={tmp_path}/checkpoints",
+    ]
+    cfg = tiny_config(workdir, *options)
+    with working_dir(workdir):
+        word_vectors.run(cfg)
+        finetune.run(cfg)
+        evaluate.run(cfg)
+    meta = json.loads((tmp_path / "word_vectors/meta.json").read_text())
+    config = json.loads((tmp_path / "finetuned/config.json").read_text())
+    assert config["word_vectors"] == [meta["words"], 8]
+    model, _, tokenizer, max_len = load_classifier(tmp_path / "finetuned")
+    # Most of the test docstrings' words start with a word that has a vector.
+    text = next(iter(read_jsonl(workdir / "data/prepared/test.jsonl")))["text"]
+    ids = torch_ids(tokenizer, text, max_len)
+    keys = model.word_keys(ids)
+    hits = (model.vectors(keys).abs().sum(-1) > 0).sum().item()
+    assert hits >= (keys > 0).sum().item() // 2 > 0
+
+    reference = json.loads((tmp_path / "metrics/eval.json").read_text())
+    rows = [r for r in read_jsonl(workdir / "data/prepared/test.jsonl") if r.get("label") is not None]
+    path = tmp_path / "test.csv"
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([("text", "label"), *((r["text"], r["label"]) for r in rows)])
+    with working_dir(workdir):
+        evaluate.run(tiny_config(workdir, *options, f"eval.file={path}", f"eval.output={tmp_path}/file.json"))
+    scored = json.loads((tmp_path / "file.json").read_text())
+    assert scored["examples"] == reference["examples"] == len(rows)
+    assert scored["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    mlflow.set_tracking_uri(tracking)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
+        [r["text"] for r in rows]
+    )
+    import torch
+
+    with torch.no_grad():
+        direct = [int(model(torch_ids(tokenizer, r["text"], max_len)).argmax()) for r in rows]
+    labels = json.loads((tmp_path / "finetuned/config.json").read_text())["labels"]
+    assert served["label"].tolist() == [str(labels[i]) for i in direct]
+
+
+def torch_ids(tokenizer, text: str, max_len: int = 64):
+    """``[CLS] text [SEP]`` ids as a [1, T] tensor, framed as finetuning frames them."""
+    from lmforge.data.datasets import frame_record
+    from lmforge.data.tokenization import special_ids
+
+    special = special_ids()
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    return frame_record(ids, max_len, special["cls"], special["sep"])[None]

@@ -95,11 +95,111 @@ def test_the_stage_writes_vectors_or_only_its_marker(tmp_path) -> None:
     assert meta["sentences"] == 400 and meta["corpus"] is None
 
 
-def test_vectors_are_refused_outside_lmforges_tagger(tmp_path) -> None:
+def test_the_corpus_fraction_reads_a_fixed_share_of_the_corpus_and_all_the_task_text(tmp_path) -> None:
+    from lmforge import word_vectors
+    from test_pipeline import tiny_config, working_dir
+
+    for folder, tag, n in (("data/prepared", "task", 30), ("data/corpus/prepared", "corpus", 2000)):
+        (tmp_path / folder).mkdir(parents=True)
+        with open(tmp_path / folder / "train.jsonl", "w") as handle:
+            for i in range(n):
+                handle.write(json.dumps({"text": f"{tag} text number {i} ."}) + "\n")
+    corpus = ["corpus.source.kind=local", "corpus.source.path=unused.txt"]
+    read = {}
+    with working_dir(tmp_path):
+        for fraction in (0.0, 0.25, 1.0):
+            cfg = tiny_config(tmp_path, *corpus, f"vectors.corpus_fraction={fraction}")
+            read[fraction] = [" ".join(words) for words in word_vectors._sentences(cfg)()]
+        with pytest.raises(UserError, match="corpus_fraction"):
+            tiny_config(tmp_path, *corpus, "vectors.corpus_fraction=1.5")
+    task = [t for t in read[1.0] if t.startswith("task")]
+    assert len(task) == 30 and read[0.0] == task
+    quarter = [t for t in read[0.25] if t.startswith("corpus")]
+    assert 400 < len(quarter) < 600 and read[0.25][:30] == task
+    assert set(quarter) < set(read[1.0])  # a subset of the same texts, in the same order
+    # The same share again: the same texts (a hash of each text, no random state).
+    with working_dir(tmp_path):
+        cfg = tiny_config(tmp_path, *corpus, "vectors.corpus_fraction=0.25")
+        assert [" ".join(words) for words in word_vectors._sentences(cfg)()] == read[0.25]
+
+
+def test_vectors_are_refused_outside_lmforges_tagger_and_classifier(tmp_path) -> None:
     from test_pipeline import tiny_config
 
+    assert tiny_config(tmp_path, "task=classification", "vectors.enabled=true").vectors.enabled
     with pytest.raises(UserError, match="vectors.enabled"):
-        tiny_config(tmp_path, "task=classification", "vectors.enabled=true")
+        tiny_config(tmp_path, "experiment=docsum", "vectors.enabled=true")
+    with pytest.raises(UserError, match="vectors.enabled"):
+        tiny_config(tmp_path, "model=hf", "pretrain.enabled=false", "vectors.enabled=true")
+
+
+SENTENCES = [
+    "The dog sleeps near the old cat .",
+    "A happy bird doesn't sing , it's e-mail time .",
+    "Dogs and cats wait near the river .",
+] * 20
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
+def test_the_classifier_finds_words_in_token_ids_as_the_tokenizer_encodes_them(kind) -> None:
+    """A word's key from the ids of running text equals the key of the word encoded on its own,
+    case aside; the classifier adds the word's vector at its first token only, keeps its keys
+    through weight averaging and a save/load, and a word without a vector gets nothing."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from lmforge.config import TokenizerConfig
+    from lmforge.data.tokenization import special_ids, train_tokenizer
+    from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
+    from lmforge.models.word_vectors import token_kinds, token_word_keys, word_hash
+
+    tokenizer = train_tokenizer(SENTENCES, TokenizerConfig(kind=kind, vocab_size=300, min_frequency=1))
+    specials = special_ids()
+    kinds = token_kinds(tokenizer, specials.values())
+    cfg = TransformerConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        d_ff=32,
+        max_len=32,
+        dropout=0.0,
+    )
+    words = ["the", "dog", "cat", "river", "sing"]
+    keys, rows = token_word_keys(tokenizer, words)
+    table = torch.arange(1.0, 1.0 + 5 * 4).reshape(5, 4)
+    model = SequenceClassifier(cfg, num_labels=2, word_vectors=(5, 4))
+    model.set_word_vectors(keys, table, rows, kinds)
+
+    encoding = tokenizer.encode("The river and the cats dog")
+    ids = torch.tensor([[specials["cls"], *encoding.ids, specials["sep"]]])
+    found = model.word_keys(ids)[0]
+    # One key per word, at its first token; each equals the word's own encoding's hash.
+    starts = [i for i, k in enumerate(found.tolist()) if k]
+    assert len(starts) == 6
+    in_text = ["The", "river", "and", "the", "cats", "dog"]
+    for position, word in zip(starts, in_text, strict=True):
+        assert found[position] == word_hash(tokenizer.encode(word, add_special_tokens=False).ids)
+    vectors = model.vectors(found[None])[0]
+    expected = torch.zeros(len(found), 4)
+    for position, word in zip(starts, in_text, strict=True):
+        if word.lower() in words:  # "The" finds the row of "the"
+            expected[position] = table[words.index(word.lower())]
+    torch.testing.assert_close(vectors, expected)
+    assert vectors[starts[4]].abs().sum() == 0  # "cats" has no vector
+
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):
+        averaged.update_parameters(model)
+    torch.testing.assert_close(averaged.module.vectors(averaged.module.word_keys(ids))[0], expected)
+    config = {"model": cfg.__dict__, "labels": ["neg", "pos"], "pooling": "mean", "word_vectors": [5, 4]}
+    rebuilt = classifier_from_config(config)
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.vectors(rebuilt.word_keys(ids))[0], expected)
+    model.eval(), rebuilt.eval()
+    torch.testing.assert_close(rebuilt(ids), model(ids))
+    # The vectors reach the logits: other vectors, other logits.
+    model.vectors.table.mul_(-1)
+    assert not torch.allclose(rebuilt(ids), model(ids))
 
 
 def test_the_tagger_looks_vectors_up_by_lower_cased_word_through_averaging_and_saving() -> None:

@@ -647,7 +647,7 @@ class EvalConfig:
 
 @dataclass
 class VectorsConfig:
-    """Distributional word vectors for the tagger (:mod:`lmforge.word_vectors`)."""
+    """Distributional word vectors for the tagger and classifier (:mod:`lmforge.word_vectors`)."""
 
     enabled: bool = False
     dim: int = 64
@@ -657,10 +657,15 @@ class VectorsConfig:
     # Context words: the most frequent `contexts`, at each offset up to `window` on either side.
     contexts: int = 3000
     window: int = 2
+    # The share of the corpus's train texts read (a seeded hash sample, the same texts on every
+    # run): the pretraining budget of the vectors, for payoff curves. The task's train text is
+    # always read whole.
+    corpus_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("dim", "max_words", "min_count", "contexts", "window"):
             _check(getattr(self, key) > 0, f"vectors.{key}", "must be positive")
+        _check(0.0 <= self.corpus_fraction <= 1.0, "vectors.corpus_fraction", "must be within [0, 1]")
 
 
 @dataclass
@@ -718,10 +723,11 @@ class Config:
             "pretrain.optim.lr <= 5e-4, or pretrain.enabled=false to skip pretraining",
         )
         _check(
-            not self.vectors.enabled or (self.task.name == "tagging" and not self.model.is_hf),
+            not self.vectors.enabled
+            or (self.task.name in ("tagging", "classification") and not self.model.is_hf),
             "vectors.enabled",
-            "word vectors feed lmforge's own tagger only: use them with task=tagging "
-            "(not model=hf), or set vectors.enabled=false",
+            "word vectors feed lmforge's own tagger and classifier only: use them with "
+            "task=tagging or task=classification (not model=hf), or set vectors.enabled=false",
         )
         _check(
             self.pretrain.seq_len <= self.model.max_len,

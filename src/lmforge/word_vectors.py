@@ -1,7 +1,10 @@
-"""Stage, word_vectors: distributional word vectors from unlabelled text, for the tagger.
+"""Stage, word_vectors: distributional word vectors from unlabelled text, for the tagger and the
+classifier.
 
-A word's part of speech shows in the words around it ("the ___ of", "to ___ the"), and an
-unlabelled corpus shows a tagger's unseen words in such contexts. With ``vectors.enabled`` this
+A word's part of speech shows in the words around it ("the ___ of", "to ___ the"), and so does
+much of its sentiment ("a ___ performance", "___ and moving"): an unlabelled corpus shows a
+model's words in many more such contexts than its labelled set, unseen words included, and words
+used alike ("superb", "terrific") get alike vectors. With ``vectors.enabled`` this
 stage counts, for each of the ``vectors.max_words`` most frequent words (lower-cased, seen at
 least ``vectors.min_count`` times), which of the ``vectors.contexts`` most frequent words stand
 at each offset within ``vectors.window`` of it (left and right apart: "the ___" is not
@@ -16,8 +19,11 @@ already stripped of every text equal to, or holding, one of the task's val/test 
 
 Writes ``models/word_vectors/``: ``vectors.npy`` (float32 ``[words, dim]``), ``vocab.json``
 (the words, row order) and ``meta.json``; with ``vectors.enabled=false`` only the ``meta.json``
-marker. ``task=tagging`` adds each word's vector (looked up by the lower-cased word;
-:class:`lmforge.models.tagger.WordVectors`) to its first subword's embedding.
+marker. Both ``task=tagging`` and ``task=classification`` add each word's vector, projected
+to the model width, to its first subword's embedding
+(:class:`lmforge.models.word_vectors.WordVectors`); the tagger looks it up by its lower-cased
+word, the classifier by the word's token ids
+(:class:`lmforge.models.word_vectors.TokenWordKeys`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 
 from lmforge.cli import stage
 from lmforge.config import Config, VectorsConfig
+from lmforge.data.tokenization import in_sample
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, read_jsonl, write_json
 
@@ -110,12 +117,15 @@ def _sentences(cfg: Config) -> Callable[[], Iterator[list[str]]]:
     if cfg.corpus.enabled and not corpus.is_file():
         raise UserError(f"{corpus} is missing; run the prepare_corpus stage first (dvc repro prepare_corpus)")
 
+    fraction = cfg.vectors.corpus_fraction
+
     def sentences() -> Iterator[list[str]]:
         for record in read_jsonl(prepared):
             yield record["words"] if "words" in record else text_words(record["text"])
-        if cfg.corpus.enabled:
+        if cfg.corpus.enabled and fraction > 0:
             for record in read_jsonl(corpus):
-                yield text_words(record["text"])
+                if in_sample(record["text"], fraction):
+                    yield text_words(record["text"])
 
     return sentences
 
@@ -140,6 +150,7 @@ def run(cfg: Config) -> None:
         "words": len(vocab),
         "dim": int(vectors.shape[1]),
         "corpus": cfg.corpus.source.path if cfg.corpus.enabled else None,
+        "corpus_fraction": cfg.vectors.corpus_fraction if cfg.corpus.enabled else 0.0,
         **stats,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -40,10 +40,13 @@ class LitClassifier(L.LightningModule):
         optim: OptimConfig,
         total_steps: int,
         model: torch.nn.Module | None = None,
+        word_vectors: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own.
-        self.model = model or SequenceClassifier(model_cfg, num_labels=num_labels, pooling=pooling)
+        self.model = model or SequenceClassifier(
+            model_cfg, num_labels=num_labels, pooling=pooling, word_vectors=word_vectors
+        )
         self.optim = optim
         self.total_steps = total_steps
         self.val_metrics = classification_metrics(num_labels).clone(prefix="val/")

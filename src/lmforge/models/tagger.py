@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmforge.data.tagging import CHAR_SLOTS, FEATURE_NAMES, HASHED_FEATURES
 from lmforge.models.transformer import INIT_STD, Encoder, TransformerConfig
+from lmforge.models.word_vectors import WordVectors
 
 FEATURE_DIM = 64
 # Characters are folded into this many embedding rows (code point modulo; 0 is padding): every
@@ -36,37 +37,6 @@ FEATURE_DIM = 64
 CHAR_BUCKETS = 1024
 CHAR_DIM = 32
 CONTEXT_OVER = ("subwords", "words")
-
-
-class WordVectors(nn.Module):
-    """Frozen distributional word vectors (:mod:`lmforge.word_vectors`) looked up by the hash of
-    the lower-cased word (:func:`lmforge.data.tagging.word_key`): ``table`` row i belongs to the
-    i-th of the sorted ``keys``. The keys are extra state, not a buffer: a weight average
-    (``finetune.ema_decay``) averages buffers too, which would corrupt integer keys."""
-
-    def __init__(self, count: int, dim: int) -> None:
-        super().__init__()
-        self.keys = torch.zeros(count, dtype=torch.long)
-        self.register_buffer("table", torch.zeros(count, dim))
-
-    def set(self, keys: torch.Tensor, table: torch.Tensor) -> None:
-        order = keys.argsort()
-        self.keys = keys[order].clone()
-        self.table.copy_(table[order])
-
-    def get_extra_state(self) -> dict:
-        return {"keys": self.keys}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.keys = state["keys"]
-
-    def forward(self, keys: torch.Tensor) -> torch.Tensor:
-        """[B, T] word keys (0: no word) -> [B, T, dim] their vectors, zeros for words without one."""
-        if self.keys.device != keys.device:
-            self.keys = self.keys.to(keys.device)
-        index = torch.searchsorted(self.keys, keys.contiguous()).clamp(max=max(len(self.keys) - 1, 0))
-        hit = (self.keys[index] == keys) & (keys > 0)
-        return self.table[index] * hit.unsqueeze(-1).to(self.table.dtype)
 
 
 class TokenTagger(nn.Module):

@@ -32,6 +32,7 @@ __all__ = [
     "SelfAttention",
     "SequenceClassifier",
     "TransformerConfig",
+    "classifier_from_config",
     "measure_matmul_peak_flops",
     "training_flops_per_token",
 ]
@@ -371,6 +372,7 @@ class SequenceClassifier(nn.Module):
         cfg: TransformerConfig,
         num_labels: int,
         pooling: Literal["mean", "cls"] = "mean",
+        word_vectors: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -384,6 +386,24 @@ class SequenceClassifier(nn.Module):
         self.classifier = nn.Linear(cfg.d_model, num_labels)
         nn.init.normal_(self.classifier.weight, mean=0.0, std=INIT_STD)
         nn.init.zeros_(self.classifier.bias)
+        # Optional frozen word vectors ([words, dim], :mod:`lmforge.word_vectors`): each word's
+        # vector, projected, is added to its first token's embedding, as the tagger does.
+        self.word_vectors = tuple(word_vectors) if word_vectors else None
+        if word_vectors:
+            from lmforge.models.word_vectors import TokenWordKeys, WordVectors
+
+            self.word_keys = TokenWordKeys(cfg.vocab_size, cfg.max_len)
+            self.vectors = WordVectors(*word_vectors)
+            self.vector_proj = nn.Linear(word_vectors[1], cfg.d_model, bias=False)
+            nn.init.normal_(self.vector_proj.weight, mean=0.0, std=INIT_STD)
+
+    def set_word_vectors(
+        self, keys: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, kinds: torch.Tensor
+    ) -> None:
+        """The vectors, their words' keys and rows (:func:`lmforge.models.word_vectors.token_word_keys`)
+        and the tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`)."""
+        self.vectors.set(keys, table, rows)
+        self.word_keys.set(kinds)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
@@ -394,7 +414,10 @@ class SequenceClassifier(nn.Module):
         if attention_mask is None:
             attention_mask = input_ids != self.cfg.pad_id
         attention_mask = attention_mask.to(torch.bool)
-        hidden = self.encoder(input_ids, attention_mask)
+        extra = None
+        if self.word_vectors:
+            extra = self.vector_proj(self.vectors(self.word_keys(input_ids)))
+        hidden = self.encoder(input_ids, attention_mask, extra_embeddings=extra)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -404,6 +427,17 @@ class SequenceClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def classifier_from_config(config: dict) -> SequenceClassifier:
+    """An untrained :class:`SequenceClassifier` shaped as a finetuned folder's ``config.json`` says."""
+    vectors = config.get("word_vectors")
+    return SequenceClassifier(
+        TransformerConfig(**config["model"]),
+        num_labels=len(config["labels"]),
+        pooling=config["pooling"],
+        word_vectors=tuple(vectors) if vectors else None,
+    )
 
 
 def training_flops_per_token(cfg: TransformerConfig, seq_len: int, masked_fraction: float) -> float:

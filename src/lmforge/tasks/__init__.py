@@ -97,6 +97,17 @@ class Task:
         raise NotImplementedError
 
 
+def word_vectors_shape(cfg: Config) -> list[int] | None:
+    """``[words, dim]`` of the word_vectors stage's output with ``vectors.enabled``, else None
+    (stored in a finetuned model's ``config.json`` to rebuild it)."""
+    if not cfg.vectors.enabled:
+        return None
+    import json
+
+    meta = json.loads((Path(cfg.paths.word_vectors) / "meta.json").read_text())
+    return [meta["words"], meta["dim"]]
+
+
 # model=hf: the finetuned checkpoint's folder within models/finetuned/ (save_pretrained layout).
 HF_FOLDER = "hf"
 

@@ -15,7 +15,7 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots
+from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
 
 
 class ClassificationTask(Task):
@@ -69,20 +69,44 @@ class ClassificationTask(Task):
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFClassifier.pretrained(checkpoint, len(meta["labels"]), meta["special_ids"]["pad"], lora)
-        return LitClassifier(
+        vectors = self._word_vectors(cfg, meta)
+        module = LitClassifier(
             model_cfg,
             num_labels=len(meta["labels"]),
             pooling=cfg.finetune.pooling,
             optim=cfg.optim,
             total_steps=total_steps,
             model=model,
+            word_vectors=None if vectors is None else tuple(vectors[1].shape),
         )
+        if vectors is not None:
+            module.model.set_word_vectors(*vectors)
+        return module
+
+    @staticmethod
+    def _word_vectors(cfg: Config, meta: dict):
+        """With ``vectors.enabled``: the word_vectors stage's vectors, the keys and rows of their
+        words as the tokenizer encodes them, and its word starts (tensors); else None."""
+        if not cfg.vectors.enabled:
+            return None
+        import torch
+        from tokenizers import Tokenizer
+
+        from lmforge.models.word_vectors import token_kinds, token_word_keys
+        from lmforge.word_vectors import load_word_vectors
+
+        vocab, table = load_word_vectors(cfg)
+        tokenizer = Tokenizer.from_file(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        keys, rows = token_word_keys(tokenizer, vocab)
+        kinds = token_kinds(tokenizer, meta["special_ids"].values())
+        return keys, torch.from_numpy(table), rows, kinds
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
         return {
             "labels": meta["labels"],
             "pooling": cfg.finetune.pooling,
             "max_len": cfg.finetune.max_len,
+            "word_vectors": word_vectors_shape(cfg),
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:

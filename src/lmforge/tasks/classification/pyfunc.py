@@ -28,7 +28,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         from tokenizers import Tokenizer
 
         from lmforge.data.tokenization import special_ids
-        from lmforge.models.transformer import SequenceClassifier, TransformerConfig
+        from lmforge.models.transformer import classifier_from_config
 
         artifacts = context.artifacts
         config = json.loads(Path(artifacts["config"]).read_text())
@@ -42,9 +42,7 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
 
             self.model = HFClassifier.load(Path(artifacts["weights"]), config["hf"]["trust_remote_code"])
         else:
-            self.model = SequenceClassifier(
-                TransformerConfig(**config["model"]), num_labels=len(self.labels), pooling=config["pooling"]
-            )
+            self.model = classifier_from_config({**config, "labels": self.labels})
             self.model.load_state_dict(
                 torch.load(artifacts["weights"], map_location="cpu", weights_only=True)
             )

@@ -16,7 +16,7 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     import torch
     from tokenizers import Tokenizer
 
-    from lmforge.models.transformer import SequenceClassifier, TransformerConfig
+    from lmforge.models.transformer import classifier_from_config
 
     config = json.loads((folder / "config.json").read_text())
     if "hf" in config:
@@ -27,9 +27,7 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     else:
         if not (folder / "model.pt").is_file():
             raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
-        model = SequenceClassifier(
-            TransformerConfig(**config["model"]), num_labels=len(config["labels"]), pooling=config["pooling"]
-        )
+        model = classifier_from_config(config)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]

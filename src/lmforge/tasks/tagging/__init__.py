@@ -21,7 +21,7 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots
+from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
 
 
 def _tagging_meta(meta: dict, where: str) -> dict:
@@ -126,13 +126,6 @@ class TaggingTask(Task):
         keys = torch.tensor([word_key(w) for w in vocab], dtype=torch.long)
         return keys, torch.from_numpy(table)
 
-    @staticmethod
-    def _vectors_shape(cfg: Config) -> list[int] | None:
-        if not cfg.vectors.enabled:
-            return None
-        meta = json.loads((Path(cfg.paths.word_vectors) / "meta.json").read_text())
-        return [meta["words"], meta["dim"]]
-
     def model_options(self, cfg: Config, meta: dict) -> dict:
         return {
             "tags": meta["tagging"]["tags"],
@@ -140,7 +133,7 @@ class TaggingTask(Task):
             "feature_buckets": cfg.task.word_feature_buckets,
             "context_lstm": cfg.task.context_lstm,
             "context_over": cfg.task.context_over,
-            "word_vectors": self._vectors_shape(cfg),
+            "word_vectors": word_vectors_shape(cfg),
             "char_cnn": cfg.task.char_cnn,
         }
 

@@ -1,0 +1,143 @@
+"""Frozen distributional word vectors (:mod:`lmforge.word_vectors`) inside lmforge's own models.
+
+:class:`WordVectors` looks vectors up by an integer word key. Where the key comes from depends
+on what the data holds:
+
+- the tagger reads words, so its key is the hash of the lower-cased word, a column of its word
+  features (:func:`lmforge.data.tagging.word_key`);
+- a classifier reads token ids only, so :class:`TokenWordKeys` derives the key from the ids: a
+  word is a run of tokens from one that starts a word (byte-level BPE's space-prefixed ``Ġ``
+  tokens, WordPiece's tokens without ``##``) to the next, and its key is a polynomial hash of
+  its ids, put at its first token. A vector word's key is the same hash of the ids the tokenizer
+  gives the word on its own (:func:`token_word_keys`): BPE merges and WordPiece splits never
+  cross a pre-token boundary, so a word is encoded the same on its own as in running text.
+  Nothing but the ids is needed, so finetuning, evaluation, ``eval.file`` and the served model
+  all key words the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+# The word hash: sum over the word's tokens k = 0, 1, ... of (id_k + 1) * BASE**k, modulo a
+# prime; + 1, so a key is never 0 (0: no word here). (id + 1) * power < 2**48 and a sum of a
+# few hundred such terms stays far inside int64.
+MODULUS = 2**31 - 1
+BASE = 1_000_003
+CONTINUATION, WORD_START, SPECIAL = 0, 1, 2
+
+
+def word_hash(ids: Sequence[int]) -> int:
+    """The key of a word made of these token ids (:class:`TokenWordKeys` computes the same)."""
+    total, power = 0, 1
+    for token in ids:
+        total = (total + (int(token) + 1) * power) % MODULUS
+        power = power * BASE % MODULUS
+    return total + 1
+
+
+def token_kinds(tokenizer, special_ids: Iterable[int]) -> torch.Tensor:
+    """Per vocabulary id: :data:`WORD_START`, :data:`CONTINUATION` or :data:`SPECIAL`."""
+    from lmforge.errors import UserError
+
+    kind = json.loads(tokenizer.to_str())["model"]["type"]
+    if kind not in ("BPE", "WordPiece"):
+        raise UserError(f"word vectors need a BPE or WordPiece tokenizer to find words, not {kind}")
+    kinds = torch.full((tokenizer.get_vocab_size(),), CONTINUATION, dtype=torch.long)
+    for token, index in tokenizer.get_vocab().items():
+        starts = token.startswith("Ġ") if kind == "BPE" else not token.startswith("##")
+        if starts:
+            kinds[index] = WORD_START
+    for index in special_ids:
+        kinds[index] = SPECIAL
+    return kinds
+
+
+def token_word_keys(tokenizer, words: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys of ``words`` as :class:`TokenWordKeys` finds them in text, and for each key its
+    word's row: a word's lower-case form and, where the tokenizer keeps case, its capitalised
+    form ("the" and "The") share a row."""
+    keys: dict[int, int] = {}
+    for row, word in enumerate(words):
+        for form in dict.fromkeys((word, word.capitalize())):
+            ids = tokenizer.encode(form, add_special_tokens=False).ids
+            if ids:
+                keys.setdefault(word_hash(ids), row)
+    return torch.tensor(list(keys), dtype=torch.long), torch.tensor(list(keys.values()), dtype=torch.long)
+
+
+class WordVectors(nn.Module):
+    """Frozen vectors looked up by word key: ``table`` row ``rows[i]`` belongs to the i-th of the
+    sorted ``keys``. Keys and rows are extra state, not buffers: a weight average
+    (``finetune.ema_decay``) averages buffers too, which would corrupt integers."""
+
+    def __init__(self, count: int, dim: int) -> None:
+        super().__init__()
+        self.keys = torch.zeros(count, dtype=torch.long)
+        self.rows = torch.arange(count)
+        self.register_buffer("table", torch.zeros(count, dim))
+
+    def set(self, keys: torch.Tensor, table: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """``keys[i]`` looks up ``table[rows[i]]`` (``rows`` defaults to ``keys``' own order)."""
+        rows = torch.arange(len(keys)) if rows is None else rows
+        order = keys.argsort()
+        self.keys = keys[order].clone()
+        self.rows = rows[order].clone()
+        self.table.copy_(table)
+
+    def get_extra_state(self) -> dict:
+        return {"keys": self.keys, "rows": self.rows}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.keys = state["keys"]
+        self.rows = state.get("rows", torch.arange(len(self.keys)))  # taggers saved before rows
+
+    def forward(self, keys: torch.Tensor) -> torch.Tensor:
+        """[B, T] word keys (0: no word) -> [B, T, dim] their vectors, zeros for words without one."""
+        if self.keys.device != keys.device:
+            self.keys, self.rows = self.keys.to(keys.device), self.rows.to(keys.device)
+        index = torch.searchsorted(self.keys, keys.contiguous()).clamp(max=max(len(self.keys) - 1, 0))
+        hit = (self.keys[index] == keys) & (keys > 0)
+        return self.table[self.rows[index]] * hit.unsqueeze(-1).to(self.table.dtype)
+
+
+class TokenWordKeys(nn.Module):
+    """[B, T] token ids -> [B, T] word keys: at each word's first token the hash of the word's ids
+    (:func:`word_hash`), 0 elsewhere, at special tokens and for runs that follow one without a
+    word start. ``kinds`` (per vocabulary id, :func:`token_kinds`) is extra state."""
+
+    def __init__(self, vocab_size: int, max_len: int) -> None:
+        super().__init__()
+        self.kinds = torch.zeros(vocab_size, dtype=torch.long)
+        powers = [1]
+        for _ in range(max_len - 1):
+            powers.append(powers[-1] * BASE % MODULUS)
+        self.powers = torch.tensor(powers, dtype=torch.long)
+
+    def set(self, kinds: torch.Tensor) -> None:
+        self.kinds = kinds.clone()
+
+    def get_extra_state(self) -> dict:
+        return {"kinds": self.kinds}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.kinds = state["kinds"]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.kinds.device != ids.device:
+            self.kinds, self.powers = self.kinds.to(ids.device), self.powers.to(ids.device)
+        batch, length = ids.shape
+        kind = self.kinds[ids]
+        start = kind != CONTINUATION
+        start[:, 0] = True
+        segment = start.long().cumsum(dim=1) - 1  # which run each token belongs to
+        position = torch.arange(length, device=ids.device).expand(batch, length)
+        offset = position - torch.where(start, position, 0).cummax(dim=1).values
+        terms = (ids.long() + 1) * self.powers[offset]
+        sums = torch.zeros(batch, length, dtype=torch.long, device=ids.device).scatter_add_(1, segment, terms)
+        keys = sums.gather(1, segment) % MODULUS + 1
+        return torch.where(start & (kind == WORD_START), keys, 0)
