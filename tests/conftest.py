@@ -46,6 +46,7 @@ def run_cmd(*args: str, cwd: Path, timeout: float = 900, env: dict | None = None
     checkout's src importable; fail the test with its output on a non-zero exit."""
     import subprocess
     import sys
+    import tempfile
 
     bin_dir = str(Path(sys.executable).parent)
     full_env = {
@@ -56,9 +57,19 @@ def run_cmd(*args: str, cwd: Path, timeout: float = 900, env: dict | None = None
     }
     for name in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "LMFORGE_PIPELINE_ID"):
         full_env.pop(name, None)
-    done = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout + done.stderr
+    # Output to files, not pipes: a command that leaves a daemon behind (`dvc queue start` forks its
+    # workers with the caller's stdout) would otherwise hold the pipe open, and this call would wait
+    # for the daemon instead of the command.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        done = subprocess.run(args, cwd=cwd, env=full_env, stdout=out, stderr=err, text=True, timeout=timeout)
+        stdout, stderr = (read_back(f) for f in (out, err))
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    return stdout + stderr
+
+
+def read_back(file) -> str:
+    file.seek(0)
+    return file.read()
 
 
 def tiny_overrides(root: Path) -> list[str]:
