@@ -629,3 +629,31 @@ def test_iter_records_dispatches_and_validates_options(
     assert "source kind 'local' has no option 'top_k'; valid options: path," in message
     assert "needs option 'path'" in user_error(lambda: iter_records("local", path=None))
     assert "needs option 'split'" in user_error(lambda: iter_records("hf", name="x/y"))
+
+
+def test_a_queued_experiment_reads_relative_data_paths_from_the_project_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc exp run --queue -S data.source.path=../shared/...` runs in .dvc/tmp/exps/<copy>, where
+    that relative path names nothing: it is read from $DVC_ROOT, the project folder, instead."""
+    from lmforge.collect import source_options
+    from lmforge.config import SourceConfig
+    from lmforge.io import input_path
+
+    project, data = tmp_path / "project", tmp_path / "shared" / "reviews.csv"
+    copy = project / ".dvc" / "tmp" / "exps" / "tmpk2x1"
+    copy.mkdir(parents=True)
+    data.parent.mkdir()
+    data.write_text("text,label\nfine,1\n")
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert input_path("../shared/reviews.csv") == Path("../shared/reviews.csv")  # as given
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    assert input_path("../shared/reviews.csv").resolve() == data.resolve()
+    _, options = source_options(SourceConfig(kind="local", path="../shared/reviews.csv"))
+    assert Path(options["path"]).resolve() == data.resolve()
+    # A path the copy holds itself, or one nowhere at all, is left as it is (the reader says so).
+    (copy / "own.csv").write_text("text,label\nfine,1\n")
+    (project / "own.csv").write_text("text,label\nother,0\n")
+    assert input_path("own.csv") == Path("own.csv")
+    assert input_path("../missing.csv") == Path("../missing.csv")

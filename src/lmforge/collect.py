@@ -15,7 +15,7 @@ from pathlib import Path
 from lmforge.cli import stage
 from lmforge.config import Config, SourceConfig
 from lmforge.errors import UserError
-from lmforge.io import atomic_dir, write_json
+from lmforge.io import atomic_dir, input_path, write_json
 
 # Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
 # the held-out split and drops the training one, so the test set stays as published.
@@ -28,8 +28,11 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
     kind = options.pop("kind")
     for key in ("max_records", "splits", "label_map"):
         options.pop(key)
+    if options["path"] is not None:
+        options["path"] = str(input_path(options["path"]))
     if kind == "stdlib":
-        return kind, {"top_k": source.top_k, "stdlib_dir": source.path, "target_column": source.target_column}
+        path, target = options["path"], source.target_column
+        return kind, {"top_k": source.top_k, "stdlib_dir": path, "target_column": target}
     options.pop("top_k")
     if kind == "hf" and source.path:
         # A local copy replaces the hub: the same config runs offline with data.source.path=DIR.
@@ -82,7 +85,7 @@ def split_sources(source: SourceConfig) -> list[tuple[str | None, str, dict]]:
                     f"data.source.splits.{split}: give `file` (a path under "
                     f"data.source.path) to read this split from local files"
                 )
-            merged["path"] = str(Path(source.path) / file)
+            merged["path"] = str(input_path(source.path) / file)
         elif kind == "hf":
             merged["split"] = hub_split or split
         reads.append((split, kind, merged))

@@ -15,6 +15,18 @@ from pathlib import Path
 from typing import Any
 
 
+def input_path(path: str | Path) -> Path:
+    """A path to input data from the config, relative to the project folder. A queued ``dvc exp
+    run`` works in a copy of the repository under ``.dvc/tmp/exps``, where a relative path to data
+    outside the repository (``../shared/data/sst2``) names nothing: a relative path missing from
+    the copy is read from ``$DVC_ROOT``, the project folder the experiment was queued from."""
+    path = Path(path)
+    root = os.environ.get("DVC_ROOT")
+    if path.is_absolute() or path.exists() or not root or not (Path(root) / path).exists():
+        return path
+    return Path(root) / path
+
+
 def _remove_stale(target: Path) -> None:
     """Leftovers of a run killed with SIGKILL (no cleanup ran): temporaries of any pid."""
     for stale in target.parent.glob(f".{target.name}.tmp-*"):

@@ -23,6 +23,7 @@ from lmforge.data.cleaning import CleaningReport, DigestTable, assign_split, nor
 from lmforge.data.docstrings import DocstringScan, read_docstrings
 from lmforge.data.readers import Record
 from lmforge.errors import UserError
+from lmforge.io import input_path
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
 _WORD = re.compile(r"\w+")
@@ -43,7 +44,7 @@ def corpus_records(source: CorpusSourceConfig, docstrings: DocstringScan | None 
 
     kind, columns = source.kind, [str(c) for c in source.text_columns]
     if kind in ("local", "hf") and source.path:
-        path = Path(source.path)
+        path = input_path(source.path)
         if not path.exists():
             raise UserError(
                 f"{path}: no such corpus file or folder; point corpus.source.path at it "
