@@ -40,7 +40,8 @@ def wait_for_queue(repo: Path, seconds: float = 1200) -> str:
 def stop_workers(repo: Path) -> None:
     """End the queue's workers, which otherwise linger when a shutdown message of theirs is lost
     (their monitor asks the broker each minute whether the queue is empty)."""
-    node = "dvc-exp-" + hashlib.sha256(str(repo / ".dvc" / "tmp" / "exps" / "celery").encode()).hexdigest()[:6] + "-"
+    wdir = repo / ".dvc" / "tmp" / "exps" / "celery"  # DVC names its workers by this folder
+    node = "dvc-exp-" + hashlib.sha256(str(wdir).encode()).hexdigest()[:6] + "-"
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -94,6 +95,9 @@ def test_queued_experiments_run_two_at_a_time_into_one_store(tiny_project: Path,
     finetune = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
     assert sorted(r.data.params["optim.lr"] for r in finetune) == sorted(EXPERIMENTS.values())
     assert all(r.info.status == "FINISHED" and "val/f1" in r.data.metrics for r in finetune)
+    # Named after their DVC experiments, as `dvc exp show` lists them.
+    assert {r.data.tags["lmforge.dvc_experiment"] for r in finetune} == set(EXPERIMENTS)
+    assert {r.info.run_name for r in finetune} == {f"finetune-{name}" for name in EXPERIMENTS}
     evaluate = client.search_runs([client.get_experiment_by_name("lmforge-evaluate").experiment_id])
     assert {r.data.tags["lmforge.finetune_run_id"] for r in evaluate} == {r.info.run_id for r in finetune}
     # Run in the temporary copies, yet with the DVC versions of their inputs recorded.

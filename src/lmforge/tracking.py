@@ -23,6 +23,7 @@ from lmforge.config import Config
 from lmforge.safety import check_store, redact
 
 PIPELINE_TAG = "lmforge.pipeline_id"
+DVC_EXPERIMENT_TAG = "lmforge.dvc_experiment"
 STAGE_TAG = "lmforge.stage"
 # Set by the sweep callback (lmforge.sweep) for the job it wraps: the stage's run becomes a child
 # of the sweep's parent run and is named after the job's overrides.
@@ -241,16 +242,20 @@ def stage_run(
     experiment_id = ensure_experiment(
         f"{cfg.logger.experiment}-{stage}", (extra_tags or {}).get("lmforge.objective")
     )
+    # A DVC experiment's name (`dvc exp run -n NAME`, or the one DVC gives a queued run) names
+    # its runs, so `dvc exp show` rows and MLflow runs are found by the same word.
+    dvc_experiment = os.environ.get("DVC_EXP_NAME")
     tags = {
         STAGE_TAG: stage,
         PIPELINE_TAG: pipeline,
+        **({DVC_EXPERIMENT_TAG: dvc_experiment} if dvc_experiment else {}),
         **git_state(),
         **lineage_tags(cfg, stage),
         **(extra_tags or {}),
     }
     with mlflow.start_run(
         experiment_id=experiment_id,
-        run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{pipeline}",
+        run_name=os.environ.get(RUN_NAME_ENV) or run_name or f"{stage}-{dvc_experiment or pipeline}",
         parent_run_id=os.environ.get(PARENT_ENV) or None,
         tags=tags,
         log_system_metrics=system_metrics,
