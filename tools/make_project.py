@@ -271,6 +271,10 @@ def set_defaults(dest: Path, package: str, task: str, data_path: str, tracking_u
     replace_line(config, r"  - data: \w+", f"  - data: {data_option}")
     replace_line(config, r"  - task: \w+", f"  - task: {task}")
     replace_line(config, r"  - pretrain: \w+", f"  - pretrain: {objective}")
+    if data_option != "stdlib":
+        # experiment=builtin is the built-in task's recipe (word vectors, no masked LM): another
+        # task or data set starts from the groups alone.
+        replace_line(config, r"  - experiment: builtin", "  - optional experiment: null")
     logger = conf / "logger" / "mlflow.yaml"
     replace_line(logger, r"tracking_uri: .*", f"tracking_uri: {yaml_scalar(tracking_uri or None)}")
     replace_line(logger, r"registered_model: .*", f"registered_model: {package}-{model_suffix}")
@@ -283,6 +287,13 @@ def set_defaults(dest: Path, package: str, task: str, data_path: str, tracking_u
     params["task"] = load_group(conf, "task", task)
     params["pretrain"] = load_group(conf, "pretrain", objective)
     params["logger"] = load_group(conf, "logger", "mlflow")
+    builtin = load_group(conf, "experiment", "builtin")
+    if data_option == "stdlib":
+        params = deep_merge(params, builtin)
+    else:
+        # What the preset set goes back to conf/config.yaml's own values (groups are reloaded above).
+        own = yaml.safe_load(config.read_text())
+        params.update({key: own[key] for key in builtin if key in own})
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
