@@ -29,6 +29,21 @@ def test_params_yaml_validates_against_the_schema() -> None:
     assert cfg.pretrain.mask_rate == pytest.approx(0.15)
 
 
+def test_the_built_in_recipe_is_the_default_and_any_experiment_replaces_it() -> None:
+    """`make run` (no experiment named) gets experiment=builtin: word vectors, no masked LM;
+    `experiment=...` replaces the preset whole, so the other presets keep the groups' defaults."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        default = validate(compose("config"))
+        tiny = validate(compose("config", overrides=["experiment=tiny"]))
+        sst2 = validate(compose("config", overrides=["experiment=sst2"]))
+    assert default.vectors.enabled and not default.pretrain.enabled
+    assert default.data.source.kind == "stdlib" and default.task.name == "classification"
+    for preset in (tiny, sst2):
+        assert preset.pretrain.enabled and not preset.vectors.enabled
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
