@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -72,8 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model")
     p.add_argument("--steps", type=int, default=4, help="timed steps per model per round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     p.add_argument("--compile", action="store_true", help="also time a torch.compile'd lmforge model")
+    p.add_argument(
+        "--no-fast-dropout",
+        action="store_true",
+        help="do not also time lmforge with model.fast_dropout=true (packed dropout masks)",
+    )
     p.add_argument(
         "--peer-optim",
         choices=["default", "same"],
@@ -176,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     masked_fraction = sum(b[1].numel() for b in batches) / (len(batches) * tokens_per_step)
     flops_per_token = training_flops_per_token(cfg, args.seq, masked_fraction)
 
-    def lmforge_step(compiled: bool) -> tuple[Callable[[int], None], int]:
-        torch.manual_seed(args.seed)  # eager and compiled variants start from the same weights
-        model = MaskedLM(cfg).to(args.device).train()
+    def lmforge_step(compiled: bool, fast: bool) -> tuple[Callable[[int], None], int]:
+        torch.manual_seed(args.seed)  # every variant starts from the same weights
+        model = MaskedLM(dataclasses.replace(cfg, fast_dropout=fast)).to(args.device).train()
         optim = make_optimizer(list(model.parameters()), args.lr)
         forward = torch.compile(model) if compiled else model
 
@@ -194,12 +200,14 @@ def main(argv: list[str] | None = None) -> int:
 
     steps: dict[str, Callable[[int], None]] = {}
     params: dict[str, int] = {}
-    variants = [("lmforge MaskedLM", False)]
+    variants = [("lmforge MaskedLM", False, False)]
+    if not args.no_fast_dropout and args.dropout > 0:
+        variants.append(("lmforge fast dropout", False, True))
     if args.compile:
-        variants.append(("lmforge compiled", True))
-    for name, compiled in variants:
-        steps[name], params[name] = lmforge_step(compiled)
-    ours_names = [name for name, _ in variants]
+        variants.append(("lmforge compiled", True, False))
+    for name, compiled, fast in variants:
+        steps[name], params[name] = lmforge_step(compiled, fast)
+    ours_names = [name for name, _, _ in variants]
     if not args.no_peer:
         peer = build_peer(cfg).to(args.device).train()
         if args.peer_optim == "same":

@@ -361,6 +361,7 @@ class ModelConfig:
     max_len: int = 128
     dropout: float = 0.1
     causal: bool = False
+    fast_dropout: bool = False
     # model=hf: a Hugging Face hub id or local folder to start from instead of lmforge's own
     # Transformer (the sizes above are then the checkpoint's; max_len bounds the budgets).
     name_or_path: str | None = None
@@ -391,6 +392,11 @@ class ModelConfig:
             f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}",
         )
         _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(
+            not (self.fast_dropout and self.is_hf),
+            "model.fast_dropout",
+            "applies to lmforge's own Transformer; a model=hf checkpoint keeps its own dropout",
+        )
 
 
 @dataclass

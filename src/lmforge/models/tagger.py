@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmforge.data.tagging import CHAR_SLOTS, FEATURE_NAMES, HASHED_FEATURES
-from lmforge.models.transformer import INIT_STD, Encoder, TransformerConfig
+from lmforge.models.transformer import INIT_STD, Dropout, Encoder, TransformerConfig
 from lmforge.models.word_vectors import WordVectors
 
 FEATURE_DIM = 64
@@ -66,7 +66,7 @@ class TokenTagger(nn.Module):
         self.char_cnn = char_cnn
         self.context_over = context_over
         self.encoder = Encoder(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, fast=cfg.fast_dropout)
         width = cfg.d_model
         if context_lstm:
             self.context = nn.LSTM(cfg.d_model, context_lstm, batch_first=True, bidirectional=True)

@@ -26,6 +26,7 @@ from torch import nn
 __all__ = [
     "MLP",
     "Block",
+    "Dropout",
     "Encoder",
     "KVCache",
     "MaskedLM",
@@ -34,6 +35,7 @@ __all__ = [
     "TransformerConfig",
     "classifier_from_config",
     "measure_matmul_peak_flops",
+    "packed_dropout",
     "training_flops_per_token",
 ]
 
@@ -55,6 +57,10 @@ class TransformerConfig:
     norm_eps: float = 1e-5
     # Causal (GPT) attention: each position sees itself and the positions before it only.
     causal: bool = False
+    # Dropout masks drawn 16 bits at a time on the CPU (:func:`packed_dropout`): the same
+    # distribution as torch's (p to 1/65,536) for about a tenth of the random-number cost, but
+    # a different random stream, so a run's figures change with it. Off keeps torch's masks.
+    fast_dropout: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len"):
@@ -79,6 +85,84 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+
+# random_'s widest range on int64: all 64 bits uniform (the default range leaves the top bit 0).
+_INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _keep_mask(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Inverted-dropout multiplier of ``shape``: ``1 / (1 - p)`` with probability
+    ``1 - round(p * 2**16) / 2**16``, else 0.
+
+    One 64-bit draw gives four 16-bit lanes: torch's CPU bernoulli_ makes one generator call per
+    element, which was a sixth of an MLM training step (bench/pretrain_throughput.py). The
+    multiplier is kept in ``dtype``, so the backward pass is one multiplication too.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(*_INT64_RANGE)
+    # A lane, read as int16, is uniform over [-2**15, 2**15): keeping those >= threshold keeps
+    # 2**16 - round(p * 2**16) of its 2**16 values.
+    threshold = round(p * 65536) - 32768
+    keep = words.view(torch.int16)[:n].view(shape) >= threshold
+    # Through uint8: bool -> float conversion is several times slower on the CPU.
+    return keep.view(torch.uint8).to(dtype).mul_(1.0 / (1.0 - p))
+
+
+def packed_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout like ``F.dropout``, with masks from :func:`_keep_mask` on the CPU.
+
+    Off the CPU (CUDA's dropout is already one fused kernel) and outside training it is
+    ``F.dropout``.
+    """
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+    # The mask needs no gradient, so autograd keeps only it for the backward pass.
+    return x * _keep_mask(x.shape, p, x.device, x.dtype)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout``; with ``fast=True``, :func:`packed_dropout` (same state dict either way)."""
+
+    def __init__(self, p: float = 0.5, fast: bool = False) -> None:
+        super().__init__(p)
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast:
+            return packed_dropout(x, self.p, self.training)
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", fast=True" if self.fast else "")
+
+
+def attention_with_dropout(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    is_causal: bool,
+    p: float,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` written out, with :func:`packed_dropout` on the weights.
+
+    Training-time path of :class:`SelfAttention` when ``fast_dropout`` is on: SDPA's own
+    dropout draws one random number per weight (its CPU flash kernel has no dropout at all).
+    Masked scores are set to the dtype's lowest value, not -inf, so a row with every key masked
+    gets finite (uniform) weights rather than NaN.
+    """
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
+    if is_causal:
+        t, s = scores.shape[-2:]
+        causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril()
+        key_mask = causal if key_mask is None else key_mask & causal
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    weights = packed_dropout(scores.softmax(-1), p)
+    return torch.matmul(weights, v)
 
 
 class KVCache:
@@ -147,9 +231,10 @@ class SelfAttention(nn.Module):
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
         self.causal = cfg.causal
+        self.fast_dropout = cfg.fast_dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout, fast=cfg.fast_dropout)
 
     def forward(
         self,
@@ -170,14 +255,13 @@ class SelfAttention(nn.Module):
         is_causal = self.causal and key_mask is None and (cache is None or cache.length == 0)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=key_mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if self.fast_dropout and dropout_p > 0.0 and x.device.type == "cpu":
+            y = attention_with_dropout(q, k, v, key_mask, is_causal, dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_mask, is_causal=is_causal, dropout_p=dropout_p
+            )
         y = y.transpose(1, 2).reshape(b, t, d)
         return self.resid_dropout(self.proj(y))
 
@@ -187,7 +271,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
         self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, fast=cfg.fast_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))
@@ -242,7 +326,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, fast=cfg.fast_dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         _init_weights(self, cfg.n_layers)
@@ -382,7 +466,7 @@ class SequenceClassifier(nn.Module):
         self.cfg = cfg
         self.pooling = pooling
         self.encoder = Encoder(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout, fast=cfg.fast_dropout)
         self.classifier = nn.Linear(cfg.d_model, num_labels)
         nn.init.normal_(self.classifier.weight, mean=0.0, std=INIT_STD)
         nn.init.zeros_(self.classifier.bias)
