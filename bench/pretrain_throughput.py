@@ -2,7 +2,9 @@
 
 Times full training steps (forward, backward, AdamW step) on identical pre-masked batches and
 reports tokens/s and MFU (model FLOPs/s from ``training_flops_per_token`` over the measured fp32
-matmul peak). The two models are timed in alternating rounds (``--rounds``, default 3) so that
+matmul peak). lmforge runs twice: with torch's dropout (the default) and with
+``fast_dropout=True`` (packed masks, ``model.fast_dropout`` in the pipeline; ``--no-fast-dropout``
+skips it). The models are timed in alternating rounds (``--rounds``, default 5) so that
 load from other processes on a shared machine hits both alike; each figure is the median over
 the rounds, and the ratio the median of the per-round ratios.
 

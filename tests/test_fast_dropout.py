@@ -106,3 +106,31 @@ def test_fast_dropout_config_is_for_lmforge_models_only() -> None:
     assert ModelConfig(fast_dropout=True).fast_dropout
     with pytest.raises(UserError, match="model.fast_dropout"):
         ModelConfig(name_or_path="bert-base-uncased", fast_dropout=True)
+
+
+def test_throughput_benchmark_times_both_dropouts(tmp_path, monkeypatch) -> None:
+    """bench/pretrain_throughput.py end to end on a tiny model (lmforge only: no transformers)."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "pretrain_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_pretrain_throughput", script)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    out = tmp_path / "throughput.json"
+    threads = torch.get_num_threads()
+    try:
+        code = bench.main(
+            "--vocab 64 --width 32 --layers 1 --heads 2 --ffn 64 --seq 16 --batch 4 --rounds 2 "
+            f"--steps 1 --warmup 1 --peak-seconds 0.05 --threads 1 --no-peer --json {out}".split()
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"lmforge MaskedLM", "lmforge fast dropout"}
+    for r in results.values():
+        assert r["tokens_per_s"] > 0 and r["mfu"] > 0 and len(r["round_tokens_per_s"]) == 2

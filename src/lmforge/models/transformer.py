@@ -58,7 +58,7 @@ class TransformerConfig:
     # Causal (GPT) attention: each position sees itself and the positions before it only.
     causal: bool = False
     # Dropout masks drawn 16 bits at a time on the CPU (:func:`packed_dropout`): the same
-    # distribution as torch's (p to 1/65,536) for about a tenth of the random-number cost, but
+    # distribution as torch's (p to 1/65,536) for about an eighth of the random-number cost, but
     # a different random stream, so a run's figures change with it. Off keeps torch's masks.
     fast_dropout: bool = False
 
