@@ -48,26 +48,10 @@ def has_targets(path: Path) -> bool:
     return "target" in next(iter(read_jsonl(path)), {})
 
 
-def nearest_targets(
-    train_sources: list[str], train_targets: list[str], queries: list[str], chunk: int = 512
-) -> list[str]:
-    """For each query, the target of the training source nearest by TF-IDF cosine similarity."""
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    train = vectorizer.fit_transform(train_sources)  # rows are L2-normalised: dot = cosine
-    test = vectorizer.transform(queries)
-    found = []
-    for start in range(0, test.shape[0], chunk):
-        similarity = (test[start : start + chunk] @ train.T).toarray()
-        found.extend(int(i) for i in np.argmax(similarity, axis=1))
-    return [train_targets[i] for i in found]
-
-
 def text_to_text_baselines(prepared: Path) -> dict:
     """``lead`` (the source's first sentence) and ``retrieval`` (the target of the nearest
     training source by TF-IDF), scored on the test split."""
+    from lmforge.retrieval import NearestPairs
     from lmforge.text_metrics import score_texts
 
     train_x, train_y = pairs(prepared / "train.jsonl")
@@ -78,7 +62,7 @@ def text_to_text_baselines(prepared: Path) -> dict:
         )
     predictions = {
         "lead": [first_sentence(x) for x in test_x],
-        "retrieval": nearest_targets(train_x, train_y, test_x),
+        "retrieval": NearestPairs(train_x, train_y).nearest_targets(test_x),
     }
     return {
         name: {**score_texts(predicted, test_y), "pairs": len(test_y)}

@@ -518,6 +518,10 @@ class TaskConfig:
     # Text-to-text: the source attends to itself both ways (prefix LM, Zhang et al. 2022), the
     # target causally; false masks the source causally too (a plain decoder-only LM).
     prefix_lm: bool = True
+    # Text-to-text: read each source with the nearest training pair's target in front of it
+    # (``target || source``, TF-IDF over the train sources; lmforge.retrieval). The neighbour
+    # counts against max_source_len.
+    retrieval: bool = False
     # Tagging: hashed features of each word (prefixes, suffixes, shape) summed into its first
     # subword's input embedding, in a table of this many rows; 0 turns them off.
     word_feature_buckets: int = 0
@@ -746,6 +750,12 @@ class Config:
             "finetune.max_len",
             f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
             "lower one or raise the other",
+        )
+        _check(
+            not self.task.retrieval or (self.task.name == "text2text" and not self.model.is_hf),
+            "task.retrieval",
+            "retrieval-augmented sources are for lmforge's own text-to-text model: use it with "
+            "task=text2text (not model=hf), or set task.retrieval=false",
         )
         if self.task.name == "text2text":
             # [CLS] source [SEP] target [SEP]

@@ -3,7 +3,9 @@
 Outputs: ``data/tokenizer/tokenizer.json`` and ``data/shards/`` (see
 :mod:`lmforge.data.tokenization` for the shard format, and ``meta.json`` for the counts).
 Text-to-text data (prepared records with a ``target``) trains one tokenizer on the train sources
-and targets together and adds target shards next to the source shards. Word-tagged data (records
+and targets together and adds target shards next to the source shards; with ``task.retrieval``
+each encoded source carries its nearest training pair's target in front
+(:mod:`lmforge.retrieval`). Word-tagged data (records
 with ``words`` and ``tags``) trains it on the train sentences and writes tagging shards
 (:mod:`lmforge.data.tagging`): words, first subwords, tag ids and word features per split.
 With ``model=hf`` no tokenizer is trained: the checkpoint's own (``AutoTokenizer``) is saved to
@@ -64,8 +66,13 @@ def run(cfg: Config) -> None:
         with atomic_dir(cfg.paths.tokenizer) as out:
             tokenizer.save(str(out / "tokenizer.json"))
 
+    augment = retrieval_augmenter(cfg, prepared) if targets else None
+
     def pairs(split: str):
-        for record in read_jsonl(prepared / f"{split}.jsonl"):
+        records = read_jsonl(prepared / f"{split}.jsonl")
+        if augment is not None:
+            records = augment(split, list(records))
+        for record in records:
             label = record.get("label")
             yield record["text"], (-1 if label is None else index[str(label)])
 
@@ -119,6 +126,25 @@ def run(cfg: Config) -> None:
             for s, v in stats.items()
         )
     )
+
+
+def retrieval_augmenter(cfg: Config, prepared: Path) -> Any:
+    """With ``task.retrieval``, a function ``(split, records) -> records`` whose sources carry
+    their nearest training pair's target in front (:mod:`lmforge.retrieval`): train sources
+    leave themselves out, val and test sources search the train split only. None otherwise."""
+    if not cfg.task.retrieval:
+        return None
+    from lmforge.retrieval import NearestPairs
+
+    train = list(read_jsonl(prepared / "train.jsonl"))
+    index = NearestPairs([r["text"] for r in train], [r["target"] for r in train])
+
+    def augment(split: str, records: list[dict]) -> list[dict]:
+        texts = index.augment([r["text"] for r in records], leave_one_out=split == "train")
+        return [{**r, "text": text} for r, text in zip(records, texts, strict=True)]
+
+    print(f"tokenize: task.retrieval: sources read with their nearest of {len(train)} training pairs")
+    return augment
 
 
 def trained_tokenizer(cfg: Config, prepared: Path, counts: dict, targets: bool) -> Any:

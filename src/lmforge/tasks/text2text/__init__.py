@@ -105,15 +105,28 @@ class TextToTextTask(Task):
             "max_source_len": cfg.task.max_source_len,
             "max_target_len": cfg.task.max_target_len,
             "prefix_lm": cfg.task.prefix_lm,
+            "retrieval": cfg.task.retrieval,
         }
+
+    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
+        """The model, and with ``task.retrieval`` the training pairs it retrieves from
+        (``retrieval.json``), so evaluation, ``generate`` and the served model read each source
+        as training did."""
+        super().save(module, cfg, meta, out)
+        if cfg.task.retrieval:
+            from lmforge.io import write_json
+            from lmforge.tasks.text2text.runtime import RETRIEVAL_FILE
+
+            write_json(out / RETRIEVAL_FILE, retrieval_pairs(cfg))
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
         from lmforge.registry import log_pyfunc
         from lmforge.tasks.text2text.pyfunc import TextGenerator
 
-        return log_pyfunc(
-            cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra={"decoding": asdict(cfg.generate)}
-        )
+        extra: dict[str, Any] = {"decoding": asdict(cfg.generate)}
+        if cfg.task.retrieval:
+            extra["retrieval"] = retrieval_pairs(cfg)
+        return log_pyfunc(cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra=extra)
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
         prepared = Path(cfg.paths.prepared) / "test.jsonl"
@@ -202,6 +215,15 @@ class HFPairCollate:
         return text_to_text_hf_batch(
             [s.tolist() for s, _ in items], [t.tolist() for _, t in items], self.special, self.encoder_decoder
         )
+
+
+def retrieval_pairs(cfg: Config) -> dict[str, list[str]]:
+    """The prepared train split's sources and targets: what a ``task.retrieval`` model searches."""
+    path = Path(cfg.paths.prepared) / "train.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run the prepare stage first")
+    records = [r for r in read_jsonl(path) if r.get("target") is not None]
+    return {"sources": [r["text"] for r in records], "targets": [r["target"] for r in records]}
 
 
 def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str]) -> dict:

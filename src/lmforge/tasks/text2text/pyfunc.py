@@ -34,7 +34,10 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
                 shutil.copytree(weights, Path(tmp) / "hf")
             else:
                 shutil.copy(weights, Path(tmp) / "model.pt")
-            for name, file in (("config.json", "config"), ("tokenizer.json", "tokenizer")):
+            files = [("config.json", "config"), ("tokenizer.json", "tokenizer")]
+            if "retrieval" in artifacts:  # task.retrieval: the training pairs it searches
+                files.append(("retrieval.json", "retrieval"))
+            for name, file in files:
                 shutil.copy(artifacts[file], Path(tmp) / name)
             self.runtime = TextToTextModel.load(Path(tmp), clean=clean)
 

@@ -61,6 +61,7 @@ class TextToTextModel:
         prefix_lm: bool,
         continuation: bool = False,
         clean: CleanConfig | None = None,
+        retrieval: Any = None,
     ) -> None:
         from lmforge.data.tokenization import special_ids
 
@@ -70,6 +71,9 @@ class TextToTextModel:
         self.prefix_lm = prefix_lm and not continuation
         self.continuation = continuation
         self.clean = clean
+        # task.retrieval: a lmforge.retrieval.NearestPairs over the training pairs; each source
+        # is read with its nearest pair's target in front, as in training.
+        self.retrieval = retrieval
         self.special = special_ids()
 
     @classmethod
@@ -108,6 +112,8 @@ class TextToTextModel:
                 "max_target_len": config["max_target_len"],
                 "prefix_lm": config["prefix_lm"],
             }
+            if config.get("retrieval"):
+                options["retrieval"] = load_retrieval(folder)
             tokenizer_path = folder / "tokenizer.json"
         else:  # models/pretrained: config.json is the TransformerConfig, lm.pt the whole LM
             weights, model_cfg = folder / "lm.pt", config
@@ -132,12 +138,9 @@ class TextToTextModel:
         """Framed prompts and how many inputs were cut. A source keeps its first
         ``max_source_len`` tokens (as in training); a continuation prompt keeps its last
         ``max_len - room`` tokens, so ``room`` new tokens fit in the context."""
-        from lmforge.data.cleaning import normalize_text
         from lmforge.data.prefix_lm import text_to_text_prompt
 
-        if self.clean is not None:
-            texts = [normalize_text(t, self.clean) for t in texts]
-        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        encodings = self.tokenizer.encode_batch_fast(self.source_texts(texts), add_special_tokens=False)
         cls_id = self.special["cls"]
         prompts, cut = [], 0
         for encoding in encodings:
@@ -150,6 +153,16 @@ class TextToTextModel:
                 cut += len(ids) > self.max_source_len
                 prompts.append(text_to_text_prompt(ids[: self.max_source_len], special=self.special))
         return prompts, cut
+
+    def source_texts(self, texts: Sequence[str]) -> list[str]:
+        """Inputs as the model reads them: normalised as in training (``data.clean``, when
+        given) and, for a retrieval-augmented model, with their nearest training target in front."""
+        from lmforge.data.cleaning import normalize_text
+
+        texts = [normalize_text(t, self.clean) for t in texts] if self.clean is not None else list(texts)
+        if self.retrieval is not None and not self.continuation:
+            texts = self.retrieval.augment(texts)
+        return texts
 
     def generate(
         self, texts: Sequence[str], options: GenerateConfig, progress: Callable[[int], None] | None = None
@@ -194,7 +207,9 @@ class TextToTextModel:
         from lmforge.data.prefix_lm import text_to_text_batch
 
         encode = self.tokenizer.encode_batch_fast
-        src = [e.ids[: self.max_source_len] for e in encode(list(sources), add_special_tokens=False)]
+        src = [
+            e.ids[: self.max_source_len] for e in encode(self.source_texts(sources), add_special_tokens=False)
+        ]
         tgt = [e.ids[: self.max_target_len] for e in encode(list(targets), add_special_tokens=False)]
         total, count = 0.0, 0
         with torch.inference_mode():
@@ -211,3 +226,21 @@ class TextToTextModel:
                 total += float(ll.sum())
                 count += int(n.sum())
         return math.exp(min(-total / max(count, 1), 50.0))
+
+
+RETRIEVAL_FILE = "retrieval.json"
+
+
+def load_retrieval(folder: Path) -> Any:
+    """The training pairs a retrieval-augmented model searches (``retrieval.json``, written by
+    the finetune stage), indexed."""
+    from lmforge.retrieval import NearestPairs
+
+    path = Path(folder) / RETRIEVAL_FILE
+    if not path.is_file():
+        raise UserError(
+            f"{path} is missing: the model was finetuned with task.retrieval=true and reads each "
+            "source with its nearest training pair; rerun the finetune stage to write it"
+        )
+    pairs = json.loads(path.read_text())
+    return NearestPairs(pairs["sources"], pairs["targets"])
