@@ -124,8 +124,12 @@ class TextToTextTask(Task):
         from lmforge.tasks.text2text.pyfunc import TextGenerator
 
         extra: dict[str, Any] = {"decoding": asdict(cfg.generate)}
-        if cfg.task.retrieval:
-            extra["retrieval"] = retrieval_pairs(cfg)
+        if cfg.task.retrieval:  # the pairs save() wrote beside the weights, not re-read from data/
+            import json
+
+            from lmforge.tasks.text2text.runtime import RETRIEVAL_FILE
+
+            extra["retrieval"] = json.loads((folder / RETRIEVAL_FILE).read_text())
         return log_pyfunc(cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra=extra)
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
