@@ -306,6 +306,28 @@ def test_ptb_tokenized_text_matches_its_raw_form() -> None:
     assert guard.reason("A short one.") == "holdout_equal"
 
 
+def test_text_to_text_targets_are_held_out_inside_from_fewer_words() -> None:
+    # A docsum test pair: the summary (the answer) sits in a vendored copy's docstring whose
+    # body differs, so the 8-word rule for sources would let it through.
+    body = "Return a list of EntryPoint objects, one per entry point of each installed package."
+    summary = "Return EntryPoint objects for all installed packages."
+    vendored = f"{summary} Unlike the stdlib version, this one caches the result per path."
+    sources_only = HoldoutIndex([body], min_words=8)
+    assert sources_only.reason(vendored) is None
+    guard = HoldoutIndex([body], min_words=8, targets=[summary, "Return self."], target_min_words=3)
+    assert guard.contained == 2  # the body and the summary; "Return self." is 2 words
+    assert guard.reason(vendored) == "holdout_contains"
+    shouted = f"return entrypoint objects -- for ALL installed packages; {body}"
+    assert guard.reason(shouted) == "holdout_contains"
+    # A short target is matched whole only: "Return self." is in many docstrings.
+    assert guard.reason("Return self. Used by copy.") is None
+    assert guard.reason("return self") == "holdout_equal"
+    # Punctuation between its words does not hide a target; a missing word does.
+    spread = "Return EntryPoint objects. For all installed packages, see above."
+    assert guard.reason(spread) == "holdout_contains"
+    assert guard.reason("Return EntryPoint objects for installed packages.") is None
+
+
 def test_docstrings_source_is_deterministic_and_records_versions(tmp_path) -> None:
     from importlib import metadata
 

@@ -283,6 +283,9 @@ class CorpusConfig:
     # A corpus text equal to a task val/test text is always dropped; one that contains a val/test
     # text of at least this many words (as a run of whole words) is dropped too. null: equality only.
     holdout_min_words: int | None = 8
+    # The same for a text-to-text val/test target (the answer): looked for inside from this many
+    # words. null: equal texts only.
+    holdout_target_min_words: int | None = 3
     # Pretrain on the task's train text as well as the corpus (the tokenizer always reads both).
     include_task_train: bool = True
 
@@ -295,6 +298,11 @@ class CorpusConfig:
         _check(
             self.holdout_min_words is None or self.holdout_min_words >= 1,
             "corpus.holdout_min_words",
+            "must be at least 1 (null: drop equal texts only)",
+        )
+        _check(
+            self.holdout_target_min_words is None or self.holdout_target_min_words >= 1,
+            "corpus.holdout_target_min_words",
             "must be at least 1 (null: drop equal texts only)",
         )
 

@@ -39,7 +39,13 @@ def run(cfg: Config) -> None:
         print("prepare_corpus: no corpus (corpus=none)")
         return
     corpus = cfg.corpus
-    holdout = HoldoutIndex(heldout_texts(Path(cfg.paths.prepared)), corpus.holdout_min_words)
+    prepared = Path(cfg.paths.prepared)
+    holdout = HoldoutIndex(
+        heldout_texts(prepared, "text"),
+        corpus.holdout_min_words,
+        targets=heldout_texts(prepared, "target"),
+        target_min_words=corpus.holdout_target_min_words,
+    )
     report = CleaningReport()
     words = dict.fromkeys(CORPUS_SPLITS, 0)
     with atomic_dir(cfg.paths.corpus_prepared) as out, ExitStack() as files:
@@ -67,6 +73,7 @@ def run(cfg: Config) -> None:
             "task_texts": holdout.texts,
             "matched_inside": holdout.contained,
             "min_words": corpus.holdout_min_words,
+            "target_min_words": corpus.holdout_target_min_words,
             "dropped": sum(n for k, n in report.dropped.items() if k.startswith("holdout_")),
         }
         for name in CORPUS_SPLITS:

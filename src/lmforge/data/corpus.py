@@ -6,7 +6,10 @@ The held-out guarantee: a corpus text is compared with every val/test text (sour
 text-to-text data, targets) in a matching form that ignores case, punctuation, HTML tags and
 Penn-Treebank tokenization ("does n't" = "doesn't"); it is dropped when the two are equal, or
 when it contains a val/test text of at least ``corpus.holdout_min_words`` words as a run of whole
-words. Both are counted (``holdout_equal``, ``holdout_contains``) in the corpus cleaning report.
+words. A text-to-text target is the answer itself, so it is looked for inside from
+``corpus.holdout_target_min_words`` words (docsum's summaries are short: "Return EntryPoint
+objects for all installed packages." sits in a vendored copy's docstring with another body).
+Both are counted (``holdout_equal``, ``holdout_contains``) in the corpus cleaning report.
 """
 
 from __future__ import annotations
@@ -102,57 +105,67 @@ def match_words(text: str) -> list[str]:
 
 
 class HoldoutIndex:
-    """The task's val/test texts, to find them in corpus texts (see the module docstring)."""
+    """The task's val/test texts, to find them in corpus texts (see the module docstring).
+    ``texts`` are looked for inside corpus texts from ``min_words`` words, ``targets`` from
+    ``target_min_words`` (None: equal texts only); both are dropped when equal."""
 
-    def __init__(self, texts: Iterable[str], min_words: int | None) -> None:
+    def __init__(
+        self,
+        texts: Iterable[str],
+        min_words: int | None,
+        targets: Iterable[str] = (),
+        target_min_words: int | None = None,
+    ) -> None:
         self.min_words = min_words
         self.equal: set[str] = set()
-        self.by_head: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        # Per run length k: the held-out word tuples, keyed by their first k words.
+        self.by_head: dict[int, dict[tuple[str, ...], list[tuple[str, ...]]]] = {}
         self.texts = 0
-        for text in texts:
-            words = match_words(text)
-            if not words:
-                continue
-            self.texts += 1
-            self.equal.add(" ".join(words))
-            if min_words is not None and len(words) >= min_words:
-                self.by_head.setdefault(tuple(words[:min_words]), []).append(tuple(words))
-        self.first_words = {head[0] for head in self.by_head}
+        for group, k in ((texts, min_words), (targets, target_min_words)):
+            for text in group:
+                words = match_words(text)
+                if not words:
+                    continue
+                self.texts += 1
+                self.equal.add(" ".join(words))
+                if k is not None and len(words) >= k:
+                    self.by_head.setdefault(k, {}).setdefault(tuple(words[:k]), []).append(tuple(words))
+        self.first_words = {head[0] for heads in self.by_head.values() for head in heads}
 
     @property
     def contained(self) -> int:
         """How many held-out texts are long enough to be looked for inside corpus texts."""
-        return sum(len(v) for v in self.by_head.values())
+        return sum(len(v) for heads in self.by_head.values() for v in heads.values())
 
     def reason(self, text: str) -> str | None:
         """``holdout_equal``, ``holdout_contains`` or None (the text may be pretrained on)."""
         words = match_words(text)
         if " ".join(words) in self.equal:
             return "holdout_equal"
-        k = self.min_words
-        if k is None or not self.by_head:
-            return None
-        for i in range(len(words) - k + 1):
-            if words[i] not in self.first_words:
-                continue
-            for held in self.by_head.get(tuple(words[i : i + k]), ()):
-                if tuple(words[i : i + len(held)]) == held:
-                    return "holdout_contains"
+        for k, heads in self.by_head.items():
+            for i in range(len(words) - k + 1):
+                if words[i] not in self.first_words:
+                    continue
+                for held in heads.get(tuple(words[i : i + k]), ()):
+                    if tuple(words[i : i + len(held)]) == held:
+                        return "holdout_contains"
         return None
 
 
-def heldout_texts(prepared: Path) -> Iterator[str]:
-    """Every source and target text of the task's prepared val and test splits."""
+def heldout_texts(prepared: Path, key: str | None = None) -> Iterator[str]:
+    """The task's prepared val and test texts: ``key`` ``text`` (sources) or ``target``; None:
+    both."""
     from lmforge.io import read_jsonl
 
+    keys = ("text", "target") if key is None else (key,)
     for split in ("val", "test"):
         path = prepared / f"{split}.jsonl"
         if not path.is_file():
             raise UserError(f"{path} is missing; run the prepare stage first (dvc repro prepare)")
         for record in read_jsonl(path):
-            for key in ("text", "target"):
-                if isinstance(record.get(key), str):
-                    yield record[key]
+            for name in keys:
+                if isinstance(record.get(name), str):
+                    yield record[name]
 
 
 def tidy_text(text: str, clean: CorpusCleanConfig) -> str:
