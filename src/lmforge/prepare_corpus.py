@@ -39,11 +39,11 @@ def run(cfg: Config) -> None:
         print("prepare_corpus: no corpus (corpus=none)")
         return
     corpus = cfg.corpus
-    prepared = Path(cfg.paths.prepared)
+    sources, targets = heldout_texts(Path(cfg.paths.prepared))
     holdout = HoldoutIndex(
-        heldout_texts(prepared, "text"),
+        sources,
         corpus.holdout_min_words,
-        targets=heldout_texts(prepared, "target"),
+        targets=targets,
         target_min_words=corpus.holdout_target_min_words,
     )
     report = CleaningReport()

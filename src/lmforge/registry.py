@@ -64,12 +64,14 @@ def log_pyfunc(
     example_texts: list[str],
     extra: dict[str, Any] | None = None,
     free_input: bool = False,
+    files: dict[str, Path] | None = None,
 ) -> Any:
     """Log ``folder`` (the finetune stage's output) with the task's pyfunc ``model`` in the
     active run; register it under ``logger.registered_model`` unless that is null. ``extra``
-    values are written as JSON artifacts of the same names. ``free_input``: no input schema, for
-    a model that takes more than strings (the tagger also takes lists of words). Returns
-    MLflow's ModelInfo."""
+    values are written as JSON artifacts of the same names; ``files`` (files the folder already
+    holds) are logged as they are, under the given artifact names. ``free_input``: no input
+    schema, for a model that takes more than strings (the tagger also takes lists of words).
+    Returns MLflow's ModelInfo."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, DataType, Schema
 
@@ -87,6 +89,7 @@ def log_pyfunc(
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(value))
             artifacts[name] = str(path)
+        artifacts.update({name: str(path) for name, path in (files or {}).items()})
         example = pd.DataFrame({"text": example_texts})
         model.load_context(type("Context", (), {"artifacts": artifacts})())
         # One unnamed string column: MLflow then accepts a list of strings as well as a DataFrame

@@ -116,7 +116,6 @@ class HoldoutIndex:
         targets: Iterable[str] = (),
         target_min_words: int | None = None,
     ) -> None:
-        self.min_words = min_words
         self.equal: set[str] = set()
         # Per run length k: the held-out word tuples, keyed by their first k words.
         self.by_head: dict[int, dict[tuple[str, ...], list[tuple[str, ...]]]] = {}
@@ -152,20 +151,22 @@ class HoldoutIndex:
         return None
 
 
-def heldout_texts(prepared: Path, key: str | None = None) -> Iterator[str]:
-    """The task's prepared val and test texts: ``key`` ``text`` (sources) or ``target``; None:
-    both."""
+def heldout_texts(prepared: Path) -> tuple[list[str], list[str]]:
+    """The task's prepared val and test texts, read once: ``(sources, targets)`` (targets empty
+    but for text-to-text data)."""
     from lmforge.io import read_jsonl
 
-    keys = ("text", "target") if key is None else (key,)
+    sources: list[str] = []
+    targets: list[str] = []
     for split in ("val", "test"):
         path = prepared / f"{split}.jsonl"
         if not path.is_file():
             raise UserError(f"{path} is missing; run the prepare stage first (dvc repro prepare)")
         for record in read_jsonl(path):
-            for name in keys:
-                if isinstance(record.get(name), str):
-                    yield record[name]
+            for key, found in (("text", sources), ("target", targets)):
+                if isinstance(record.get(key), str):
+                    found.append(record[key])
+    return sources, targets
 
 
 def tidy_text(text: str, clean: CorpusCleanConfig) -> str:

@@ -123,14 +123,13 @@ class TextToTextTask(Task):
         from lmforge.registry import log_pyfunc
         from lmforge.tasks.text2text.pyfunc import TextGenerator
 
-        extra: dict[str, Any] = {"decoding": asdict(cfg.generate)}
-        if cfg.task.retrieval:  # the pairs save() wrote beside the weights, not re-read from data/
-            import json
-
+        files = {}
+        if cfg.task.retrieval:  # the pairs save() wrote beside the weights, logged as they are
             from lmforge.tasks.text2text.runtime import RETRIEVAL_FILE
 
-            extra["retrieval"] = json.loads((folder / RETRIEVAL_FILE).read_text())
-        return log_pyfunc(cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra=extra)
+            files["retrieval"] = folder / RETRIEVAL_FILE
+        extra = {"decoding": asdict(cfg.generate)}
+        return log_pyfunc(cfg, folder, TextGenerator(), EXAMPLE_TEXTS, extra=extra, files=files)
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
         prepared = Path(cfg.paths.prepared) / "test.jsonl"
