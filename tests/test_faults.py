@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"data": {"source": {"label_map": {}}}}, "config key 'data.source.label_map': is empty"),
         ({"data": {"source": {"max_records": 0}}}, "config key 'data.source.max_records'"),
         ({"pretrain": {"limit_val_batches": 0}}, "config key 'pretrain.limit_val_batches'"),
+        ({"generate": {"rerank": -1}}, "config key 'generate.rerank': must be >= 0"),
+        ({"generate": {"rerank_similarity": -2.0}}, "config key 'generate.rerank_similarity'"),
     ],
 )
 def test_impossible_values_fail_in_one_line(override: dict, expected: str) -> None:

@@ -184,3 +184,90 @@ def test_the_registered_model_retrieves_like_the_loaded_one(pipeline) -> None:
     # The served model could only load with retrieval.json among its artifacts (config.json says
     # retrieval); it then frames and decodes exactly as the finetuned folder does.
     assert served.predict(texts)["generated"].tolist() == loaded.generate(texts, cfg.generate).texts
+
+
+def test_top_gives_the_k_nearest_nearest_first() -> None:
+    sources = [s for s, _ in TRAIN]
+    index = NearestPairs(sources, [t for _, t in TRAIN])
+    indices, similarities = index.top(["the red dog runs in the park today", "a blue cat"], 3, chunk=1)
+    assert indices.shape == similarities.shape == (2, 3)
+    assert list(indices[0][:2]) == [0, 1] and list(indices[1][:2]) == [3, 2]
+    assert all(list(row) == sorted(row, reverse=True) for row in similarities)
+    assert 0 < similarities[0][1] < similarities[0][0] <= 1
+    # k = 1 is nearest(); k beyond the train split is the whole split; never the row itself.
+    assert [int(r[0]) for r in index.top(sources, 1)[0]] == index.nearest(sources)
+    assert index.top(["a dog"], 99)[0].shape == (1, 5)
+    loo, _ = index.top(sources, 9, leave_one_out=True)
+    assert loo.shape == (5, 4) and all(row not in list(found) for row, found in enumerate(loo))
+
+
+def test_rerank_outputs_the_best_scored_of_the_decoded_text_and_the_neighbours(pipeline) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+
+    from lmforge.data.prefix_lm import text_to_text_batch
+    from lmforge.tasks.text2text.runtime import TextToTextModel
+
+    workdir, cfg, _ = pipeline
+    model = TextToTextModel.load(workdir / "models/finetuned", clean=cfg.data.clean)
+    texts = [r["text"] for r in read_jsonl(workdir / "data/prepared/test.jsonl")][:12]
+    plain = model.generate(texts, cfg.generate)
+    k = 4
+    for weight in (0.0, 3.0, 1e6):
+        options = replace(cfg.generate, rerank=k, rerank_similarity=weight, batch_size=5)
+        out = model.generate(texts, options)
+        assert out.decoded == plain.texts and len(out.retrieved) == len(texts)
+        indices, similarities = model.retrieval.top(texts, k)
+        for i, text in enumerate(texts):
+            candidates = [plain.texts[i], *(model.retrieval.targets[j] for j in indices[i])]
+            bonus = [0.0, *(weight * s for s in similarities[i])]
+            # Each candidate scored alone, no padding: the batched scores must agree.
+            scores = []
+            (source,) = model.source_ids([text])
+            for candidate, extra in zip(candidates, bonus, strict=True):
+                target = model.tokenizer.encode(candidate, add_special_tokens=False).ids
+                target = target[: model.max_target_len]
+                batch = text_to_text_batch([source], [target], special=model.special)
+                with torch.inference_mode():
+                    ll, n = model.model.target_log_likelihood(
+                        batch.input_ids, batch.attention_mask, batch.prefix_mask, batch.labels
+                    )
+                scores.append(float(ll[0]) / int(n[0]) + extra)
+            best = int(np.argmax(scores))
+            assert max(scores) - scores[candidates.index(out.texts[i])] < 1e-4
+            assert out.retrieved[i] == (candidates.index(out.texts[i]) > 0 or best > 0)
+        if weight == 1e6:  # the similarity decides: every output is a nearest pair's target
+            assert all(out.retrieved)
+            assert all(
+                similarities[i][list(model.retrieval.targets[j] for j in indices[i]).index(t)]
+                == similarities[i][0]
+                for i, t in enumerate(out.texts)
+            )
+
+
+def test_rerank_is_reported_beside_what_the_decoder_alone_wrote(pipeline) -> None:
+    from dataclasses import replace
+
+    from lmforge.tasks.text2text import score_pairs, summary_line
+    from lmforge.tasks.text2text.runtime import TextToTextModel
+
+    workdir, cfg, _ = pipeline
+    test = list(read_jsonl(workdir / "data/prepared/test.jsonl"))
+    sources, targets = [r["text"] for r in test], [r["target"] for r in test]
+    reranked = replace(cfg, generate=replace(cfg.generate, rerank=5, rerank_similarity=1e6))
+    with working_dir(workdir):
+        plain = score_pairs(cfg, workdir / "models/finetuned", sources, targets)
+        report = score_pairs(reranked, workdir / "models/finetuned", sources, targets)
+    assert "retrieved_outputs" not in plain and len(plain["_rows"][0]) == 3
+    assert report["retrieved_outputs"] == len(test)
+    assert report["decoded_rougeL"] == plain["rougeL"] and report["decoding"]["rerank"] == 5
+    assert [row[3] for row in report["_rows"]] == [row[2] for row in plain["_rows"]]
+    assert {row[4] for row in report["_rows"]} == {"retrieved"}
+    assert "outputs are training targets" in summary_line(report)
+    # A model without retrieval pairs has nothing to rerank: one clear line.
+    model = TextToTextModel.load(workdir / "models/finetuned", clean=cfg.data.clean)
+    model.retrieval = None
+    with pytest.raises(UserError, match="task.retrieval=true"):
+        model.generate(sources[:2], reranked.generate)

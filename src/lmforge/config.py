@@ -575,6 +575,13 @@ class GenerateConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 32
+    # Retrieve and rerank (a text-to-text model finetuned with task.retrieval=true): the decoded
+    # text competes with the targets of the `rerank` nearest training pairs (TF-IDF); each
+    # candidate scores its mean log-likelihood per token under the model plus
+    # `rerank_similarity` x the cosine of its pair's source to the input (0 for the decoded
+    # text), and the best is the output. 0 turns it off.
+    rerank: int = 0
+    rerank_similarity: float = 10.0
     # A prompt to continue (causal LM), or an input file of sources (one per line, or the
     # data.source columns) and where to write the outputs.
     prompt: str | None = None
@@ -594,6 +601,8 @@ class GenerateConfig:
         _check(self.top_k >= 0, "generate.top_k", "must be >= 0 (0 turns it off)")
         _check(0 < self.top_p <= 1, "generate.top_p", "must be in (0, 1]")
         _check(self.batch_size > 0, "generate.batch_size", "must be positive")
+        _check(self.rerank >= 0, "generate.rerank", "must be >= 0 (0 turns it off)")
+        _check(self.rerank_similarity >= 0, "generate.rerank_similarity", "must be >= 0")
 
 
 @dataclass

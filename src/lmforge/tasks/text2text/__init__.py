@@ -255,27 +255,49 @@ def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str
                 "num_beams": cfg.generate.num_beams,
                 "length_penalty": cfg.generate.length_penalty,
                 "max_new_tokens": cfg.generate.max_new_tokens,
+                "rerank": cfg.generate.rerank,
+                "rerank_similarity": cfg.generate.rerank_similarity,
             },
         }
     )
-    report["_rows"] = list(zip(sources, targets, generated.texts, strict=True))
+    rows: list[tuple[str, ...]] = list(zip(sources, targets, generated.texts, strict=True))
+    if generated.retrieved:  # generate.rerank: what the decoder alone wrote, scored too
+        report.update({f"decoded_{k}": v for k, v in score_texts(generated.decoded, targets).items()})
+        report["retrieved_outputs"] = sum(generated.retrieved)
+        rows = [
+            (*row, decoded, "retrieved" if retrieved else "decoded")
+            for row, decoded, retrieved in zip(rows, generated.decoded, generated.retrieved, strict=True)
+        ]
+    report["_rows"] = rows
     return report
 
 
 def summary_line(report: dict) -> str:
     from lmforge.text_metrics import format_scores
 
-    return f"{format_scores(report)} on {report['examples']} pairs"
+    line = f"{format_scores(report)} on {report['examples']} pairs"
+    if "retrieved_outputs" in report:
+        decoded = format_scores(
+            {k.removeprefix("decoded_"): v for k, v in report.items() if k.startswith("decoded_")}
+        )
+        line += (
+            f" (generate.rerank: {report['retrieved_outputs']} outputs are training targets; "
+            f"the decoder alone: {decoded})"
+        )
+    return line
 
 
-def write_samples(path: Path, rows: list[tuple[str, str, str]]) -> None:
+def write_samples(path: Path, rows: list[tuple[str, ...]]) -> None:
+    """``source, reference, prediction`` rows; with ``generate.rerank`` also what the decoder
+    wrote and where the prediction came from (``decoded`` or ``retrieved``)."""
     import csv
 
     from lmforge.io import atomic_file
 
+    header = ["source", "reference", "prediction", "decoded", "origin"][: len(rows[0]) if rows else 3]
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["source", "reference", "prediction"])
+        writer.writerow(header)
         writer.writerows(rows)
 
 
@@ -283,8 +305,9 @@ def read_samples(path: Path, limit: int) -> dict[str, list[str]]:
     import csv
 
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = [row for _, row in zip(range(limit), csv.DictReader(handle), strict=False)]
-    return {key: [row[key] for row in rows] for key in ("source", "reference", "prediction")}
+        reader = csv.DictReader(handle)
+        rows = [row for _, row in zip(range(limit), reader, strict=False)]
+        return {key: [row[key] for row in rows] for key in reader.fieldnames or ()}
 
 
 __all__ = ["TextToTextTask"]

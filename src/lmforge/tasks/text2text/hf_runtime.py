@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import CleanConfig, GenerateConfig
+from lmforge.errors import UserError
 from lmforge.tasks.text2text.runtime import Generated
 
 
@@ -73,6 +74,11 @@ class HFTextToTextModel:
     ) -> Generated:
         import torch
 
+        if options.rerank:
+            raise UserError(
+                "generate.rerank reranks with lmforge's own prefix LM finetuned with "
+                "task.retrieval=true; a model=hf checkpoint has no retrieval index: set generate.rerank=0"
+            )
         sources, cut = self._encode(texts, self.max_source_len)
         room = min(options.max_new_tokens, self.max_target_len + 1)
         prompts = [self._prompt(s) for s in sources]

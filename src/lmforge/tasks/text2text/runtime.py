@@ -44,6 +44,9 @@ class Generated:
     truncated_inputs: int = 0  # inputs cut to fit the source budget / the context
     stopped_at_context: int = 0  # outputs cut by the model's context, not by EOS
     stopped_at_max_new_tokens: int = 0
+    # generate.rerank: the decoder's own outputs, and which outputs are a training target
+    decoded: list[str] = field(default_factory=list)
+    retrieved: list[bool] = field(default_factory=list)
 
 
 class TextToTextModel:
@@ -193,7 +196,42 @@ class TextToTextModel:
                 out.stopped_at_max_new_tokens += reason == STOP_MAX_NEW_TOKENS
             if progress is not None:
                 progress(len(rows))
+        if options.rerank:
+            self.rerank(texts, out, options)
         return out
+
+    def rerank(self, texts: Sequence[str], out: Generated, options: GenerateConfig) -> None:
+        """Retrieve and rerank (``generate.rerank``; Cao et al., ACL 2018, "Retrieve, Rerank and
+        Rewrite"): each decoded text competes with the targets of the input's ``rerank`` nearest
+        training pairs. A candidate scores its mean log-likelihood per target token under the
+        model (its ``[SEP]`` included), plus ``rerank_similarity`` times the TF-IDF cosine of its
+        pair's source to the input (0 for the decoded text); the best replaces the output."""
+        import numpy as np
+
+        from lmforge.data.cleaning import normalize_text
+
+        if self.retrieval is None or self.continuation:
+            raise UserError(
+                "generate.rerank needs a text-to-text model finetuned with task.retrieval=true "
+                "(its retrieval.json holds the training pairs to rerank); set generate.rerank=0"
+            )
+        queries = [normalize_text(t, self.clean) for t in texts] if self.clean is not None else list(texts)
+        indices, similarities = self.retrieval.top(queries, options.rerank)
+        candidates = [
+            [decoded, *(self.retrieval.targets[j] for j in row)]
+            for decoded, row in zip(out.texts, indices, strict=True)
+        ]
+        source_ids = [ids for ids, row in zip(self.source_ids(texts), candidates, strict=True) for _ in row]
+        ll, n = self.log_likelihoods(source_ids, [c for row in candidates for c in row], options.batch_size)
+        width = 1 + indices.shape[1]
+        score = (ll / np.maximum(n, 1)).reshape(-1, width)
+        score[:, 1:] += options.rerank_similarity * similarities
+        best = score.argmax(axis=1)  # the first of equals: the decoded text before a neighbour
+        out.decoded, out.retrieved = list(out.texts), [bool(b) for b in best]
+        for row, pick in enumerate(best):
+            if pick:
+                out.texts[row] = candidates[row][pick]
+                out.tokens[row] = int(n.reshape(-1, width)[row, pick]) - 1  # its [SEP] excluded
 
     def target_perplexity(
         self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64
@@ -202,30 +240,43 @@ class TextToTextModel:
         teacher-forced, sources and targets truncated as in training."""
         import math
 
+        ll, n = self.log_likelihoods(self.source_ids(sources), targets, batch_size)
+        total, count = float(ll.sum()), int(n.sum())
+        return math.exp(min(-total / max(count, 1), 50.0))
+
+    def source_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Sources as token ids, framed (:meth:`source_texts`) and truncated as in training."""
+        encodings = self.tokenizer.encode_batch_fast(self.source_texts(texts), add_special_tokens=False)
+        return [e.ids[: self.max_source_len] for e in encodings]
+
+    def log_likelihoods(
+        self, src: Sequence[list[int]], targets: Sequence[str], batch_size: int = 64
+    ) -> tuple[Any, Any]:
+        """Each target's log-likelihood given its source (token ids, :meth:`source_ids`) and
+        its token count (``[SEP]`` included), teacher-forced, the target truncated as in
+        training: a float64 and an int64 array in input order."""
+        import numpy as np
         import torch
 
         from lmforge.data.prefix_lm import text_to_text_batch
 
-        encode = self.tokenizer.encode_batch_fast
-        src = [
-            e.ids[: self.max_source_len] for e in encode(self.source_texts(sources), add_special_tokens=False)
-        ]
-        tgt = [e.ids[: self.max_target_len] for e in encode(list(targets), add_special_tokens=False)]
-        total, count = 0.0, 0
+        encodings = self.tokenizer.encode_batch_fast(list(targets), add_special_tokens=False)
+        tgt = [e.ids[: self.max_target_len] for e in encodings]
+        ll, n = np.zeros(len(src)), np.zeros(len(src), dtype=np.int64)
         with torch.inference_mode():
             for start in range(0, len(src), batch_size):
                 batch = text_to_text_batch(
                     src[start : start + batch_size], tgt[start : start + batch_size], special=self.special
                 )
-                ll, n = self.model.target_log_likelihood(
+                batch_ll, batch_n = self.model.target_log_likelihood(
                     batch.input_ids,
                     batch.attention_mask,
                     batch.prefix_mask if self.prefix_lm else None,
                     batch.labels,
                 )
-                total += float(ll.sum())
-                count += int(n.sum())
-        return math.exp(min(-total / max(count, 1), 50.0))
+                ll[start : start + len(batch_ll)] = batch_ll.double().numpy()
+                n[start : start + len(batch_n)] = batch_n.numpy()
+        return ll, n
 
 
 RETRIEVAL_FILE = "retrieval.json"
