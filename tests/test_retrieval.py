@@ -271,3 +271,27 @@ def test_rerank_is_reported_beside_what_the_decoder_alone_wrote(pipeline) -> Non
     model.retrieval = None
     with pytest.raises(UserError, match="task.retrieval=true"):
         model.generate(sources[:2], reranked.generate)
+
+
+def test_generate_says_which_outputs_were_retrieved(pipeline, tmp_path) -> None:
+    from lmforge import generate
+
+    workdir, _, overrides = pipeline
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("note x: bark leash tail puppy fetch bark.\nnote y: sail anchor deck wave harbor.\n")
+    output = tmp_path / "out.jsonl"
+    for rerank, expected in (("0", None), ("3", True)):
+        cfg = tiny_config(
+            workdir,
+            *overrides,
+            f"generate.input={inputs}",
+            f"generate.output={output}",
+            f"generate.rerank={rerank}",
+            "generate.rerank_similarity=1000",
+        )
+        with working_dir(workdir):
+            generate.run(cfg)
+        rows = list(read_jsonl(output))
+        assert [r.get("retrieved") for r in rows] == [expected, expected]
+    train_targets = {r["target"] for r in read_jsonl(workdir / "data/prepared/train.jsonl")}
+    assert {r["output"] for r in rows} <= train_targets

@@ -11,7 +11,9 @@ over one input or a file of inputs:
 ``generate.model`` picks the folder (default: ``models/finetuned`` when it holds a text-to-text
 model, else ``models/pretrained``). Decoding: ``generate.strategy`` greedy | beam (``num_beams``,
 ``length_penalty``) | sample (``temperature``, ``top_k``, ``top_p``, ``seed``), ``max_new_tokens``;
-every row stops at its end-of-sequence token. An input file is one input per line (``.txt``) or
+every row stops at its end-of-sequence token; ``generate.rerank=K`` (a model finetuned with
+``task.retrieval=true``) lets the targets of the K nearest training pairs compete with the
+decoded text, and each output row says ``retrieved`` true or false. An input file is one input per line (``.txt``) or
 any file ``data.source`` reads (its ``text_columns``); the output is JSON lines
 ``{"input", "output", "tokens"}`` in input order. Inputs longer than the context are cut and
 counted: a text-to-text source keeps its first ``max_source_len`` tokens, as in training; a
@@ -95,10 +97,12 @@ def run(cfg: Config) -> None:
     else:
         output = Path(g.output or Path(cfg.paths.metrics) / "generated.jsonl")
         with atomic_file(output) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-            for text, generated, n in zip(texts, out.texts, out.tokens, strict=True):
-                handle.write(
-                    json.dumps({"input": text, "output": generated, "tokens": n}, ensure_ascii=False) + "\n"
-                )
+            retrieved = out.retrieved or [None] * len(texts)
+            for text, generated, n, origin in zip(texts, out.texts, out.tokens, retrieved, strict=True):
+                row = {"input": text, "output": generated, "tokens": n}
+                if origin is not None:  # generate.rerank: a training target, or the decoder's text
+                    row["retrieved"] = origin
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         print(f"generate: {len(texts)} output(s) from {folder} ({g.strategy}) -> {output}")
     for note in notes:
         print(f"generate: note: {note}")
