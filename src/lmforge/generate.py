@@ -13,9 +13,9 @@ model, else ``models/pretrained``). Decoding: ``generate.strategy`` greedy | bea
 ``length_penalty``) | sample (``temperature``, ``top_k``, ``top_p``, ``seed``), ``max_new_tokens``;
 every row stops at its end-of-sequence token; ``generate.rerank=K`` (a model finetuned with
 ``task.retrieval=true``) lets the targets of the K nearest training pairs compete with the
-decoded text, and each output row says ``retrieved`` true or false. An input file is one input per line (``.txt``) or
-any file ``data.source`` reads (its ``text_columns``); the output is JSON lines
-``{"input", "output", "tokens"}`` in input order. Inputs longer than the context are cut and
+decoded text, and each output row says ``retrieved`` true or false. An input file is one input
+per line (``.txt``) or any file ``data.source`` reads (its ``text_columns``); the output is JSON
+lines ``{"input", "output", "tokens"}`` in input order. Inputs longer than the context are cut and
 counted: a text-to-text source keeps its first ``max_source_len`` tokens, as in training; a
 prompt to continue keeps its last tokens, leaving room for ``max_new_tokens``.
 """
