@@ -160,12 +160,16 @@ class TextToTextModel:
     def source_texts(self, texts: Sequence[str]) -> list[str]:
         """Inputs as the model reads them: normalised as in training (``data.clean``, when
         given) and, for a retrieval-augmented model, with their nearest training target in front."""
-        from lmforge.data.cleaning import normalize_text
-
-        texts = [normalize_text(t, self.clean) for t in texts] if self.clean is not None else list(texts)
+        texts = self.normalized(texts)
         if self.retrieval is not None and not self.continuation:
             texts = self.retrieval.augment(texts)
         return texts
+
+    def normalized(self, texts: Sequence[str]) -> list[str]:
+        """Inputs normalised as in training (``data.clean``, when given)."""
+        from lmforge.data.cleaning import normalize_text
+
+        return [normalize_text(t, self.clean) for t in texts] if self.clean is not None else list(texts)
 
     def generate(
         self, texts: Sequence[str], options: GenerateConfig, progress: Callable[[int], None] | None = None
@@ -208,15 +212,12 @@ class TextToTextModel:
         pair's source to the input (0 for the decoded text); the best replaces the output."""
         import numpy as np
 
-        from lmforge.data.cleaning import normalize_text
-
         if self.retrieval is None or self.continuation:
             raise UserError(
                 "generate.rerank needs a text-to-text model finetuned with task.retrieval=true "
                 "(its retrieval.json holds the training pairs to rerank); set generate.rerank=0"
             )
-        queries = [normalize_text(t, self.clean) for t in texts] if self.clean is not None else list(texts)
-        indices, similarities = self.retrieval.top(queries, options.rerank)
+        indices, similarities = self.retrieval.top(self.normalized(texts), options.rerank)
         candidates = [
             [decoded, *(self.retrieval.targets[j] for j in row)]
             for decoded, row in zip(out.texts, indices, strict=True)
