@@ -2,7 +2,7 @@
 
 Scores ROUGE-L per test pair for the predictions of one or more evaluate runs
 (``plots/eval/samples.csv``) and for the retrieval baseline (the summary of the nearest training
-source by TF-IDF, as the ``baselines`` stage computes it), then resamples the test pairs with
+source by TF-IDF, from the ``baselines`` stage's own code), then resamples the test pairs with
 replacement and reports the mean difference with its 95 % interval:
 
     python tools/paired_bootstrap.py data/prepared run0/samples.csv run1/samples.csv
@@ -33,8 +33,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> np.ndarray:
 
 
 def main() -> None:
-    from lmforge.io import read_jsonl
-    from lmforge.retrieval import NearestPairs
+    from lmforge.baselines import text_to_text_predictions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared", type=Path, help="the prepared data folder (train.jsonl, test.jsonl)")
@@ -43,15 +42,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    train = [r for r in read_jsonl(args.prepared / "train.jsonl") if r.get("target") is not None]
-    test = [r for r in read_jsonl(args.prepared / "test.jsonl") if r.get("target") is not None]
-    references = [r["target"] for r in test]
-    retrieved = NearestPairs([r["text"] for r in train], [r["target"] for r in train]).nearest_targets(
-        [r["text"] for r in test]
-    )
+    predictions, references = text_to_text_predictions(args.prepared)
+    retrieved = predictions["retrieval"]
     baseline = rouge_l(retrieved, references)
     rng = np.random.default_rng(args.seed)
-    print(f"retrieval baseline: ROUGE-L {baseline.mean():.2f} on {len(test)} test pairs")
+    print(f"retrieval baseline: ROUGE-L {baseline.mean():.2f} on {len(references)} test pairs")
     for path in args.samples:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

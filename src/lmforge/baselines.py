@@ -48,11 +48,10 @@ def has_targets(path: Path) -> bool:
     return "target" in next(iter(read_jsonl(path)), {})
 
 
-def text_to_text_baselines(prepared: Path) -> dict:
-    """``lead`` (the source's first sentence) and ``retrieval`` (the target of the nearest
-    training source by TF-IDF), scored on the test split."""
+def text_to_text_predictions(prepared: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """The baselines' outputs on the test split, ``lead`` (the source's first sentence) and
+    ``retrieval`` (the target of the nearest training source by TF-IDF), and its references."""
     from lmforge.retrieval import NearestPairs
-    from lmforge.text_metrics import score_texts
 
     train_x, train_y = pairs(prepared / "train.jsonl")
     test_x, test_y = pairs(prepared / "test.jsonl")
@@ -64,6 +63,14 @@ def text_to_text_baselines(prepared: Path) -> dict:
         "lead": [first_sentence(x) for x in test_x],
         "retrieval": NearestPairs(train_x, train_y).nearest_targets(test_x),
     }
+    return predictions, test_y
+
+
+def text_to_text_baselines(prepared: Path) -> dict:
+    """The :func:`text_to_text_predictions` baselines, scored on the test split."""
+    from lmforge.text_metrics import score_texts
+
+    predictions, test_y = text_to_text_predictions(prepared)
     return {
         name: {**score_texts(predicted, test_y), "pairs": len(test_y)}
         for name, predicted in predictions.items()

@@ -79,12 +79,12 @@ class NearestPairs:
     def nearest_targets(self, queries: Sequence[str], *, leave_one_out: bool = False) -> list[str]:
         return [self.targets[i] for i in self.nearest(queries, leave_one_out=leave_one_out)]
 
-    def augment(self, queries: Sequence[str], *, leave_one_out: bool = False) -> list[str]:
+    def augment(
+        self, queries: Sequence[str], *, leave_one_out: bool = False, neighbours: Sequence[int] | None = None
+    ) -> list[str]:
         """Each query with its neighbour's target in front: ``target || query``. The neighbour
-        comes first so that a source truncated to its token budget keeps it."""
-        return [
-            f"{target}{SEPARATOR}{query}"
-            for target, query in zip(
-                self.nearest_targets(queries, leave_one_out=leave_one_out), queries, strict=True
-            )
-        ]
+        comes first so that a source truncated to its token budget keeps it. ``neighbours``:
+        each query's nearest index when already searched (:meth:`top`'s first column)."""
+        if neighbours is None:
+            neighbours = self.nearest(queries, leave_one_out=leave_one_out)
+        return [f"{self.targets[i]}{SEPARATOR}{query}" for i, query in zip(neighbours, queries, strict=True)]

@@ -217,22 +217,26 @@ class TextToTextModel:
                 "generate.rerank needs a text-to-text model finetuned with task.retrieval=true "
                 "(its retrieval.json holds the training pairs to rerank); set generate.rerank=0"
             )
-        indices, similarities = self.retrieval.top(self.normalized(texts), options.rerank)
+        queries = self.normalized(texts)
+        indices, similarities = self.retrieval.top(queries, options.rerank)
+        # The nearest pair frames the source, as in training: one search serves both.
+        framed = self.encode_sources(self.retrieval.augment(queries, neighbours=indices[:, 0]))
         candidates = [
             [decoded, *(self.retrieval.targets[j] for j in row)]
             for decoded, row in zip(out.texts, indices, strict=True)
         ]
-        source_ids = [ids for ids, row in zip(self.source_ids(texts), candidates, strict=True) for _ in row]
+        source_ids = [ids for ids, row in zip(framed, candidates, strict=True) for _ in row]
         ll, n = self.log_likelihoods(source_ids, [c for row in candidates for c in row], options.batch_size)
         width = 1 + indices.shape[1]
-        score = (ll / np.maximum(n, 1)).reshape(-1, width)
+        lengths = n.reshape(-1, width)
+        score = ll.reshape(-1, width) / np.maximum(lengths, 1)
         score[:, 1:] += options.rerank_similarity * similarities
         best = score.argmax(axis=1)  # the first of equals: the decoded text before a neighbour
         out.decoded, out.retrieved = list(out.texts), [bool(b) for b in best]
         for row, pick in enumerate(best):
             if pick:
                 out.texts[row] = candidates[row][pick]
-                out.tokens[row] = int(n.reshape(-1, width)[row, pick]) - 1  # its [SEP] excluded
+                out.tokens[row] = int(lengths[row, pick]) - 1  # its [SEP] excluded
 
     def target_perplexity(
         self, sources: Sequence[str], targets: Sequence[str], batch_size: int = 64
@@ -247,7 +251,11 @@ class TextToTextModel:
 
     def source_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Sources as token ids, framed (:meth:`source_texts`) and truncated as in training."""
-        encodings = self.tokenizer.encode_batch_fast(self.source_texts(texts), add_special_tokens=False)
+        return self.encode_sources(self.source_texts(texts))
+
+    def encode_sources(self, framed: Sequence[str]) -> list[list[int]]:
+        """Framed sources (:meth:`source_texts`) as token ids, truncated as in training."""
+        encodings = self.tokenizer.encode_batch_fast(list(framed), add_special_tokens=False)
         return [e.ids[: self.max_source_len] for e in encodings]
 
     def log_likelihoods(
