@@ -45,6 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"pretrain": {"limit_val_batches": 0}}, "config key 'pretrain.limit_val_batches'"),
         ({"generate": {"rerank": -1}}, "config key 'generate.rerank': must be >= 0"),
         ({"generate": {"rerank_similarity": -2.0}}, "config key 'generate.rerank_similarity'"),
+        ({"finetune": {"ensemble": 0}}, "config key 'finetune.ensemble': must be >= 1"),
+        (
+            {"finetune": {"ensemble": 3}, "task": {"name": "tagging"}},
+            "config key 'finetune.ensemble': an ensemble trains lmforge's own classifiers only",
+        ),
     ],
 )
 def test_impossible_values_fail_in_one_line(override: dict, expected: str) -> None:

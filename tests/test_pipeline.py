@@ -299,3 +299,70 @@ def torch_ids(tokenizer, text: str, max_len: int = 64):
     special = special_ids()
     ids = tokenizer.encode(text, add_special_tokens=False).ids
     return frame_record(ids, max_len, special["cls"], special["sep"])[None]
+
+
+def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by_mean_probability(
+    pipeline, tmp_path
+) -> None:
+    """`finetune.ensemble=2`: both members start from the pretrain stage's encoder with heads of
+    their own, train apart, and the saved model (evaluation, the served pyfunc) predicts by their
+    mean class probabilities; exporting it is refused in one line."""
+    import mlflow
+    import torch
+
+    from lmforge.errors import UserError
+    from lmforge.export_plan import plan
+    from lmforge.models.transformer import ClassifierEnsemble
+    from lmforge.tasks import get_task
+    from lmforge.tasks.classification.scoring import load_classifier
+    from lmforge.workspace import model_config, shard_meta
+
+    workdir, _ = pipeline
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = tiny_config(
+        workdir,
+        "finetune.ensemble=2",
+        "finetune.max_epochs=1",
+        "logger.registered_model=null",
+        f"logger.tracking_uri={tracking}",
+        f"paths.finetuned={tmp_path}/finetuned",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+        f"paths.checkpoints={tmp_path}/checkpoints",
+    )
+    with working_dir(workdir):
+        task = get_task("classification")
+        meta = shard_meta(cfg)
+        module = task.module(cfg, model_config(cfg, meta["vocab_size"]), meta, total_steps=10)
+        task.load_pretrained(module, workdir / cfg.paths.pretrained)
+        pretrained = torch.load(workdir / cfg.paths.pretrained / "encoder.pt", weights_only=True)
+        first, second = module.model.members
+        for member in (first, second):
+            state = member.encoder.state_dict()
+            assert all(torch.equal(state[k], pretrained[k]) for k in pretrained)
+        assert not torch.equal(first.classifier.weight, second.classifier.weight)
+
+        finetune.run(cfg)
+        evaluate.run(cfg)
+    model, labels, tokenizer, max_len = load_classifier(tmp_path / "finetuned")
+    assert isinstance(model, ClassifierEnsemble) and len(model.members) == 2
+    rows = [r for r in read_jsonl(workdir / "data/prepared/test.jsonl") if r.get("label") is not None][:40]
+    with torch.no_grad():
+        ids = [torch_ids(tokenizer, r["text"], max_len) for r in rows]
+        mean = [torch.stack([m(x).softmax(-1) for m in model.members]).mean(0) for x in ids]
+        voted = [model(x).softmax(-1) for x in ids]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(mean, voted, strict=True))
+    trained = [dict(m.encoder.named_parameters()) for m in model.members]
+    assert any(not torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    report = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert report["examples"] > 0 and 0.0 <= report["accuracy"] <= 1.0
+
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    mlflow.set_tracking_uri(tracking)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
+        [r["text"] for r in rows]
+    )
+    assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in voted]
+    with pytest.raises(UserError, match="finetune.ensemble=2"):
+        plan(tmp_path / "finetuned", token_logits=True)

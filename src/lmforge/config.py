@@ -494,9 +494,13 @@ class FinetuneConfig:
     # per step: validation, the best checkpoint and the saved model use the averaged weights.
     # null: none.
     ema_decay: float | None = None
+    # Classification: train this many classifiers side by side, each from its own initialisation,
+    # and predict by their mean class probabilities (one model folder; K times the compute).
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
+        _check(self.ensemble >= 1, "finetune.ensemble", "must be >= 1 (1: a single model)")
         _check(
             self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
             "finetune.ema_decay",
@@ -755,6 +759,12 @@ class Config:
             "vectors.enabled",
             "word vectors feed lmforge's own tagger and classifier only: use them with "
             "task=tagging or task=classification (not model=hf), or set vectors.enabled=false",
+        )
+        _check(
+            self.finetune.ensemble == 1 or (self.task.name == "classification" and not self.model.is_hf),
+            "finetune.ensemble",
+            "an ensemble trains lmforge's own classifiers only: use it with task=classification "
+            "(not model=hf), or set finetune.ensemble=1",
         )
         _check(
             self.pretrain.seq_len <= self.model.max_len,

@@ -187,6 +187,17 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
     task, model = config["task"], config["model"]
     base = _base_config(model, pad_id=model["pad_id"], special=special)
     if task == "classification":
+        extras = {
+            "finetune.ensemble": config.get("ensemble", 1) if config.get("ensemble", 1) > 1 else 0,
+            "vectors.enabled": bool(config.get("word_vectors")),
+        }
+        used = [f"{key}={value}" for key, value in extras.items() if value]
+        if used:
+            raise UserError(
+                f"{config_path}: this classifier is an ensemble or adds word vectors "
+                f"({', '.join(used)}), which no built-in Hugging Face model has; finetune with "
+                "finetune.ensemble=1 and vectors.enabled=false to export it"
+            )
         mean_pooled = config.get("pooling") != "cls"
         if mean_pooled and not token_logits:
             raise UserError(

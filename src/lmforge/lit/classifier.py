@@ -15,7 +15,7 @@ from torchmetrics.classification import (
 
 from lmforge.config import OptimConfig
 from lmforge.lit.optim import configure, scheduled_steps
-from lmforge.models.transformer import SequenceClassifier, TransformerConfig
+from lmforge.models.transformer import TransformerConfig, build_classifier
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -41,11 +41,13 @@ class LitClassifier(L.LightningModule):
         total_steps: int,
         model: torch.nn.Module | None = None,
         word_vectors: tuple[int, int] | None = None,
+        ensemble: int = 1,
     ) -> None:
         super().__init__()
-        # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own.
-        self.model = model or SequenceClassifier(
-            model_cfg, num_labels=num_labels, pooling=pooling, word_vectors=word_vectors
+        # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own:
+        # one classifier, or an ensemble of `ensemble` (finetune.ensemble) trained side by side.
+        self.model = model or build_classifier(
+            model_cfg, num_labels=num_labels, pooling=pooling, word_vectors=word_vectors, ensemble=ensemble
         )
         self.optim = optim
         self.total_steps = total_steps
@@ -54,8 +56,15 @@ class LitClassifier(L.LightningModule):
         self.val_loss = MeanMetric()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["input_ids"], batch["attention_mask"])
-        loss = F.cross_entropy(logits, batch["labels"])
+        if hasattr(self.model, "member_logits"):
+            # An ensemble's members each learn alone (the mean of their losses), so they stay
+            # diverse; validation and prediction score their averaged probabilities.
+            logits = self.model.member_logits(batch["input_ids"], batch["attention_mask"])
+            labels = batch["labels"].repeat(len(logits))
+            loss = F.cross_entropy(logits.flatten(0, 1), labels)
+        else:
+            logits = self.model(batch["input_ids"], batch["attention_mask"])
+            loss = F.cross_entropy(logits, batch["labels"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -513,14 +513,63 @@ class SequenceClassifier(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def classifier_from_config(config: dict) -> SequenceClassifier:
-    """An untrained :class:`SequenceClassifier` shaped as a finetuned folder's ``config.json`` says."""
+class ClassifierEnsemble(nn.Module):
+    """``K`` :class:`SequenceClassifier` members trained side by side (``finetune.ensemble``):
+    each starts from its own initialisation (and the pretrained encoder, when there is one) and
+    draws its own dropout, and all read the same batches. It is called as one classifier: the
+    logits it returns are the log of the members' mean class probabilities, so a softmax gives
+    that mean and the argmax is the ensemble's vote (Lakshminarayanan et al., 2017, "Simple and
+    Scalable Predictive Uncertainty Estimation using Deep Ensembles")."""
+
+    def __init__(self, members: list[SequenceClassifier]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def member_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[K, B, num_labels]: each member's own logits (training scores each member alone)."""
+        return torch.stack([member(input_ids, attention_mask) for member in self.members])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        log_probs = self.member_logits(input_ids, attention_mask).log_softmax(-1)
+        return log_probs.logsumexp(0) - math.log(len(self.members))
+
+    def set_word_vectors(
+        self, keys: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, kinds: torch.Tensor
+    ) -> None:
+        for member in self.members:
+            member.set_word_vectors(keys, table, rows, kinds)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_classifier(
+    cfg: TransformerConfig,
+    num_labels: int,
+    pooling: Literal["mean", "cls"] = "mean",
+    word_vectors: tuple[int, int] | None = None,
+    ensemble: int = 1,
+) -> SequenceClassifier | ClassifierEnsemble:
+    """One :class:`SequenceClassifier`, or with ``ensemble`` > 1 a :class:`ClassifierEnsemble` of
+    that many, each initialised on its own."""
+    members = [SequenceClassifier(cfg, num_labels, pooling, word_vectors) for _ in range(max(ensemble, 1))]
+    return members[0] if len(members) == 1 else ClassifierEnsemble(members)
+
+
+def classifier_from_config(config: dict) -> SequenceClassifier | ClassifierEnsemble:
+    """An untrained classifier shaped as a finetuned folder's ``config.json`` says."""
     vectors = config.get("word_vectors")
-    return SequenceClassifier(
+    return build_classifier(
         TransformerConfig(**config["model"]),
         num_labels=len(config["labels"]),
         pooling=config["pooling"],
         word_vectors=tuple(vectors) if vectors else None,
+        ensemble=config.get("ensemble", 1),
     )
 
 

@@ -54,7 +54,10 @@ class Task:
         import torch
 
         path = folder / "encoder.pt"
-        module.model.encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # An ensemble (finetune.ensemble) starts every member from the pretrained encoder.
+        for member in getattr(module.model, "members", [module.model]):
+            member.encoder.load_state_dict(state)
         return str(path)
 
     def model_options(self, cfg: Config, meta: dict) -> dict:

@@ -78,6 +78,7 @@ class ClassificationTask(Task):
             total_steps=total_steps,
             model=model,
             word_vectors=None if vectors is None else tuple(vectors[1].shape),
+            ensemble=cfg.finetune.ensemble,
         )
         if vectors is not None:
             module.model.set_word_vectors(*vectors)
@@ -107,6 +108,7 @@ class ClassificationTask(Task):
             "pooling": cfg.finetune.pooling,
             "max_len": cfg.finetune.max_len,
             "word_vectors": word_vectors_shape(cfg),
+            "ensemble": cfg.finetune.ensemble,
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
