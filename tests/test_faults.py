@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"finetune": {"ensemble": 0}}, "config key 'finetune.ensemble': must be >= 1"),
         (
             {"finetune": {"ensemble": 3}, "task": {"name": "tagging"}},
-            "config key 'finetune.ensemble': an ensemble trains lmforge's own classifiers only",
+            "config key 'finetune.ensemble': an ensemble or an n-gram fusion takes lmforge's own classifier",
         ),
     ],
 )

@@ -366,3 +366,61 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in voted]
     with pytest.raises(UserError, match="finetune.ensemble=2"):
         plan(tmp_path / "finetuned", token_logits=True)
+
+
+def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predicts_the_mix(
+    pipeline, tmp_path
+) -> None:
+    """`finetune.ngram_fusion=true`: the n-gram model is fitted before finetuning, its weight is
+    the best on validation (never worse than the classifier alone), and the saved model, its
+    evaluation and the served pyfunc all predict by the mix."""
+    import mlflow
+    import torch
+
+    from lmforge.errors import UserError
+    from lmforge.export_plan import plan
+    from lmforge.tasks.classification.scoring import load_classifier
+
+    workdir, _ = pipeline
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = tiny_config(
+        workdir,
+        "finetune.ngram_fusion=true",
+        "finetune.ngram_buckets=65536",
+        "finetune.max_epochs=1",
+        "logger.registered_model=null",
+        f"logger.tracking_uri={tracking}",
+        f"paths.finetuned={tmp_path}/finetuned",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+        f"paths.checkpoints={tmp_path}/checkpoints",
+    )
+    with working_dir(workdir):
+        finetune.run(cfg)
+        evaluate.run(cfg)
+    metrics = json.loads((tmp_path / "metrics/finetune.json").read_text())
+    assert 0.0 <= metrics["ngram_weight"] <= 0.95
+    assert metrics["val_f1_fused"] >= metrics["best_val_f1"] - 1e-6
+    assert json.loads((tmp_path / "finetuned/config.json").read_text())["ngram_buckets"] == 65536
+    model, labels, tokenizer, max_len = load_classifier(tmp_path / "finetuned")
+    assert float(model.ngram_weight) == pytest.approx(metrics["ngram_weight"])
+    assert int((model.ngrams.weight != 0).any(-1).sum()) > 100  # fitted, and saved with it
+    rows = [r for r in read_jsonl(workdir / "data/prepared/test.jsonl") if r.get("label") is not None][:40]
+    weight = float(model.ngram_weight)
+    with torch.no_grad():
+        ids = [torch_ids(tokenizer, r["text"], max_len) for r in rows]
+        fused = [model(x).softmax(-1) for x in ids]
+        model.ngram_weight.zero_()
+        mixed = [(1 - weight) * model(x).softmax(-1) + weight * model.ngrams(x).softmax(-1) for x in ids]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused, mixed, strict=True))
+
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    assert run.data.metrics["ngram_weight"] == pytest.approx(metrics["ngram_weight"])
+    mlflow.set_tracking_uri(tracking)
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
+        [r["text"] for r in rows]
+    )
+    assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in fused]
+    with pytest.raises(UserError, match="finetune.ngram_fusion=True"):
+        plan(tmp_path / "finetuned", token_logits=True)

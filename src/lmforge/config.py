@@ -497,10 +497,21 @@ class FinetuneConfig:
     # Classification: train this many classifiers side by side, each from its own initialisation,
     # and predict by their mean class probabilities (one model folder; K times the compute).
     ensemble: int = 1
+    # Classification: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
+    # baselines stage's, on token ids, hashed into ngram_buckets) before finetuning, and predict by
+    # a mix of its class probabilities and the classifier's, the weight chosen on validation.
+    ngram_fusion: bool = False
+    ngram_buckets: int = 1048576
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
         _check(self.ensemble >= 1, "finetune.ensemble", "must be >= 1 (1: a single model)")
+        _check(self.ngram_buckets >= 1, "finetune.ngram_buckets", "must be >= 1, e.g. 1048576")
+        _check(
+            not (self.ngram_fusion and self.ensemble > 1),
+            "finetune.ngram_fusion",
+            "fuses one classifier with an n-gram model; set finetune.ensemble=1 to use it",
+        )
         _check(
             self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
             "finetune.ema_decay",
@@ -761,10 +772,12 @@ class Config:
             "task=tagging or task=classification (not model=hf), or set vectors.enabled=false",
         )
         _check(
-            self.finetune.ensemble == 1 or (self.task.name == "classification" and not self.model.is_hf),
-            "finetune.ensemble",
-            "an ensemble trains lmforge's own classifiers only: use it with task=classification "
-            "(not model=hf), or set finetune.ensemble=1",
+            (self.finetune.ensemble == 1 and not self.finetune.ngram_fusion)
+            or (self.task.name == "classification" and not self.model.is_hf),
+            "finetune.ensemble" if self.finetune.ensemble > 1 else "finetune.ngram_fusion",
+            "an ensemble or an n-gram fusion takes lmforge's own classifier only: use it with "
+            "task=classification (not model=hf), or set finetune.ensemble=1 and "
+            "finetune.ngram_fusion=false",
         )
         _check(
             self.pretrain.seq_len <= self.model.max_len,

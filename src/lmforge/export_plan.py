@@ -190,13 +190,15 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
         extras = {
             "finetune.ensemble": config.get("ensemble", 1) if config.get("ensemble", 1) > 1 else 0,
             "vectors.enabled": bool(config.get("word_vectors")),
+            "finetune.ngram_fusion": bool(config.get("ngram_buckets")),
         }
         used = [f"{key}={value}" for key, value in extras.items() if value]
         if used:
             raise UserError(
-                f"{config_path}: this classifier is an ensemble or adds word vectors "
-                f"({', '.join(used)}), which no built-in Hugging Face model has; finetune with "
-                "finetune.ensemble=1 and vectors.enabled=false to export it"
+                f"{config_path}: this classifier is an ensemble, adds word vectors or mixes in an "
+                f"n-gram model ({', '.join(used)}), which no built-in Hugging Face model has; "
+                "finetune with finetune.ensemble=1, vectors.enabled=false and "
+                "finetune.ngram_fusion=false to export it"
             )
         mean_pooled = config.get("pooling") != "cls"
         if mean_pooled and not token_logits:

@@ -166,11 +166,13 @@ def run(cfg: Config) -> float:
         if checkpoints.best_model_path:
             best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(best["state_dict"])
+        settled = task.before_save(module, val_loader, cfg, meta)
         metrics = {
             task.objective: score,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "loader_wait_fraction": loader_wait.fraction,
+            **settled,
         }
         with atomic_dir(cfg.paths.finetuned) as out:
             task.save(module, cfg, meta, out)
@@ -185,7 +187,7 @@ def run(cfg: Config) -> float:
                 },
             )
         write_json(Path(cfg.paths.metrics) / "finetune.json", metrics)
-        mlflow.log_metric(task.objective, score)
+        mlflow.log_metrics({task.objective: score, **settled})
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "finetune.json"))
         log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
         task.after_fit(module, val_loader, cfg, meta)

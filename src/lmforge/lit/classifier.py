@@ -42,12 +42,18 @@ class LitClassifier(L.LightningModule):
         model: torch.nn.Module | None = None,
         word_vectors: tuple[int, int] | None = None,
         ensemble: int = 1,
+        ngram_buckets: int = 0,
     ) -> None:
         super().__init__()
         # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own:
         # one classifier, or an ensemble of `ensemble` (finetune.ensemble) trained side by side.
         self.model = model or build_classifier(
-            model_cfg, num_labels=num_labels, pooling=pooling, word_vectors=word_vectors, ensemble=ensemble
+            model_cfg,
+            num_labels=num_labels,
+            pooling=pooling,
+            word_vectors=word_vectors,
+            ensemble=ensemble,
+            ngram_buckets=ngram_buckets,
         )
         self.optim = optim
         self.total_steps = total_steps

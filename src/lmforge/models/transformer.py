@@ -457,6 +457,7 @@ class SequenceClassifier(nn.Module):
         num_labels: int,
         pooling: Literal["mean", "cls"] = "mean",
         word_vectors: tuple[int, int] | None = None,
+        ngram_buckets: int = 0,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -480,6 +481,14 @@ class SequenceClassifier(nn.Module):
             self.vectors = WordVectors(*word_vectors)
             self.vector_proj = nn.Linear(word_vectors[1], cfg.d_model, bias=False)
             nn.init.normal_(self.vector_proj.weight, mean=0.0, std=INIT_STD)
+        # Optional n-gram model to fuse with (finetune.ngram_fusion, :mod:`lmforge.models.ngrams`):
+        # fitted before finetuning, mixed in with `ngram_weight`, chosen on validation after it.
+        self.ngram_buckets = ngram_buckets
+        if ngram_buckets:
+            from lmforge.models.ngrams import NgramLogits
+
+            self.ngrams = NgramLogits(ngram_buckets, num_labels, cfg.vocab_size, cfg.max_len)
+            self.register_buffer("ngram_weight", torch.zeros(()))
 
     def set_word_vectors(
         self, keys: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, kinds: torch.Tensor
@@ -493,7 +502,8 @@ class SequenceClassifier(nn.Module):
         """``input_ids``: long [B, T]; ``attention_mask``: bool [B, T], True = real token.
 
         If ``attention_mask`` is None it is derived as ``input_ids != cfg.pad_id``.
-        Returns logits [B, num_labels].
+        Returns logits [B, num_labels]; fused with an n-gram model (``ngram_weight`` w > 0), the
+        log of ``(1 - w) * softmax(own logits) + w * softmax(n-gram logits)``.
         """
         if attention_mask is None:
             attention_mask = input_ids != self.cfg.pad_id
@@ -507,7 +517,13 @@ class SequenceClassifier(nn.Module):
         else:
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.classifier(self.dropout(pooled))
+        logits = self.classifier(self.dropout(pooled))
+        if self.ngram_buckets and self.ngram_weight > 0:
+            weight = self.ngram_weight
+            own = logits.log_softmax(-1) + torch.log1p(-weight)
+            other = self.ngrams(input_ids).log_softmax(-1) + weight.log()
+            return torch.logaddexp(own, other)
+        return logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -554,10 +570,14 @@ def build_classifier(
     pooling: Literal["mean", "cls"] = "mean",
     word_vectors: tuple[int, int] | None = None,
     ensemble: int = 1,
+    ngram_buckets: int = 0,
 ) -> SequenceClassifier | ClassifierEnsemble:
     """One :class:`SequenceClassifier`, or with ``ensemble`` > 1 a :class:`ClassifierEnsemble` of
     that many, each initialised on its own."""
-    members = [SequenceClassifier(cfg, num_labels, pooling, word_vectors) for _ in range(max(ensemble, 1))]
+    members = [
+        SequenceClassifier(cfg, num_labels, pooling, word_vectors, ngram_buckets)
+        for _ in range(max(ensemble, 1))
+    ]
     return members[0] if len(members) == 1 else ClassifierEnsemble(members)
 
 
@@ -570,6 +590,7 @@ def classifier_from_config(config: dict) -> SequenceClassifier | ClassifierEnsem
         pooling=config["pooling"],
         word_vectors=tuple(vectors) if vectors else None,
         ensemble=config.get("ensemble", 1),
+        ngram_buckets=config.get("ngram_buckets", 0),
     )
 
 

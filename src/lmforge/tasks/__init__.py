@@ -82,6 +82,11 @@ class Task:
             config = {"task": self.name, "model": asdict(module.model.cfg)}
         write_json(out / "config.json", {**config, **self.model_options(cfg, meta)})
 
+    def before_save(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
+        """Settle what the best checkpoint's model still needs from validation before it is
+        saved (an n-gram fusion's weight); figures to log with the finetune metrics."""
+        return {}
+
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Extra validation figures logged to the finetune run (per-class reports, samples)."""
         return {}

@@ -79,10 +79,71 @@ class ClassificationTask(Task):
             model=model,
             word_vectors=None if vectors is None else tuple(vectors[1].shape),
             ensemble=cfg.finetune.ensemble,
+            ngram_buckets=cfg.finetune.ngram_buckets if cfg.finetune.ngram_fusion else 0,
         )
         if vectors is not None:
             module.model.set_word_vectors(*vectors)
+        if cfg.finetune.ngram_fusion:
+            self._fit_ngrams(module.model, cfg, meta)
         return module
+
+    @staticmethod
+    def _fit_ngrams(model: Any, cfg: Config, meta: dict) -> None:
+        """``finetune.ngram_fusion``: fit the classifier's n-gram model on the train split."""
+        import time
+
+        from tokenizers import Tokenizer
+        from torch.utils.data import DataLoader
+
+        from lmforge.data.datasets import LabelledRecords, pad_batch
+        from lmforge.data.tokenization import TokenShards
+        from lmforge.models.word_vectors import token_kinds
+
+        tokenizer = Tokenizer.from_file(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        model.ngrams.set_word_starts(token_kinds(tokenizer, meta["special_ids"].values()))
+        pad = meta["special_ids"]["pad"]
+        train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), cfg.finetune.max_len)
+        loader = DataLoader(train, batch_size=512, collate_fn=lambda items: pad_batch(items, pad))
+        start = time.perf_counter()
+        fitted = model.ngrams.fit((batch["input_ids"], batch["labels"]) for batch in loader)
+        print(
+            f"finetune: n-gram model fitted on {len(train)} train texts ({fitted['ngrams']:,} n-grams, "
+            f"train accuracy {fitted['train_accuracy']:.3f}, {time.perf_counter() - start:.0f} s)"
+        )
+
+    def before_save(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
+        """``finetune.ngram_fusion``: the n-gram model's weight in the mix, the one of 0, 0.05,
+        ..., 0.95 with the best validation macro F1 (the lowest on ties)."""
+        if not cfg.finetune.ngram_fusion:
+            return {}
+        import torch
+        from torchmetrics.functional.classification import multiclass_f1_score
+
+        model = module.model
+        model.eval()
+        model.ngram_weight.zero_()
+        own, labels, ngram = [], [], []
+        with torch.inference_mode():
+            for batch in val_loader:
+                own.append(model(batch["input_ids"], batch["attention_mask"]).softmax(-1))
+                ngram.append(model.ngrams(batch["input_ids"]).softmax(-1))
+                labels.append(batch["labels"])
+        own_p, ngram_p, target = torch.cat(own), torch.cat(ngram), torch.cat(labels)
+        classes = own_p.shape[-1]
+
+        def f1(weight: float) -> float:
+            mixed = (1 - weight) * own_p + weight * ngram_p
+            return float(multiclass_f1_score(mixed, target, classes, average="macro"))
+
+        scores = {round(0.05 * step, 2): f1(0.05 * step) for step in range(20)}
+        best = max(scores, key=lambda w: (scores[w], -w))
+        model.ngram_weight.fill_(best)
+        result = {"ngram_weight": best, "val_f1_fused": scores[best], "val_f1_ngrams": f1(1.0)}
+        print(
+            f"finetune: n-gram fusion weight {best:.2f} (val macro F1 {scores[best]:.4f}; the "
+            f"classifier alone {scores[0.0]:.4f}, the n-gram model alone {result['val_f1_ngrams']:.4f})"
+        )
+        return result
 
     @staticmethod
     def _word_vectors(cfg: Config, meta: dict):
@@ -109,6 +170,7 @@ class ClassificationTask(Task):
             "max_len": cfg.finetune.max_len,
             "word_vectors": word_vectors_shape(cfg),
             "ensemble": cfg.finetune.ensemble,
+            "ngram_buckets": cfg.finetune.ngram_buckets if cfg.finetune.ngram_fusion else 0,
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:

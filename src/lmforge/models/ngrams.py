@@ -1,0 +1,131 @@
+"""A linear classifier over a text's words and word pairs, read from token ids, to fuse with
+lmforge's own classifier (``finetune.ngram_fusion``).
+
+It is the baselines stage's TF-IDF + logistic regression on token ids: a text's words are found
+as :class:`lmforge.models.word_vectors.TokenWordKeys` finds them (a key per word, from its ids),
+its word unigrams and bigrams are hashed into ``buckets``, weighted by sublinear term frequency
+times inverse document frequency over the train split (n-grams in fewer than two train texts are
+dropped) and normalised to unit length, and an L2-regularised logistic regression over them is
+fitted once, before finetuning, with L-BFGS. A bag of n-grams and a Transformer make different
+mistakes; the finetuned classifier mixes the two models' class probabilities with a weight
+chosen on validation (:meth:`lmforge.models.transformer.SequenceClassifier.forward`), as stacked
+n-gram and neural models were mixed for sentiment by Mesnil et al. (2015, "Ensemble of
+Generative and Discriminative Techniques for Sentiment Analysis of Movie Reviews").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from lmforge.models.word_vectors import TokenWordKeys
+
+# Pairs of word keys hash apart from single keys (and from each other's order).
+_PAIR = 1_000_003
+_MIX = 2_654_435_761
+
+
+class NgramLogits(nn.Module):
+    """Class logits of a logistic regression over TF-IDF weighted hashed word uni- and bigrams.
+    Its weights, IDF and bias are buffers: fitted by :meth:`fit`, never by finetuning."""
+
+    def __init__(self, buckets: int, num_labels: int, vocab_size: int, max_len: int) -> None:
+        super().__init__()
+        if buckets < 1:
+            raise ValueError(f"buckets must be >= 1, got {buckets}")
+        self.buckets = buckets
+        self.word_keys = TokenWordKeys(vocab_size, max_len)
+        self.register_buffer("idf", torch.zeros(buckets))
+        self.register_buffer("weight", torch.zeros(buckets, num_labels))
+        self.register_buffer("bias", torch.zeros(num_labels))
+
+    def set_word_starts(self, kinds: torch.Tensor) -> None:
+        """The tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`)."""
+        self.word_keys.set(kinds)
+
+    def ngrams(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T] ids -> ``[B, M]`` buckets, how often each occurrence's n-gram occurs in its text
+        (0: no n-gram here) and whether it is that n-gram's first occurrence."""
+        keys = self.word_keys(input_ids)
+        # The words, left-aligned in text order (zeros after the last).
+        order = (keys == 0).to(torch.int8).argsort(dim=1, stable=True)
+        words = keys.gather(1, order)
+        pairs = (words[:, :-1] * _PAIR + words[:, 1:]) * _MIX
+        pairs = torch.where((words[:, :-1] > 0) & (words[:, 1:] > 0), pairs, 0)
+        grams = torch.cat([words, pairs], dim=1)
+        present = grams != 0
+        same = (grams.unsqueeze(2) == grams.unsqueeze(1)) & present.unsqueeze(1) & present.unsqueeze(2)
+        count = same.sum(-1).to(torch.float32)
+        earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=same.device).tril(-1)
+        first = present & ~(same & earlier).any(-1)
+        return grams.remainder(self.buckets) * present, count, first
+
+    def values(self, buckets: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Each occurrence's share of its n-gram's TF-IDF value, each text's vector of unit
+        length: an n-gram that occurs ``c`` times has value ``(1 + log c) * idf`` in all, split
+        over its ``c`` occurrences."""
+        present = count > 0
+        tf = torch.where(present, 1.0 + count.clamp(min=1).log(), 0.0)
+        idf = self.idf[buckets]
+        share = torch.where(present, tf / count.clamp(min=1), 0.0)
+        # |x|^2 = sum over distinct n-grams of (tf idf)^2 = sum over occurrences of share tf idf^2.
+        norm = (share * tf * idf.square()).sum(1, keepdim=True).sqrt().clamp(min=1e-12)
+        return share * idf / norm
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        buckets, count, _ = self.ngrams(input_ids)
+        values = self.values(buckets, count)
+        return torch.einsum("bm,bmc->bc", values, self.weight[buckets]) + self.bias
+
+    @torch.no_grad()
+    def fit(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], c: float = 10.0, steps: int = 100
+    ) -> dict:
+        """Fit on ``(input_ids, labels)`` batches (the train split): IDF, then weights and bias by
+        L-BFGS on the mean cross-entropy + ``|w|^2 / (2 c n)`` (scikit-learn's objective with
+        ``C = c``). Returns the train accuracy and the number of L-BFGS steps."""
+        found: list[tuple[torch.Tensor, ...]] = []
+        for ids, y in batches:
+            found.append((*self.ngrams(ids), y))
+        width = max(item[0].shape[1] for item in found)
+
+        def stack(i: int) -> torch.Tensor:
+            return torch.cat([nn.functional.pad(item[i], (0, width - item[i].shape[1])) for item in found])
+
+        bucket, count, first = stack(0), stack(1), stack(2)
+        label = torch.cat([item[3] for item in found])
+        n = len(label)
+        df = torch.zeros(self.buckets).index_add_(0, bucket[first], torch.ones(int(first.sum())))
+        # scikit-learn's smoothed IDF; n-grams in fewer than 2 train texts get none (min_df=2).
+        self.idf.copy_(torch.where(df >= 2, torch.log(torch.tensor(1.0 + n)) - torch.log1p(df) + 1, 0.0))
+        values = self.values(bucket, count)
+        kept = values > 0
+        used, column = torch.unique(bucket[kept], return_inverse=True)
+        rows = torch.arange(n).unsqueeze(1).expand_as(bucket)[kept]
+        # One row per text over the n-grams in use: occurrences of one n-gram add up.
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([rows, column]), values[kept], (n, len(used)), check_invariants=True
+        ).coalesce()
+        weight = torch.zeros(len(used), self.weight.shape[1], requires_grad=True)
+        bias = torch.zeros(self.weight.shape[1], requires_grad=True)
+        optimizer = torch.optim.LBFGS(
+            [weight, bias], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
+        )
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                logits = torch.sparse.mm(matrix, weight) + bias
+                loss = nn.functional.cross_entropy(logits, label) + weight.square().sum() / (2 * c * n)
+                loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(closure)
+        self.weight.zero_()
+        self.weight[used] = weight.detach()
+        self.bias.copy_(bias.detach())
+        accuracy = ((torch.sparse.mm(matrix, weight) + bias).argmax(-1) == label).float().mean().item()
+        return {"train_accuracy": accuracy, "ngrams": len(used), "steps": optimizer.state[weight]["n_iter"]}

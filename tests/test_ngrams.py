@@ -1,0 +1,121 @@
+"""The n-gram model a classifier can be fused with (finetune.ngram_fusion, lmforge.models.ngrams):
+its TF-IDF values, its fit, and the fused classifier's probabilities through a save and load."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from lmforge.config import TokenizerConfig
+from lmforge.data.tokenization import special_ids, train_tokenizer
+from lmforge.models.ngrams import NgramLogits
+from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
+from lmforge.models.word_vectors import token_kinds
+
+POSITIVE = ["good", "great", "fine", "lovely"]
+NEGATIVE = ["bad", "dull", "awful", "poor"]
+FILLER = ["the", "movie", "film", "plot", "was", "a", "story", "and", "cast", "it"]
+
+
+def texts(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Filler with one sentiment word; "not" before a word flips its label (a bigram's job)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        negated = rng.random() < 0.3
+        word = rng.choice(POSITIVE if label != negated else NEGATIVE)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))]
+        words.insert(rng.randint(0, len(words)), f"not {word}" if negated else word)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    corpus = [text for text, _ in texts(400, seed=1)]
+    return train_tokenizer(corpus, TokenizerConfig(kind="bpe", vocab_size=300, min_frequency=1))
+
+
+def encode(tokenizer, rows: list[str]) -> torch.Tensor:
+    specials = special_ids()
+    encoded = [[specials["cls"], *tokenizer.encode(text).ids, specials["sep"]] for text in rows]
+    width = max(map(len, encoded))
+    return torch.tensor([ids + [specials["pad"]] * (width - len(ids)) for ids in encoded])
+
+
+def model_for(tokenizer, buckets: int = 4096) -> NgramLogits:
+    model = NgramLogits(buckets, 2, tokenizer.get_vocab_size(), 64)
+    model.set_word_starts(token_kinds(tokenizer, special_ids().values()))
+    return model
+
+
+def test_a_texts_values_are_its_tf_idf_vector_of_unit_length(tokenizer) -> None:
+    """ "good good movie": good twice (sublinear tf 1 + ln 2), movie, "good good", "good movie"
+    once each; with every IDF at 2 the vector is (1 + ln 2, 1, 1, 1) * 2, normalised, whatever
+    the padding."""
+    model = model_for(tokenizer)
+    model.idf.fill_(2.0)
+    ids = encode(tokenizer, ["good good movie", "the plot was a story and the cast"])
+    buckets, count, first = model.ngrams(ids)
+    values = model.values(buckets, count)
+    row = {}
+    for bucket, value in zip(buckets[0].tolist(), values[0].tolist(), strict=True):
+        if value:
+            row[bucket] = row.get(bucket, 0.0) + value
+    expected = torch.tensor([1 + math.log(2), 1.0, 1.0, 1.0])
+    expected = expected / expected.norm()
+    assert sorted(row.values()) == pytest.approx(sorted(expected.tolist()))
+    assert int(first[0].sum()) == 4 and int((count[0] > 0).sum()) == 5  # "good" occurs twice
+    # The second text: 8 words, 7 pairs, "the" twice; its vector has unit length too.
+    assert int(first[1].sum()) == 7 + 7
+    norm = sum(v**2 * c for v, c in zip(values[1].tolist(), count[1].tolist(), strict=True) if c) ** 0.5
+    assert norm == pytest.approx(1.0)
+
+
+def test_the_fit_learns_words_and_the_bigrams_that_flip_them(tokenizer) -> None:
+    train = texts(600)
+    model = model_for(tokenizer)
+    ids, labels = encode(tokenizer, [t for t, _ in train]), torch.tensor([y for _, y in train])
+    fitted = model.fit([(ids[i : i + 100], labels[i : i + 100]) for i in range(0, len(train), 100)])
+    assert fitted["train_accuracy"] > 0.97
+    # Unseen texts: the same words in other places, negation included.
+    probe = ["it was good", "it was not good", "the cast was awful", "the cast was not awful"]
+    predicted = model(encode(tokenizer, probe)).argmax(-1).tolist()
+    assert predicted == [1, 0, 0, 1]
+    # n-grams seen in one train text only get no IDF, so no weight (min_df=2).
+    assert bool((model.idf > 0).sum() < fitted["ngrams"] + 1)
+
+
+def test_the_fused_classifier_mixes_the_two_models_probabilities_through_a_save(tokenizer) -> None:
+    cfg = TransformerConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        d_ff=32,
+        max_len=64,
+        dropout=0.0,
+    )
+    model = SequenceClassifier(cfg, num_labels=2, ngram_buckets=4096)
+    model.ngrams.set_word_starts(token_kinds(tokenizer, special_ids().values()))
+    train = texts(300)
+    ids, labels = encode(tokenizer, [t for t, _ in train]), torch.tensor([y for _, y in train])
+    model.ngrams.fit([(ids, labels)])
+    model.eval()
+    probe = encode(tokenizer, ["it was not good", "the plot was lovely"])
+    with torch.no_grad():
+        own = model(probe).softmax(-1)  # weight 0: the classifier alone, as in training
+        other = model.ngrams(probe).softmax(-1)
+        model.ngram_weight.fill_(0.3)
+        mixed = model(probe).softmax(-1)
+    torch.testing.assert_close(mixed, 0.7 * own + 0.3 * other)
+    config = {"model": cfg.__dict__, "labels": ["neg", "pos"], "pooling": "mean", "ngram_buckets": 4096}
+    rebuilt = classifier_from_config(config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(probe).softmax(-1), mixed)
