@@ -32,6 +32,34 @@ def tiny_config(workdir: Path, *overrides: str) -> Config:
     return validate(raw)
 
 
+def finetune_apart(workdir: Path, tmp_path: Path, *overrides: str) -> Config:
+    """The tiny experiment on the module's shards, finetuning into ``tmp_path`` with its own
+    MLflow store: a variant that leaves the shared pipeline's outputs alone."""
+    return tiny_config(
+        workdir,
+        *overrides,
+        "finetune.max_epochs=1",
+        "logger.registered_model=null",
+        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"paths.finetuned={tmp_path}/finetuned",
+        f"paths.metrics={tmp_path}/metrics",
+        f"paths.plots={tmp_path}/plots",
+        f"paths.checkpoints={tmp_path}/checkpoints",
+    )
+
+
+def served_predictions(tmp_path: Path, texts: list[str]):
+    """The finetune run's logged pyfunc classifier (in ``tmp_path``'s MLflow store) on ``texts``,
+    and the run."""
+    import mlflow
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    mlflow.set_tracking_uri(tracking)
+    return mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(texts), run
+
+
 @contextmanager
 def working_dir(path: Path) -> Iterator[None]:
     previous = Path.cwd()
@@ -199,17 +227,7 @@ def test_ema_weights_are_what_finetune_validates_and_saves(pipeline, tmp_path) -
     import torch
 
     workdir, _ = pipeline
-    cfg = tiny_config(
-        workdir,
-        "finetune.ema_decay=0.9",
-        "finetune.max_epochs=1",
-        "logger.registered_model=null",
-        f"logger.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        f"paths.finetuned={tmp_path}/finetuned",
-        f"paths.metrics={tmp_path}/metrics",
-        f"paths.plots={tmp_path}/plots",
-        f"paths.checkpoints={tmp_path}/checkpoints",
-    )
+    cfg = finetune_apart(workdir, tmp_path, "finetune.ema_decay=0.9")
     with working_dir(workdir):
         finetune.run(cfg)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
@@ -230,27 +248,17 @@ def test_word_vectors_reach_the_classifier_its_evaluation_and_its_served_model(p
     (keyed from raw text, not shards) and the logged pyfunc model give the same predictions."""
     import csv
 
-    import mlflow
-
     from lmforge import word_vectors
     from lmforge.tasks.classification.scoring import load_classifier
 
     workdir, _ = pipeline
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
     options = [
         "vectors.enabled=true",
         "vectors.dim=8",
         "vectors.contexts=200",
-        "finetune.max_epochs=1",
-        "logger.registered_model=null",
-        f"logger.tracking_uri={tracking}",
         f"paths.word_vectors={tmp_path}/word_vectors",
-        f"paths.finetuned={tmp_path}/finetuned",
-        f"paths.metrics={tmp_path}/metrics",
-        f"paths.plots={tmp_path}/plots",
-        f"paths.checkpoints={tmp_path}/checkpoints",
     ]
-    cfg = tiny_config(workdir, *options)
+    cfg = finetune_apart(workdir, tmp_path, *options)
     with working_dir(workdir):
         word_vectors.run(cfg)
         finetune.run(cfg)
@@ -272,17 +280,16 @@ def test_word_vectors_reach_the_classifier_its_evaluation_and_its_served_model(p
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows([("text", "label"), *((r["text"], r["label"]) for r in rows)])
     with working_dir(workdir):
-        evaluate.run(tiny_config(workdir, *options, f"eval.file={path}", f"eval.output={tmp_path}/file.json"))
+        evaluate.run(
+            finetune_apart(
+                workdir, tmp_path, *options, f"eval.file={path}", f"eval.output={tmp_path}/file.json"
+            )
+        )
     scored = json.loads((tmp_path / "file.json").read_text())
     assert scored["examples"] == reference["examples"] == len(rows)
     assert scored["accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
 
-    client = mlflow.MlflowClient(tracking_uri=tracking)
-    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
-    mlflow.set_tracking_uri(tracking)
-    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
-        [r["text"] for r in rows]
-    )
+    served, _ = served_predictions(tmp_path, [r["text"] for r in rows])
     import torch
 
     with torch.no_grad():
@@ -307,7 +314,6 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     """`finetune.ensemble=2`: both members start from the pretrain stage's encoder with heads of
     their own, train apart, and the saved model (evaluation, the served pyfunc) predicts by their
     mean class probabilities; exporting it is refused in one line."""
-    import mlflow
     import torch
 
     from lmforge.errors import UserError
@@ -318,18 +324,7 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     from lmforge.workspace import model_config, shard_meta
 
     workdir, _ = pipeline
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = tiny_config(
-        workdir,
-        "finetune.ensemble=2",
-        "finetune.max_epochs=1",
-        "logger.registered_model=null",
-        f"logger.tracking_uri={tracking}",
-        f"paths.finetuned={tmp_path}/finetuned",
-        f"paths.metrics={tmp_path}/metrics",
-        f"paths.plots={tmp_path}/plots",
-        f"paths.checkpoints={tmp_path}/checkpoints",
-    )
+    cfg = finetune_apart(workdir, tmp_path, "finetune.ensemble=2")
     with working_dir(workdir):
         task = get_task("classification")
         meta = shard_meta(cfg)
@@ -357,12 +352,7 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     report = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert report["examples"] > 0 and 0.0 <= report["accuracy"] <= 1.0
 
-    client = mlflow.MlflowClient(tracking_uri=tracking)
-    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
-    mlflow.set_tracking_uri(tracking)
-    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
-        [r["text"] for r in rows]
-    )
+    served, _ = served_predictions(tmp_path, [r["text"] for r in rows])
     assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in voted]
     with pytest.raises(UserError, match="finetune.ensemble=2"):
         plan(tmp_path / "finetuned", token_logits=True)
@@ -374,7 +364,6 @@ def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predict
     """`finetune.ngram_fusion=true`: the n-gram model is fitted before finetuning, its weight is
     the best on validation (never worse than the classifier alone), and the saved model, its
     evaluation and the served pyfunc all predict by the mix."""
-    import mlflow
     import torch
 
     from lmforge.errors import UserError
@@ -382,19 +371,7 @@ def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predict
     from lmforge.tasks.classification.scoring import load_classifier
 
     workdir, _ = pipeline
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = tiny_config(
-        workdir,
-        "finetune.ngram_fusion=true",
-        "finetune.ngram_buckets=65536",
-        "finetune.max_epochs=1",
-        "logger.registered_model=null",
-        f"logger.tracking_uri={tracking}",
-        f"paths.finetuned={tmp_path}/finetuned",
-        f"paths.metrics={tmp_path}/metrics",
-        f"paths.plots={tmp_path}/plots",
-        f"paths.checkpoints={tmp_path}/checkpoints",
-    )
+    cfg = finetune_apart(workdir, tmp_path, "finetune.ngram_fusion=true", "finetune.ngram_buckets=65536")
     with working_dir(workdir):
         finetune.run(cfg)
         evaluate.run(cfg)
@@ -406,21 +383,18 @@ def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predict
     assert float(model.ngram_weight) == pytest.approx(metrics["ngram_weight"])
     assert int((model.ngrams.weight != 0).any(-1).sum()) > 100  # fitted, and saved with it
     rows = [r for r in read_jsonl(workdir / "data/prepared/test.jsonl") if r.get("label") is not None][:40]
-    weight = float(model.ngram_weight)
     with torch.no_grad():
         ids = [torch_ids(tokenizer, r["text"], max_len) for r in rows]
+        saved = [model(x).softmax(-1) for x in ids]
+        weight = float(model.ngram_weight) or 0.5  # a mix, whatever validation chose
+        model.ngram_weight.fill_(weight)
         fused = [model(x).softmax(-1) for x in ids]
         model.ngram_weight.zero_()
         mixed = [(1 - weight) * model(x).softmax(-1) + weight * model.ngrams(x).softmax(-1) for x in ids]
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused, mixed, strict=True))
 
-    client = mlflow.MlflowClient(tracking_uri=tracking)
-    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-finetune").experiment_id])
+    served, run = served_predictions(tmp_path, [r["text"] for r in rows])
     assert run.data.metrics["ngram_weight"] == pytest.approx(metrics["ngram_weight"])
-    mlflow.set_tracking_uri(tracking)
-    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/classifier").predict(
-        [r["text"] for r in rows]
-    )
-    assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in fused]
+    assert served["label"].tolist() == [str(labels[int(p.argmax())]) for p in saved]
     with pytest.raises(UserError, match="finetune.ngram_fusion=True"):
         plan(tmp_path / "finetuned", token_logits=True)

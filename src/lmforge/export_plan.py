@@ -187,19 +187,17 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
     task, model = config["task"], config["model"]
     base = _base_config(model, pad_id=model["pad_id"], special=special)
     if task == "classification":
-        extras = {
-            "finetune.ensemble": config.get("ensemble", 1) if config.get("ensemble", 1) > 1 else 0,
-            "vectors.enabled": bool(config.get("word_vectors")),
-            "finetune.ngram_fusion": bool(config.get("ngram_buckets")),
-        }
-        used = [f"{key}={value}" for key, value in extras.items() if value]
-        if used:
-            raise UserError(
-                f"{config_path}: this classifier is an ensemble, adds word vectors or mixes in an "
-                f"n-gram model ({', '.join(used)}), which no built-in Hugging Face model has; "
-                "finetune with finetune.ensemble=1, vectors.enabled=false and "
-                "finetune.ngram_fusion=false to export it"
-            )
+        ensemble = config.get("ensemble", 1)
+        _refuse_extras(
+            config_path,
+            "this classifier is an ensemble, adds word vectors or mixes in an n-gram model",
+            {
+                "finetune.ensemble": ensemble if ensemble > 1 else 0,
+                "vectors.enabled": bool(config.get("word_vectors")),
+                "finetune.ngram_fusion": bool(config.get("ngram_buckets")),
+            },
+            "finetune.ensemble=1, vectors.enabled=false and finetune.ngram_fusion=false",
+        )
         mean_pooled = config.get("pooling") != "cls"
         if mean_pooled and not token_logits:
             raise UserError(
@@ -222,19 +220,17 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
         mapped.update({"classifier.weight": weight, "classifier.bias": bias})
         return Target(architecture, mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"])
     if task == "tagging":
-        extras = {
-            "task.word_feature_buckets": config.get("feature_buckets", 0),
-            "task.char_cnn": config.get("char_cnn", 0),
-            "task.context_lstm": config.get("context_lstm", 0),
-            "vectors.enabled": bool(config.get("word_vectors")),
-        }
-        used = [f"{key}={value}" for key, value in extras.items() if value]
-        if used:
-            raise UserError(
-                f"{config_path}: this tagger adds word features, a character CNN, a BiLSTM or word vectors "
-                f"({', '.join(used)}), which no built-in Hugging Face model has; finetune with "
-                "them at 0 to export it"
-            )
+        _refuse_extras(
+            config_path,
+            "this tagger adds word features, a character CNN, a BiLSTM or word vectors",
+            {
+                "task.word_feature_buckets": config.get("feature_buckets", 0),
+                "task.char_cnn": config.get("char_cnn", 0),
+                "task.context_lstm": config.get("context_lstm", 0),
+                "vectors.enabled": bool(config.get("word_vectors")),
+            },
+            "them at 0",
+        )
         state = weights("model.pt")
         mapped = {
             **_encoder_weights(state, "encoder.", model["n_layers"]),
@@ -259,6 +255,17 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
         f"{config_path}: task '{task}' cannot be exported; export a classification, tagging "
         "or text2text model"
     )
+
+
+def _refuse_extras(config_path: Path, what: str, extras: dict[str, Any], hint: str) -> None:
+    """A clear error naming the options a model was finetuned with that no Hugging Face
+    architecture holds (those of ``extras`` that are set)."""
+    used = [f"{key}={value}" for key, value in extras.items() if value]
+    if used:
+        raise UserError(
+            f"{config_path}: {what} ({', '.join(used)}), which no built-in Hugging Face model has; "
+            f"finetune with {hint} to export it"
+        )
 
 
 def _causal_target(mapped: dict, base: dict, max_len: int, template: list[str]) -> Target:
