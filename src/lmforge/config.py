@@ -503,6 +503,11 @@ class FinetuneConfig:
     ngram_fusion: bool = False
     ngram_buckets: int = 1048576
 
+    @property
+    def fusion_buckets(self) -> int:
+        """The n-gram model's buckets with ``ngram_fusion``, else 0 (no n-gram model)."""
+        return self.ngram_buckets if self.ngram_fusion else 0
+
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "finetune.batch_size", "must be positive")
         _check(self.ensemble >= 1, "finetune.ensemble", "must be >= 1 (1: a single model)")

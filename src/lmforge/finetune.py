@@ -81,6 +81,7 @@ def run(cfg: Config) -> float:
     model_cfg = model_config(cfg, meta["vocab_size"])
     total_steps = f.max_epochs * math.ceil(len(data.train) / f.batch_size)
     module = task.module(cfg, model_cfg, meta, total_steps)
+    task.before_fit(module, data, cfg, meta)
     if cfg.trainer.compile:
         module.model.compile()
     tags = {

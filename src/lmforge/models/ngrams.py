@@ -79,7 +79,6 @@ class NgramLogits(nn.Module):
         values = self.values(buckets, count)
         return torch.einsum("bm,bmc->bc", values, self.weight[buckets]) + self.bias
 
-    @torch.no_grad()
     def fit(
         self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], c: float = 10.0, steps: int = 100
     ) -> dict:
@@ -116,16 +115,15 @@ class NgramLogits(nn.Module):
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            with torch.enable_grad():
-                logits = torch.sparse.mm(matrix, weight) + bias
-                loss = nn.functional.cross_entropy(logits, label) + weight.square().sum() / (2 * c * n)
-                loss.backward()
+            logits = torch.sparse.mm(matrix, weight) + bias
+            loss = nn.functional.cross_entropy(logits, label) + weight.square().sum() / (2 * c * n)
+            loss.backward()
             return loss
 
-        with torch.enable_grad():
-            optimizer.step(closure)
-        self.weight.zero_()
-        self.weight[used] = weight.detach()
-        self.bias.copy_(bias.detach())
-        accuracy = ((torch.sparse.mm(matrix, weight) + bias).argmax(-1) == label).float().mean().item()
+        optimizer.step(closure)
+        with torch.no_grad():
+            self.weight.zero_()
+            self.weight[used] = weight
+            self.bias.copy_(bias)
+            accuracy = ((torch.sparse.mm(matrix, weight) + bias).argmax(-1) == label).float().mean().item()
         return {"train_accuracy": accuracy, "ngrams": len(used), "steps": optimizer.state[weight]["n_iter"]}

@@ -560,9 +560,6 @@ class ClassifierEnsemble(nn.Module):
         for member in self.members:
             member.set_word_vectors(keys, table, rows, kinds)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 def build_classifier(
     cfg: TransformerConfig,

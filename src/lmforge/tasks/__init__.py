@@ -82,6 +82,10 @@ class Task:
             config = {"task": self.name, "model": asdict(module.model.cfg)}
         write_json(out / "config.json", {**config, **self.model_options(cfg, meta)})
 
+    def before_fit(self, module: Any, data: TaskData, cfg: Config, meta: dict) -> None:
+        """Fit what the model holds besides its trained weights, from the task's data (an
+        n-gram model to fuse with); called once the module is built."""
+
     def before_save(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
         """Settle what the best checkpoint's model still needs from validation before it is
         saved (an n-gram fusion's weight); figures to log with the finetune metrics."""

@@ -79,36 +79,28 @@ class ClassificationTask(Task):
             model=model,
             word_vectors=None if vectors is None else tuple(vectors[1].shape),
             ensemble=cfg.finetune.ensemble,
-            ngram_buckets=cfg.finetune.ngram_buckets if cfg.finetune.ngram_fusion else 0,
+            ngram_buckets=cfg.finetune.fusion_buckets,
         )
         if vectors is not None:
             module.model.set_word_vectors(*vectors)
-        if cfg.finetune.ngram_fusion:
-            self._fit_ngrams(module.model, cfg, meta)
         return module
 
-    @staticmethod
-    def _fit_ngrams(model: Any, cfg: Config, meta: dict) -> None:
+    def before_fit(self, module: Any, data: TaskData, cfg: Config, meta: dict) -> None:
         """``finetune.ngram_fusion``: fit the classifier's n-gram model on the train split."""
+        if not cfg.finetune.ngram_fusion:
+            return
         import time
 
-        from tokenizers import Tokenizer
         from torch.utils.data import DataLoader
 
-        from lmforge.data.datasets import LabelledRecords, pad_batch
-        from lmforge.data.tokenization import TokenShards
-        from lmforge.models.word_vectors import token_kinds
-
-        tokenizer = Tokenizer.from_file(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
-        model.ngrams.set_word_starts(token_kinds(tokenizer, meta["special_ids"].values()))
-        pad = meta["special_ids"]["pad"]
-        train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), cfg.finetune.max_len)
-        loader = DataLoader(train, batch_size=512, collate_fn=lambda items: pad_batch(items, pad))
+        ngrams = module.model.ngrams
+        ngrams.set_word_starts(self._word_starts(cfg, meta))
+        loader = DataLoader(data.train, batch_size=512, collate_fn=data.collate)
         start = time.perf_counter()
-        fitted = model.ngrams.fit((batch["input_ids"], batch["labels"]) for batch in loader)
+        fitted = ngrams.fit((batch["input_ids"], batch["labels"]) for batch in loader)
         print(
-            f"finetune: n-gram model fitted on {len(train)} train texts ({fitted['ngrams']:,} n-grams, "
-            f"train accuracy {fitted['train_accuracy']:.3f}, {time.perf_counter() - start:.0f} s)"
+            f"finetune: n-gram model fitted on {len(data.train)} train texts ({fitted['ngrams']:,} "
+            f"n-grams, train accuracy {fitted['train_accuracy']:.3f}, {time.perf_counter() - start:.0f} s)"
         )
 
     def before_save(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
@@ -152,16 +144,28 @@ class ClassificationTask(Task):
         if not cfg.vectors.enabled:
             return None
         import torch
-        from tokenizers import Tokenizer
 
         from lmforge.models.word_vectors import token_kinds, token_word_keys
         from lmforge.word_vectors import load_word_vectors
 
         vocab, table = load_word_vectors(cfg)
-        tokenizer = Tokenizer.from_file(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+        tokenizer = ClassificationTask._tokenizer(cfg)
         keys, rows = token_word_keys(tokenizer, vocab)
         kinds = token_kinds(tokenizer, meta["special_ids"].values())
         return keys, torch.from_numpy(table), rows, kinds
+
+    @staticmethod
+    def _tokenizer(cfg: Config):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
+
+    @staticmethod
+    def _word_starts(cfg: Config, meta: dict):
+        """The tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`)."""
+        from lmforge.models.word_vectors import token_kinds
+
+        return token_kinds(ClassificationTask._tokenizer(cfg), meta["special_ids"].values())
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
         return {
@@ -170,7 +174,7 @@ class ClassificationTask(Task):
             "max_len": cfg.finetune.max_len,
             "word_vectors": word_vectors_shape(cfg),
             "ensemble": cfg.finetune.ensemble,
-            "ngram_buckets": cfg.finetune.ngram_buckets if cfg.finetune.ngram_fusion else 0,
+            "ngram_buckets": cfg.finetune.fusion_buckets,
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
