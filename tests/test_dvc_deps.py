@@ -108,6 +108,10 @@ def test_the_walk_follows_lazy_relative_and_by_name_imports(tmp_path: Path) -> N
         "    cmd: echo hi\n"
         "    deps:\n"
         "      - src/pkg/other.py\n"
+        "  elsewhere:\n"
+        "    cmd: python -m pip --version\n"
+        "    deps:\n"
+        "      - src/pkg/other.py\n"
     )
     rewritten = dvc_deps.rewrite(dvc_yaml, tmp_path)
     assert rewritten == (
@@ -128,6 +132,10 @@ def test_the_walk_follows_lazy_relative_and_by_name_imports(tmp_path: Path) -> N
         "      - out\n"
         "  shell:\n"
         "    cmd: echo hi\n"
+        "    deps:\n"
+        "      - src/pkg/other.py\n"
+        "  elsewhere:\n"
+        "    cmd: python -m pip --version\n"
         "    deps:\n"
         "      - src/pkg/other.py\n"
     )

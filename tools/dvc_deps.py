@@ -124,7 +124,7 @@ class Package:
         for path in sorted(files):
             for folder in parent_folders(path):
                 under = {f for f in every if f.startswith(f"{folder}/")}
-                if folder.count("/") > 0 and under <= files:
+                if under <= files:
                     entries -= under
                     entries.add(folder)
         # A folder inside a folder already listed: the outer one covers it.
@@ -172,6 +172,8 @@ def expected_deps(text: str, root: Path = ROOT) -> dict[str, list[str]]:
     found = {}
     for stage, module in modules.items():
         package = scanned[module.split(".")[0]]
+        if not package.modules:
+            continue  # `python -m` of a module from elsewhere (pip, dvc): not this project's code
         if module not in package.modules:
             raise SystemExit(f"dvc.yaml: stage {stage!r} runs {module}, which is not under {SRC}/")
         found[stage] = package.deps(module)
@@ -199,6 +201,8 @@ def uncovered(text: str, root: Path = ROOT) -> dict[str, list[str]]:
         if top not in scanned:
             scanned[top] = Package.scan(root, top)
         package = scanned[top]
+        if not package.modules:
+            continue
         if module not in package.modules:
             missing[stage] = [module]
             continue
