@@ -205,3 +205,15 @@ def test_the_effective_default_is_the_composition_not_the_bare_schema() -> None:
     assert not Config().vectors.enabled and Config().pretrain.enabled
     assert effective.optim.lr == pytest.approx(3e-4) and effective.pretrain.optim.lr == pytest.approx(1e-3)
     assert compose(["optim.lr=1e-4"], root=ROOT).optim.lr == pytest.approx(1e-4)
+
+
+def test_promote_reads_the_composed_config_not_the_bare_schema(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A registered model set in conf/ (as tools/make_project.py does) is the one promote uses."""
+    from lmforge.promote import main
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with open(tmp_path / "conf" / "logger" / "mlflow.yaml", "a") as out:
+        out.write("\nregistered_model: null\n")
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2
+    assert "logger.registered_model is null" in capsys.readouterr().err
