@@ -80,7 +80,7 @@ def _leaves(values: dict, schema: Any, prefix: str) -> list[tuple[str, Any, Any]
     return found
 
 
-def default_options(conf: Path) -> list[tuple[str, str | None]]:
+def default_options(conf: Path, schema_name: str = SCHEMA_NAME) -> list[tuple[str, str | None]]:
     """``(group, option)`` for each entry of ``conf/config.yaml``'s defaults list; group
     ``None`` is the file's own keys (``_self_``). The schema entry and null options are left out."""
     data = yaml.safe_load((conf / "config.yaml").read_text())
@@ -93,16 +93,18 @@ def default_options(conf: Path) -> list[tuple[str, str | None]]:
             group = group.removeprefix("optional ").removeprefix("override ").strip()
             if option is not None and not group.startswith("hydra/"):
                 picked.append((group, str(option)))
-        elif entry != SCHEMA_NAME:
+        elif entry != schema_name:
             raise AssertionError(f"conf/config.yaml: defaults entry {entry!r} is not a group option")
     return picked
 
 
-def duplicated_defaults(conf: Path, schema: dict[str, Any] | None = None) -> list[str]:
+def duplicated_defaults(
+    conf: Path, schema: dict[str, Any] | None = None, schema_name: str = SCHEMA_NAME
+) -> list[str]:
     """Every value a default option (or config.yaml itself) restates from the schema, one line each."""
     schema = schema_defaults() if schema is None else schema
     found = []
-    for group, option in default_options(conf):
+    for group, option in default_options(conf, schema_name):
         if option is None:
             path = conf / "config.yaml"
             values = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
@@ -217,3 +219,26 @@ def test_promote_reads_the_composed_config_not_the_bare_schema(tmp_path: Path, m
     monkeypatch.chdir(tmp_path)
     assert main([]) == 2
     assert "logger.registered_model is null" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [{"task": "text2text"}, {"task": "tagging", "data_path": "/data/treebank"}, {"task": "classification"}],
+    ids=["text2text", "tagging-local", "classification"],
+)
+def test_generated_projects_keep_one_home_for_every_default(tmp_path: Path, answers: dict) -> None:
+    """tools/make_project.py picks other default options (data=docsum, a written data=local) and
+    writes the logger's: what it writes, and what it picks, names only what it changes."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import make_project
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    from test_project_template import copy_checkout
+
+    project = copy_checkout(tmp_path / "acme")
+    make_project.make_project(project, project_name="Acme", package="acme", python_version="3.11", **answers)
+    found = duplicated_defaults(project / "conf", schema_name="acme_schema")
+    assert _settled(found) == []
