@@ -242,3 +242,22 @@ def test_generated_projects_keep_one_home_for_every_default(tmp_path: Path, answ
     make_project.make_project(project, project_name="Acme", package="acme", python_version="3.11", **answers)
     found = duplicated_defaults(project / "conf", schema_name="acme_schema")
     assert _settled(found) == []
+
+
+def test_dvc_composes_the_schema_in_a_fresh_process(tmp_path: Path) -> None:
+    """`dvc exp run -S` composes conf/ in DVC's own process, which imports nothing of lmforge:
+    Hydra's plugin scan must register the schema there, and a key only the schema names (no YAML
+    writes model.lora.r) can be set."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dvc.utils.hydra import compose_and_dump; "
+        f"compose_and_dump({str(tmp_path / 'params.yaml')!r}, {str(ROOT / 'conf')!r}, None, 'config', "
+        f"{str(ROOT / '.dvc' / 'hydra')!r}, ['finetune.ngram_fusion=true', 'model.lora.r=4']); "
+        "assert 'hydra_plugins.lmforge_schema' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["finetune"]["ngram_fusion"] is True and params["model"]["lora"]["r"] == 4
+    assert params["optim"]["lr"] == pytest.approx(3e-4) and params["vectors"]["enabled"] is True
