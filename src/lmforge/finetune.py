@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from contextlib import nullcontext
 from pathlib import Path
 
 from lmforge.cli import stage
@@ -35,48 +34,23 @@ def run(cfg: Config) -> float:
     upstream = upstream_meta(pretrained, "pretrain")
     data = task.data(cfg, meta)
 
-    import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from torch.utils.data import DataLoader
 
-    from lmforge.curves import CurveWriter
-    from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
-    from lmforge.lit.distributed import EvalSampler, SameCheckpoint, ShardSamplers, end_process_group
-    from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
-    from lmforge.lit.trainer import build_trainer, set_threads
+    from lmforge.lit.fit import fit_run, loaders, seed
     from lmforge.registry import log_checkpoints
-    from lmforge.tracking import pipeline_id, stage_run, tracking_uri
+    from lmforge.tracking import pipeline_id
 
-    L.seed_everything(cfg.seed, workers=True)
-    set_threads(cfg)
+    seed(cfg)
     f = cfg.finetune
-    # Resumable mid-epoch; own generators keep the global RNG for dropout alone (lit/resume.py).
-    sampler = ResumableSampler(
-        len(data.train),
-        cfg.seed,
-        lengths=data.train_lengths if f.group_by_length else None,
-        batch_size=f.batch_size,
-    )
-    train_loader = DataLoader(
+    train_loader, val_loader = loaders(
+        cfg,
         data.train,
-        batch_size=f.batch_size,
-        sampler=sampler,
-        collate_fn=data.collate,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=cfg.trainer.pin_memory,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    # In order, and under DDP each rank scores its own share with nothing counted twice.
-    val_sampler = EvalSampler(len(data.val))
-    val_loader = DataLoader(
         data.val,
-        batch_size=cfg.eval.batch_size,
-        sampler=val_sampler,
-        collate_fn=data.collate,
-        num_workers=cfg.trainer.num_workers,
-        pin_memory=cfg.trainer.pin_memory,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        batch_size=f.batch_size,
+        val_batch_size=cfg.eval.batch_size,
+        collate=data.collate,
+        lengths=data.train_lengths if f.group_by_length else None,
     )
     model_cfg = model_config(cfg, meta["vocab_size"])
     total_steps = f.max_epochs * math.ceil(len(data.train) / f.batch_size)
@@ -99,28 +73,16 @@ def run(cfg: Config) -> float:
             else task.load_pretrained(module, pretrained)
         )
 
-    plan = plan_resume(cfg, "finetune")
-    plan.drop_missing_run(tracking_uri(cfg))
-    pipeline = pipeline_id(pretrained / "meta.json")
-    # Under DDP only rank 0 opens the MLflow run and writes anything (lmforge.lit.distributed).
-    tracked = (
-        stage_run(cfg, "finetune", pipeline, extra_tags=tags, run_id=plan.run_id)
-        if plan.leader
-        else nullcontext()
-    )
-    with tracked as run:
+    with fit_run(cfg, "finetune", pipeline_id(pretrained / "meta.json"), tags) as training:
         import mlflow
 
-        run_id = run.info.run_id if plan.leader else None
-        if plan.leader:
-            plan.record(run_id, pipeline)
-        if plan.leader and plan.run_id is None:  # a resumed run has them (params cannot change)
+        if training.new_run:  # a resumed run has them (params cannot change)
             mlflow.log_params(
                 {"data.train_examples": len(data.train), "data.val_examples": len(data.val), **data.params}
             )
             mlflow.log_metrics({f"data/truncated_{k}": v for k, v in data.truncated.items()})
         checkpoints = ModelCheckpoint(
-            dirpath=plan.folder,
+            dirpath=training.plan.folder,
             monitor=task.monitor,
             mode=task.mode,
             save_top_k=1,
@@ -128,41 +90,25 @@ def run(cfg: Config) -> float:
             filename="best",
         )
         stopper = EarlyStopping(monitor=task.monitor, mode=task.mode, patience=f.patience)
-        loader_wait = LoaderWait()
-        callbacks = [
-            ShardSamplers(sampler, val_sampler),
-            SameCheckpoint(plan.ckpt_path),
-            TrainingState(sampler, f.batch_size),
-            checkpoints,
-            stopper,
-            loader_wait,
-            *periodic_checkpoints(cfg, plan.folder),
-            StopOnNonFiniteLoss("finetune", plan.folder, "optim.lr"),
-            CurveWriter(Path(cfg.paths.plots) / "finetune_curves.csv", per_step=False),
-        ]
-        if f.ema_decay is not None:
-            from lightning.pytorch.callbacks import WeightAveraging
-            from torch.optim.swa_utils import get_ema_avg_fn
-
-            # Swapped in for validation, so the best checkpoint holds (and scores) the average.
-            callbacks.append(WeightAveraging(avg_fn=get_ema_avg_fn(f.ema_decay)))
-        trainer = build_trainer(
-            cfg,
-            run_id,
-            tracking_uri(cfg),
-            callbacks=callbacks,
+        trainer = training.fit(
+            module,
+            train_loader,
+            val_loader,
+            curve=Path(cfg.paths.plots) / "finetune_curves.csv",
+            per_step_curve=False,
+            lr_key="optim.lr",
+            callbacks=[checkpoints, stopper],
+            ema_decay=f.ema_decay,
             max_epochs=f.max_epochs,
             val_check_interval=f.val_check_interval,
             gradient_clip_val=cfg.optim.grad_clip or None,
         )
-        trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
-        end_process_group()
         score = (
             float(checkpoints.best_model_score)
             if checkpoints.best_model_score is not None
             else float(trainer.callback_metrics[task.monitor])
         )
-        if not plan.leader:
+        if not training.leader:
             return score
         if checkpoints.best_model_path:
             best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
@@ -172,7 +118,7 @@ def run(cfg: Config) -> float:
             task.objective: score,
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
-            "loader_wait_fraction": loader_wait.fraction,
+            "loader_wait_fraction": training.loader_wait.fraction,
             **settled,
         }
         with atomic_dir(cfg.paths.finetuned) as out:
@@ -181,8 +127,8 @@ def run(cfg: Config) -> float:
             write_json(
                 out / "meta.json",
                 {
-                    "pipeline_id": pipeline,
-                    "mlflow_run_id": run_id,
+                    "pipeline_id": training.pipeline,
+                    "mlflow_run_id": training.run_id,
                     **tags,
                     **metrics,
                 },
@@ -193,10 +139,9 @@ def run(cfg: Config) -> float:
         log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
         task.after_fit(module, val_loader, cfg, meta)
         task.log_model(cfg, Path(cfg.paths.finetuned))
-    plan.clear()
     print(
         f"finetune: {task.name}, best {task.monitor} {score:.3f} after {trainer.current_epoch} "
-        f"epochs; MLflow run {run.info.run_id}"
+        f"epochs; MLflow run {training.run_id}"
     )
     return score
 

@@ -12,7 +12,6 @@ that finetuning should start from scratch, so the ablation changes nothing else.
 from __future__ import annotations
 
 import shutil
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -87,16 +86,14 @@ def run(cfg: Config) -> None:
 
     cfg = job_outputs(cfg, "pretrain")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
-    from lmforge.tracking import pipeline_id
-
-    pipeline = pipeline_id()
     if not cfg.pretrain.enabled:
         from lmforge.lit.distributed import is_leader
+        from lmforge.tracking import pipeline_id
 
         if not is_leader():  # every rank of a torchrun/srun launch runs this: one writes
             return
         with atomic_dir(cfg.paths.pretrained) as out:
-            write_json(out / "meta.json", {"enabled": False, "pipeline_id": pipeline})
+            write_json(out / "meta.json", {"enabled": False, "pipeline_id": pipeline_id()})
         write_json(Path(cfg.paths.metrics) / "pretrain.json", {"enabled": False})
         # dvc.yaml declares the loss curve as an output of this stage: an empty curve, not none.
         curve = Path(cfg.paths.plots) / "pretrain_loss.csv"
@@ -105,22 +102,12 @@ def run(cfg: Config) -> None:
         print("pretrain: disabled (pretrain.enabled=false); finetuning starts from scratch")
         return
 
-    import lightning as L
-    import torch
-    from torch.utils.data import DataLoader
-
-    from lmforge.curves import CurveWriter
     from lmforge.data.datasets import PackedSequences
     from lmforge.data.tokenization import TokenShards
-    from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
-    from lmforge.lit.distributed import EvalSampler, SameCheckpoint, ShardSamplers, end_process_group
+    from lmforge.lit.fit import fit_run, loaders, seed
     from lmforge.lit.mlm import LitMaskedLM
-    from lmforge.lit.resume import ResumableSampler, TrainingState, periodic_checkpoints, plan_resume
-    from lmforge.lit.trainer import build_trainer, set_threads
-    from lmforge.tracking import stage_run, tracking_uri
 
-    L.seed_everything(cfg.seed, workers=True)
-    set_threads(cfg)
+    seed(cfg)
     p = cfg.pretrain
     # A corpus of its own (corpus.source, encoded by tokenize into shards/corpus) replaces the
     # task's train/val text; the task's splits are then never read here.
@@ -134,25 +121,7 @@ def run(cfg: Config) -> None:
             f"{p.seq_len} tokens, fewer than one batch (pretrain.batch_size="
             f"{p.batch_size}); lower pretrain.batch_size or pretrain.seq_len, or add text"
         )
-    loader_args = {
-        "batch_size": p.batch_size,
-        "num_workers": cfg.trainer.num_workers,
-        "pin_memory": cfg.trainer.pin_memory,
-    }
-    # A sampler that can resume mid-epoch; every loader has its own generator, so creating an
-    # iterator never draws from the global RNG (which a resumed run restores for dropout).
-    sampler = ResumableSampler(len(train), cfg.seed)
-    train_loader = DataLoader(
-        train,
-        sampler=sampler,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        **loader_args,
-    )
-    val_sampler = EvalSampler(len(val))  # under DDP each rank scores its own share
-    val_loader = DataLoader(
-        val, sampler=val_sampler, generator=torch.Generator().manual_seed(cfg.seed), **loader_args
-    )
+    train_loader, val_loader = loaders(cfg, train, val, batch_size=p.batch_size, drop_last=True)
     model_cfg = model_config(cfg, meta["vocab_size"])
     hf_model = continued_model(cfg, meta) if cfg.model.is_hf else None
     # MFU counts lmforge's own architecture's FLOPs; a checkpoint's are not modelled.
@@ -173,18 +142,10 @@ def run(cfg: Config) -> None:
     if cfg.trainer.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model
 
-    plan = plan_resume(cfg, "pretrain")
-    plan.drop_missing_run(tracking_uri(cfg))
-    pipeline = plan.pipeline_id or pipeline
-    # Under DDP only rank 0 opens the MLflow run and writes anything (lmforge.lit.distributed).
-    tracked = stage_run(cfg, "pretrain", pipeline, run_id=plan.run_id) if plan.leader else nullcontext()
-    with tracked as run:
+    with fit_run(cfg, "pretrain") as training:
         import mlflow
 
-        run_id = run.info.run_id if plan.leader else None
-        if plan.leader:
-            plan.record(run_id, pipeline)
-        if plan.leader and plan.run_id is None:  # a resumed run has them (params cannot change)
+        if training.new_run:  # a resumed run has them (params cannot change)
             mlflow.log_params(
                 {
                     "model.parameters": module.model.num_parameters(),
@@ -196,32 +157,20 @@ def run(cfg: Config) -> None:
             )
             if (Path(cfg.paths.tokenizer) / "tokenizer.json").is_file():
                 mlflow.log_artifact(str(Path(cfg.paths.tokenizer) / "tokenizer.json"))
-        checkpoints = periodic_checkpoints(cfg, plan.folder)
-        loader_wait = LoaderWait()
-        callbacks = [
-            ShardSamplers(sampler, val_sampler),
-            SameCheckpoint(plan.ckpt_path),
-            TrainingState(sampler, p.batch_size),
-            *checkpoints,
-            loader_wait,
-            StopOnNonFiniteLoss("pretrain", plan.folder, "pretrain.optim.lr"),
-            CurveWriter(Path(cfg.paths.plots) / "pretrain_loss.csv", per_step=True),
-        ]
-        trainer = build_trainer(
-            cfg,
-            run_id,
-            tracking_uri(cfg),
-            callbacks=callbacks,
+        trainer = training.fit(
+            module,
+            train_loader,
+            val_loader,
+            curve=Path(cfg.paths.plots) / "pretrain_loss.csv",
+            per_step_curve=True,
+            lr_key="pretrain.optim.lr",
             max_steps=p.max_steps,
             val_check_interval=min(p.val_check_interval, len(train_loader)),
             check_val_every_n_epoch=None,
             limit_val_batches=p.limit_val_batches,
-            enable_checkpointing=bool(checkpoints),
             gradient_clip_val=p.optim.grad_clip or None,
         )
-        trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
-        end_process_group()
-        if not plan.leader:
+        if not training.leader:
             return
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics = {
@@ -231,7 +180,7 @@ def run(cfg: Config) -> None:
             "val_disc_accuracy": final.get("val/disc_accuracy"),
             "tokens_per_s": final.get("perf/tokens_per_s"),
             "mfu": final.get("perf/mfu"),
-            "loader_wait_fraction": loader_wait.fraction,
+            "loader_wait_fraction": training.loader_wait.fraction,
             "steps": trainer.global_step,
         }
         if hf_model is not None:
@@ -246,17 +195,16 @@ def run(cfg: Config) -> None:
                     out / "meta.json",
                     {
                         "enabled": True,
-                        "pipeline_id": pipeline,
-                        "mlflow_run_id": run_id,
+                        "pipeline_id": training.pipeline,
+                        "mlflow_run_id": training.run_id,
                         "hf": {"name_or_path": cfg.model.name_or_path, "folder": HF_FOLDER},
                         **metrics,
                     },
                 )
         else:
-            save_lmforge_model(cfg, module, p.objective, pipeline, run_id, metrics)
+            save_lmforge_model(cfg, module, p.objective, training.pipeline, training.run_id, metrics)
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
-    plan.clear()
     shown = ", ".join(
         f"{name} {metrics[key]:.3f}"
         for name, key in (
@@ -269,7 +217,7 @@ def run(cfg: Config) -> None:
     )
     print(
         f"pretrain: {p.objective}, {trainer.global_step} steps"
-        f"{', ' + shown if shown else ''}; MLflow run {run.info.run_id}"
+        f"{', ' + shown if shown else ''}; MLflow run {training.run_id}"
     )
 
 

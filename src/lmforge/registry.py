@@ -24,26 +24,12 @@ import mlflow
 import pandas as pd
 
 from lmforge.config import Config
+from lmforge.model_input import model_texts as model_texts  # re-exported: its old home
 
 # Logging a model copies its artifacts with one progress bar per file: noise in the stage's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MODEL_NAME = "classifier"  # the artifact folder of the model within its run (kept for every task)
-
-
-def model_texts(model_input: Any) -> list[str]:
-    """The texts of a pyfunc request: a DataFrame (its ``text`` column, else the first), a
-    Series, a string, ``{"text": [...]}`` or a list."""
-    if isinstance(model_input, pd.DataFrame):
-        column = "text" if "text" in model_input.columns else model_input.columns[0]
-        return [str(t) for t in model_input[column].tolist()]
-    if isinstance(model_input, pd.Series):
-        return [str(t) for t in model_input.tolist()]
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, dict) and "text" in model_input:
-        return model_texts(list(model_input["text"]))
-    return [str(t) for t in model_input]
 
 
 def _pip_requirements(hf: bool = False) -> list[str]:

@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 
 from lmforge.config import CleanConfig
-from lmforge.registry import model_texts
+from lmforge.model_input import model_texts
 
 PROB_PREFIX = "prob_"
 EXAMPLE_TEXTS = [

@@ -13,7 +13,7 @@ from typing import Any
 
 from lmforge.config import CleanConfig, GenerateConfig
 from lmforge.errors import UserError
-from lmforge.tasks.text2text.runtime import Generated
+from lmforge.tasks.text2text.generated import Generated
 
 
 class HFTextToTextModel:

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 
 from lmforge.config import CleanConfig, GenerateConfig
-from lmforge.registry import model_texts
+from lmforge.model_input import model_texts
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):

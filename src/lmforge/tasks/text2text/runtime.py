@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import CleanConfig, GenerateConfig
 from lmforge.errors import UserError
+from lmforge.tasks.text2text.generated import Generated
 
 
 def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens: int | None = None) -> Any:
@@ -33,20 +33,6 @@ def decoding_config(options: GenerateConfig, *, prefix_lm: bool, max_new_tokens:
         eos_id=special_ids()["sep"],
         prefix_lm=prefix_lm,
     )
-
-
-@dataclass
-class Generated:
-    """Outputs in input order, and what happened on the way (counted, never silent)."""
-
-    texts: list[str] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)  # new tokens per output, EOS excluded
-    truncated_inputs: int = 0  # inputs cut to fit the source budget / the context
-    stopped_at_context: int = 0  # outputs cut by the model's context, not by EOS
-    stopped_at_max_new_tokens: int = 0
-    # generate.rerank: the decoder's own outputs, and which outputs are a training target
-    decoded: list[str] = field(default_factory=list)
-    retrieved: list[bool] = field(default_factory=list)
 
 
 class TextToTextModel:
