@@ -15,7 +15,7 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 
 
 class ClassificationTask(Task):
@@ -65,7 +65,7 @@ class ClassificationTask(Task):
         model = None
         if cfg.model.is_hf:
             from lmforge.models.hf import HFClassifier
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFClassifier.pretrained(checkpoint, len(meta["labels"]), meta["special_ids"]["pad"], lora)
@@ -145,8 +145,7 @@ class ClassificationTask(Task):
             return None
         import torch
 
-        from lmforge.models.word_vectors import token_kinds, token_word_keys
-        from lmforge.word_vectors import load_word_vectors
+        from lmforge.models.word_vectors import load_word_vectors, token_kinds, token_word_keys
 
         vocab, table = load_word_vectors(cfg)
         tokenizer = ClassificationTask._tokenizer(cfg)
@@ -242,7 +241,7 @@ class ClassificationTask(Task):
         }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.classification.scoring import (
             file_batches,
             load_classifier,

@@ -21,7 +21,7 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 
 
 def _tagging_meta(meta: dict, where: str) -> dict:
@@ -89,7 +89,7 @@ class TaggingTask(Task):
         model = None
         if cfg.model.is_hf:
             from lmforge.models.hf import HFTagger
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFTagger.pretrained(checkpoint, len(tags), lora)
@@ -120,7 +120,7 @@ class TaggingTask(Task):
         import torch
 
         from lmforge.data.tagging import word_key
-        from lmforge.word_vectors import load_word_vectors
+        from lmforge.models.word_vectors import load_word_vectors
 
         vocab, table = load_word_vectors(cfg)
         keys = torch.tensor([word_key(w) for w in vocab], dtype=torch.long)
@@ -208,7 +208,7 @@ class TaggingTask(Task):
         where: str | None = None,
     ) -> dict:
         from lmforge.figures import confusion_csv, confusion_png
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
 
         pad = model_special_ids(config)["pad"]
@@ -237,7 +237,7 @@ class TaggingTask(Task):
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, plain_sentences
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.tagging.scoring import load_tagger, read_tagged_file, tag_ids
 
         model, config, tokenizer = load_tagger(folder)

@@ -23,7 +23,7 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import read_jsonl
-from lmforge.tasks import Task, TaskData, eval_plots
+from lmforge.tasks.base import Task, TaskData, eval_plots
 
 SAMPLE_ROWS = 100  # source / reference / prediction rows logged as an MLflow table
 EXAMPLE_TEXTS = [
@@ -66,7 +66,7 @@ class TextToTextTask(Task):
         collate: Any = PairCollate()
         if cfg.model.is_hf:
             from lmforge.models.hf import is_encoder_decoder
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             collate = HFPairCollate(meta["special_ids"], is_encoder_decoder(hf_checkpoint(cfg)[0]))
         return TaskData(
@@ -78,7 +78,7 @@ class TextToTextTask(Task):
 
         if cfg.model.is_hf:
             from lmforge.models.hf import HFTextToText
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             # A decoder checkpoint attends causally throughout: task.prefix_lm cannot apply.
             model = HFTextToText.pretrained(*hf_checkpoint(cfg))
