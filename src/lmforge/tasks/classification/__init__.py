@@ -16,6 +16,7 @@ from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.classification.config import ClassificationConfig
 
 
 class ClassificationTask(Task):
@@ -23,6 +24,31 @@ class ClassificationTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    config_class = ClassificationConfig
+    supports_word_vectors = True
+    supports_fusion = True
+
+    def prepare_tally(self) -> Any:
+        from lmforge.tasks.classification.stages import LabelTally
+
+        return LabelTally()
+
+    def baselines(self, cfg: Config) -> dict:
+        from lmforge.tasks.classification.stages import baselines
+
+        return baselines(cfg)
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        from lmforge.tasks.classification.stages import report_lines
+
+        return report_lines(finetune, evaluation, baselines)
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        from lmforge.tasks.classification.export import export_target
+
+        return export_target(config, config_path, weights, base, token_logits)
 
     def data(self, cfg: Config, meta: dict) -> TaskData:
         from lmforge.data.datasets import LabelledRecords

@@ -22,6 +22,7 @@ from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.tagging.config import TaggingConfig
 
 
 def _tagging_meta(meta: dict, where: str) -> dict:
@@ -38,6 +39,45 @@ class TaggingTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    config_class = TaggingConfig
+    supports_word_vectors = True
+
+    def collect_tally(self) -> Any:
+        from lmforge.tasks.tagging.stages import SentenceCount
+
+        return SentenceCount()
+
+    def prepare_tally(self) -> Any:
+        from lmforge.tasks.tagging.stages import TagTally
+
+        return TagTally()
+
+    def sentence_words(self, record: dict) -> list[str]:
+        return record["words"]
+
+    def write_shards(
+        self, cfg: Config, tokenizer: Any, prepared: Path, specials: dict, checkpoint: Any
+    ) -> None:
+        from lmforge.tasks.tagging.stages import write_tagged_shards
+
+        write_tagged_shards(cfg, tokenizer, prepared, specials, checkpoint)
+
+    def baselines(self, cfg: Config) -> dict:
+        from lmforge.tasks.tagging.stages import baselines
+
+        return baselines(cfg)
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        from lmforge.tasks.tagging.stages import report_lines
+
+        return report_lines(finetune, evaluation, baselines)
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        from lmforge.tasks.tagging.export import export_target
+
+        return export_target(config, config_path, weights, base, token_logits)
 
     def data(self, cfg: Config, meta: dict) -> TaskData:
         from lmforge.data.tagging import TagCollate, TaggedWindows, shard_sentences
