@@ -123,7 +123,7 @@ def run(cfg: Config) -> None:
     records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
-    tally = get_task(cfg.task.name).collect_tally()
+    tally = get_task(cfg.task.name).collect_tally(cfg)
     with atomic_dir(cfg.paths.raw) as out:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:

@@ -492,10 +492,10 @@ class FinetuneConfig:
     # per step: validation, the best checkpoint and the saved model use the averaged weights.
     # null: none.
     ema_decay: float | None = None
-    # Classification: train this many classifiers side by side, each from its own initialisation,
+    # lmforge's own classifier: train this many classifiers side by side, each from its own initialisation,
     # and predict by their mean class probabilities (one model folder; K times the compute).
     ensemble: int = 1
-    # Classification: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
+    # lmforge's own classifier: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
     # baselines stage's, on token ids, hashed into ngram_buckets) before finetuning, and predict by
     # a mix of its class probabilities and the classifier's, the weight chosen on validation.
     ngram_fusion: bool = False

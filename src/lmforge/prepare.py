@@ -68,7 +68,7 @@ def run(cfg: Config) -> None:
     total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
     report = CleaningReport()
     labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
-    tally = get_task(cfg.task.name).prepare_tally()
+    tally = get_task(cfg.task.name).prepare_tally(cfg)
     with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
         handles = {
             name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8")) for name in SPLITS

@@ -19,7 +19,7 @@ already stripped of every text equal to, or holding, one of the task's val/test 
 
 Writes ``models/word_vectors/``: ``vectors.npy`` (float32 ``[words, dim]``), ``vocab.json``
 (the words, row order) and ``meta.json``; with ``vectors.enabled=false`` only the ``meta.json``
-marker. Both ``task=tagging`` and ``task=classification`` add each word's vector, projected
+marker. The tasks that take them (``Task.supports_word_vectors``) add each word's vector, projected
 to the model width, to its first subword's embedding
 (:class:`lmforge.models.word_vectors.WordVectors`); the tagger looks it up by its lower-cased
 word, the classifier by the word's token ids

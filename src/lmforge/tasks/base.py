@@ -115,11 +115,11 @@ class Task:
 
     # --- data stages ----------------------------------------------------------------------------
 
-    def collect_tally(self) -> CollectTally:
+    def collect_tally(self, cfg: Config) -> CollectTally:
         """What collect counts of the raw records (:class:`CollectTally`)."""
         return CollectTally()
 
-    def prepare_tally(self) -> PrepareTally:
+    def prepare_tally(self, cfg: Config) -> PrepareTally:
         """What prepare counts, checks and writes besides the splits (:class:`PrepareTally`)."""
         return PrepareTally()
 

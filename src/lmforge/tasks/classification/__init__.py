@@ -28,7 +28,7 @@ class ClassificationTask(Task):
     supports_word_vectors = True
     supports_fusion = True
 
-    def prepare_tally(self) -> Any:
+    def prepare_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.classification.stages import LabelTally
 
         return LabelTally()

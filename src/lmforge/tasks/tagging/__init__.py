@@ -42,12 +42,12 @@ class TaggingTask(Task):
     config_class = TaggingConfig
     supports_word_vectors = True
 
-    def collect_tally(self) -> Any:
+    def collect_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.tagging.stages import SentenceCount
 
         return SentenceCount()
 
-    def prepare_tally(self) -> Any:
+    def prepare_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.tagging.stages import TagTally
 
         return TagTally()

@@ -61,12 +61,12 @@ class TextToTextTask(Task):
             f"{cfg.model.max_len}; lower the budgets or raise model.max_len",
         )
 
-    def collect_tally(self) -> Any:
+    def collect_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.text2text.stages import PairCount
 
         return PairCount()
 
-    def prepare_tally(self) -> Any:
+    def prepare_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.text2text.stages import PairTally
 
         return PairTally()
