@@ -62,7 +62,9 @@ def check_overrides(argv: list[str]) -> None:
     # task), typed by the task=NAME given, else by the default task (validate checks the rest).
     known = schema_keys(task=None)
     sweep = "-m" in argv or "--multirun" in argv
-    chosen = [a.split("=", 1)[1] for a in argv if a.startswith("task=") and "," not in a]
+    chosen = [
+        a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(("task=", "task.name=")) and "," not in a
+    ]
     typed = structured(chosen[-1] if chosen else None)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
@@ -88,7 +90,13 @@ def check_overrides(argv: list[str]) -> None:
         if OmegaConf.is_config(node) or "*" in key:
             continue
         if key.startswith("task.") and key.split(".", 1)[1] not in typed.task:
-            continue  # another task's key: validate says whether the composed task takes it
+            if any(a.startswith("experiment=") for a in argv):
+                continue  # the experiment may pick the task: validate checks the composed one
+            valid = ", ".join(sorted(typed.task))
+            raise UserError(
+                f"unknown config key '{key}' for task={typed.task.name}; valid keys under 'task': "
+                f"{valid} (pick the task that has it: task=NAME)"
+            )
         try:
             OmegaConf.update(typed, key, None if value == "null" else value, merge=True)
         except OmegaConfBaseException as exc:
