@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
-.PHONY: help install run test test-all lint params mlflow-ui bench clean
+.PHONY: help install run test test-all lint params deps mlflow-ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: $(STAMP) ## ruff and mypy (type-checks src/, configured in pyproject.toml)
 
 params: $(STAMP) ## rewrite params.yaml from conf/ (after editing conf/)
 	$(BIN)/python -m lmforge.params
+
+deps: $(STAMP) ## rewrite dvc.yaml's code deps from what each stage imports (after moving imports)
+	$(BIN)/python tools/dvc_deps.py --write
 
 mlflow-ui: $(STAMP) ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000

@@ -18,8 +18,11 @@ the project has an environment.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
+import json
 import keyword
+import os
 import re
 import shutil
 import subprocess
@@ -162,6 +165,9 @@ def rename_path(relative: Path, package: str) -> Path:
     parts = relative.parts
     if parts[:2] == ("src", TEMPLATE_PACKAGE):
         return Path("src", package, *parts[2:])
+    if parts[:2] == ("src", "hydra_plugins") and len(parts) == 3:
+        # src/hydra_plugins/lmforge_schema.py: one module per project in the shared namespace.
+        return Path("src", "hydra_plugins", rename_text(parts[2], package))
     return relative
 
 
@@ -241,9 +247,44 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def write_local_data_group(conf: Path, task: str, data_path: str) -> None:
-    """``conf/data/local.yaml``: the task's data group reading ``data_path`` instead."""
-    group = load_group(conf, "data", LOCAL_DATA_BASE[task])
+def load_schema(dest: Path, package: str) -> dict:
+    """Every config key's default: the project's schema (``src/<package>/config.py``), the one
+    home of the defaults that ``conf/`` only overrides. Read in a subprocess with the project's
+    ``src/`` on the path (``<package>.config`` needs only the standard library to build them)."""
+    code = (
+        f"import dataclasses, json; from {package}.config import Config; "
+        "print(json.dumps(dataclasses.asdict(Config())))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=dest,
+        env={**os.environ, "PYTHONPATH": str(dest / "src")},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise ProjectError(f"reading the config schema of {package}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def changes(base: dict, values: dict) -> dict:
+    """What ``values`` changes in ``base``: the keys to write into an option over the schema."""
+    changed = {}
+    for key, value in values.items():
+        default = base.get(key)
+        if isinstance(value, dict) and isinstance(default, dict) and default:
+            nested = changes(default, value)
+            if nested:
+                changed[key] = nested
+        elif key not in base or value != default or type(value) is not type(default):
+            changed[key] = value
+    return changed
+
+
+def write_local_data_group(conf: Path, schema: dict, task: str, data_path: str) -> None:
+    """``conf/data/local.yaml``: the task's data group reading ``data_path`` instead, written as
+    what it changes in the schema's defaults."""
+    group = copy.deepcopy(deep_merge(schema["data"], load_group(conf, "data", LOCAL_DATA_BASE[task])))
     group["source"].update(kind="local", path=data_path)
     if task == "tagging":
         group["source"]["splits"] = {}  # any CoNLL-U files under the path, split by hash
@@ -251,9 +292,20 @@ def write_local_data_group(conf: Path, task: str, data_path: str) -> None:
         f"# The project's own data (copier answer data_path), read as for task={task}: set\n"
         "# format, text_columns, label_column / target_column / tags_column to match the files\n"
         "# (README, collect). Started from conf/data/"
-        f"{LOCAL_DATA_BASE[task]}.yaml.\n"
+        f"{LOCAL_DATA_BASE[task]}.yaml; keys not named here keep the schema's\n"
+        "# defaults (DataConfig in the package's config.py).\n"
     )
-    (conf / "data" / "local.yaml").write_text(header + yaml.safe_dump(group, sort_keys=False))
+    written = yaml.safe_dump(changes(schema["data"], group), sort_keys=False)
+    (conf / "data" / "local.yaml").write_text(header + written)
+
+
+def set_key(path: Path, key: str, value: object, default: object) -> None:
+    """Set a top-level ``key`` of an option file to ``value``, or leave it out (the schema's
+    default holds) when ``value`` is the default."""
+    text = re.sub(rf"(?m)^{re.escape(key)}:.*\n?", "", path.read_text())
+    if value != default:
+        text = text.rstrip("\n") + f"\n{key}: {yaml_scalar(value)}\n"
+    path.write_text(text)
 
 
 def set_defaults(dest: Path, package: str, task: str, data_path: str, tracking_uri: str) -> None:
@@ -264,9 +316,10 @@ def set_defaults(dest: Path, package: str, task: str, data_path: str, tracking_u
     if builtin_data is None and not data_path:
         raise ProjectError(f"task {task} has no built-in corpus; answer data_path with your tagged files")
     conf = dest / "conf"
+    schema = load_schema(dest, package)
     data_option = "local" if data_path else builtin_data
     if data_path:
-        write_local_data_group(conf, task, data_path)
+        write_local_data_group(conf, schema, task, data_path)
     config = conf / "config.yaml"
     replace_line(config, r"  - data: \w+", f"  - data: {data_option}")
     replace_line(config, r"  - task: \w+", f"  - task: {task}")
@@ -276,24 +329,36 @@ def set_defaults(dest: Path, package: str, task: str, data_path: str, tracking_u
         # task or data set starts from the groups alone.
         replace_line(config, r"  - experiment: builtin", "  - optional experiment: null")
     logger = conf / "logger" / "mlflow.yaml"
-    replace_line(logger, r"tracking_uri: .*", f"tracking_uri: {yaml_scalar(tracking_uri or None)}")
-    replace_line(logger, r"registered_model: .*", f"registered_model: {package}-{model_suffix}")
+    set_key(logger, "tracking_uri", tracking_uri or None, schema["logger"]["tracking_uri"])
+    set_key(logger, "registered_model", f"{package}-{model_suffix}", schema["logger"]["registered_model"])
 
     # params.yaml is DVC's composition of conf/ (`python -m <package>.params` rewrites it once the
-    # project has an environment; its tests check they agree): the changed groups are put in.
+    # project has an environment; its tests check they agree): the changed groups are put in,
+    # each composed as Hydra does: the schema's defaults, the option picked, config.yaml's keys.
+    own = yaml.safe_load(config.read_text())
+    picked = {
+        name.split()[-1]: option
+        for entry in own.get("defaults", [])
+        if isinstance(entry, dict)
+        for name, option in entry.items()
+    }
+
+    def composed(key: str) -> dict:
+        value = schema.get(key, {})
+        if picked.get(key):
+            value = deep_merge(value, load_group(conf, key, picked[key]))
+        return deep_merge(value, own.get(key) or {})
+
     params_file = dest / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
-    params["data"] = load_group(conf, "data", data_option)
-    params["task"] = load_group(conf, "task", task)
-    params["pretrain"] = load_group(conf, "pretrain", objective)
-    params["logger"] = load_group(conf, "logger", "mlflow")
+    for group in ("data", "task", "pretrain", "logger"):
+        params[group] = composed(group)
     builtin = load_group(conf, "experiment", "builtin")
     if data_option == "stdlib":
         params = deep_merge(params, builtin)
     else:
-        # What the preset set goes back to conf/config.yaml's own values (groups are reloaded above).
-        own = yaml.safe_load(config.read_text())
-        params.update({key: own[key] for key in builtin if key in own})
+        # What the preset set goes back to the composition without it (the groups are redone above).
+        params.update({key: composed(key) for key in builtin})
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforge import interrupts
-from lmforge.config import Config, is_known_key, schema_keys, structured, validate
+from lmforge.config import Config, is_known_key, register_schema, schema_keys, structured, validate
 from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
@@ -263,6 +263,10 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
 
         import hydra
         from omegaconf import DictConfig
+
+        # Hydra's plugin scan registers it too (src/hydra_plugins/lmforge_schema.py); here as well
+        # so a stage composes even where that module is not on the path (an old editable install).
+        register_schema()
 
         @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
         def _hydra_entry(raw: DictConfig) -> object:

@@ -1,9 +1,18 @@
-"""Typed schemas for every config group.
+"""Typed schemas for every config group, and the one home of every default value.
 
-The YAML tree in ``conf/`` is composed by Hydra (direct runs) or by DVC (``dvc exp run``, into
+Each field's default here is the project's default: Hydra's ConfigStore holds them as
+``lmforge_schema`` (:func:`register_schema`; ``src/hydra_plugins/lmforge_schema.py`` registers it
+whenever Hydra starts, DVC's composition included), the first entry of ``conf/config.yaml``'s
+defaults list. The YAML under ``conf/`` only overrides it: group options (``model=tiny``) and
+presets (``experiment=...``) name just the values they change, and the default options name none
+(``tests/test_defaults_home.py`` keeps it so). The effective default, ``experiment=builtin``
+applied, is :func:`compose` (or ``python -m lmforge.<stage> --cfg job``), not ``Config()``.
+
+The YAML tree is composed by Hydra (direct runs) or by DVC (``dvc exp run``, into
 ``params.yaml``); either way the result is merged into :class:`Config` here, so an unknown key, a
 wrong type or an impossible value stops the run at start-up with one line, before any data is read
-or any heavy library is imported. This module imports only the standard library and OmegaConf.
+or any heavy library is imported. This module imports only the standard library and OmegaConf
+(Hydra only inside :func:`register_schema` and :func:`compose`).
 """
 
 from __future__ import annotations
@@ -311,7 +320,10 @@ class TokenizerConfig:
     vocab_size: int = 4096
     min_frequency: int = 2
     lowercase: bool = False
-    # At most about this many train texts (a seeded hash sample) train the tokenizer; null: all.
+    # Train the tokenizer on about this many train texts (sources, targets and corpus texts
+    # alike), picked by a hash of each text so the sample is the same on every run and in every
+    # order; null: every train text. Training time grows with the texts read, the vocabulary barely
+    # changes past a few hundred thousand: set it (e.g. 1000000) for corpora of many millions.
     max_train_texts: int | None = None
 
     def __post_init__(self) -> None:
@@ -366,7 +378,9 @@ class ModelConfig:
     d_ff: int = 512
     max_len: int = 128
     dropout: float = 0.1
-    causal: bool = False
+    causal: bool = False  # true: GPT-style attention, each token sees only those before it
+    # true: dropout masks drawn 16 bits a time on the CPU (a 1.2x faster MLM training step,
+    # README "Benchmarks"); same distribution, other random stream, so figures change with it.
     fast_dropout: bool = False
     # model=hf: a Hugging Face hub id or local folder to start from instead of lmforge's own
     # Transformer (the sizes above are then the checkpoint's; max_len bounds the budgets).
@@ -407,14 +421,15 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 1e-3  # pretraining's rate; Config.optim (finetuning) sets its own, 3e-4
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     warmup_ratio: float = 0.06
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     # Layer-wise lr decay for finetuning a pretrained encoder: block i of L trains at
-    # lr * layer_decay ** (L - i), the embeddings at lr * layer_decay ** (L + 1). 1.0 turns it off.
+    # lr * layer_decay ** (L - i), the embeddings at lr * layer_decay ** (L + 1), the head at lr.
+    # 1.0 turns it off; ~0.8 is ELECTRA's choice for small models.
     layer_decay: float = 1.0
 
     def check(self, prefix: str) -> None:
@@ -446,7 +461,7 @@ PRETRAIN_OBJECTIVES = ("mlm", "electra", "clm")
 @dataclass
 class PretrainConfig:
     enabled: bool = True
-    objective: str = "mlm"
+    objective: str = "mlm"  # or electra (pretrain=electra), clm (pretrain=clm: next-token prediction)
     mask_rate: float = 0.15
     # ELECTRA only: depth of the generator that fills the masks, and the weight of the
     # replaced-token-detection loss next to the generator's MLM loss (50 in the paper).
@@ -457,7 +472,8 @@ class PretrainConfig:
     max_steps: int = 300
     val_check_interval: int = 100
     limit_val_batches: int = 10
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3))
+    # Pretraining's own optimizer: OptimConfig's defaults (lr 1e-3, a from-scratch rate).
+    optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
         self.optim.check("pretrain.optim")
@@ -571,14 +587,14 @@ def _tasks_that(capability: str) -> str:
 class GenerateConfig:
     """Decoding options of ``python -m lmforge.generate`` and of text-to-text evaluation."""
 
-    strategy: str = "greedy"
+    strategy: str = "greedy"  # greedy | beam | sample
     max_new_tokens: int = 64
-    num_beams: int = 4
-    length_penalty: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
+    num_beams: int = 4  # beam
+    length_penalty: float = 1.0  # beam: score / length ** length_penalty
+    temperature: float = 1.0  # sample
+    top_k: int = 0  # sample: keep the k likeliest tokens (0: all)
+    top_p: float = 1.0  # sample: nucleus (1.0: all)
+    seed: int = 0  # sample
     batch_size: int = 32
     # Retrieve and rerank (a text-to-text model finetuned with task.retrieval=true): the decoded
     # text competes with the targets of the `rerank` nearest training pairs (TF-IDF); each
@@ -591,8 +607,8 @@ class GenerateConfig:
     # data.source columns) and where to write the outputs.
     prompt: str | None = None
     input: str | None = None
-    output: str | None = None
-    model: str | None = None
+    output: str | None = None  # null: metrics/generated.jsonl
+    model: str | None = None  # a model folder; null: models/finetuned, else models/pretrained
 
     def __post_init__(self) -> None:
         _check(
@@ -620,6 +636,7 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     num_workers: int = 0
+    # null: $OMP_NUM_THREADS if set, else every CPU.
     num_threads: int | None = None
     deterministic: bool = True
     log_every_n_steps: int = 10
@@ -659,6 +676,7 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<project root>/mlflow.db
     tracking_uri: str | None = None
     experiment: str = "lmforge"
     # The Model Registry name each finetuned classifier is registered under; null: log, don't register.
@@ -729,6 +747,8 @@ class Config:
     task: TaskConfig = field(default_factory=task_config)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    # The finetuning optimizer: OptimConfig's defaults but the learning rate (pretraining's
+    # is pretrain.optim).
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -850,3 +870,52 @@ def validate(cfg: Any) -> Config:
             )
             raise UserError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}") from None
         raise UserError(f"config key '{key}': {reason}") from None
+
+
+# The ConfigStore name of the schema's defaults: the first entry of conf/config.yaml's defaults.
+SCHEMA_NAME = "lmforge_schema"
+
+
+def schema_defaults() -> dict[str, Any]:
+    """Every key of :class:`Config` with its default, as plain containers (what Hydra composes)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(Config))  # type: ignore[return-value]
+
+
+def register_schema() -> None:
+    """Store :func:`schema_defaults` in Hydra's ConfigStore under :data:`SCHEMA_NAME`.
+
+    Plain containers, not the dataclass: the composed config stays untyped, so :func:`validate`
+    remains the one gate that reports a bad key or value (in one line), and ``params.yaml`` is
+    written from it as before. Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema_defaults())
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), root: Any = None) -> Config:
+    """The project's effective config: ``conf/`` composed by Hydra (the schema's defaults, the
+    default group options, ``experiment=builtin``) with ``overrides``, validated. ``root``: the
+    project folder (default: the nearest one above the working directory holding ``conf/``).
+    What every stage reads when run without arguments; use it, not ``Config()``, for "the
+    defaults"."""
+    from pathlib import Path
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lmforge.cli import find_root
+
+    conf = (Path(root) if root is not None else find_root()) / "conf"
+    if not (conf / "config.yaml").is_file():
+        raise UserError(f"no conf/config.yaml in {conf.parent}; run lmforge from the project folder")
+    register_schema()
+    try:
+        with initialize_config_dir(str(conf.resolve()), version_base="1.3"):
+            raw = hydra_compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(f"composing {conf}: {str(exc).splitlines()[0]}") from None
+    return validate(raw)

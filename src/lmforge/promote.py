@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from lmforge.config import Config, LoggerConfig
+from lmforge.config import Config, compose
 from lmforge.errors import UserError
 from lmforge.safety import check_store
 from lmforge.tracking import OBJECTIVE as METRIC
@@ -51,12 +51,14 @@ def _sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
 
 
 def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | None = None) -> Promotion:
-    """Set ``alias`` on the model version of the best finetune run (see the module docstring)."""
+    """Set ``alias`` on the model version of the best finetune run (see the module docstring).
+    ``cfg`` defaults to the project's composed config (:func:`lmforge.config.compose`), so the
+    registered model and tracking store are those ``conf/`` sets, as for the finetune stage."""
     from mlflow import MlflowClient
 
     from lmforge.tracking import tracking_uri
 
-    cfg = cfg or Config()
+    cfg = cfg or compose()
     name = cfg.logger.registered_model
     if not name:
         raise UserError("logger.registered_model is null: no registered model to promote")
@@ -86,6 +88,16 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
     raise UserError(f"no finished finetune run with a registered '{name}' version in {where}")
 
 
+def has_project() -> bool:
+    from lmforge.cli import find_root
+
+    try:
+        find_root()
+    except UserError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lmforge.promote",
@@ -97,24 +109,33 @@ def main(argv: list[str] | None = None) -> int:
         "--sweep", default=None, help="'latest' or a sweep's parent run id: choose among its jobs only"
     )
     parser.add_argument(
-        "--model", default=None, help=f"registered model name (default: {LoggerConfig().registered_model})"
+        "--model", default=None, help="registered model name (default: the config's logger.registered_model)"
     )
-    parser.add_argument("--experiment", default=None, help="experiment prefix (default: lmforge)")
+    parser.add_argument(
+        "--experiment", default=None, help="experiment prefix (default: the config's logger.experiment)"
+    )
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db",
+        help="default: the config's logger.tracking_uri, else $MLFLOW_TRACKING_URI, "
+        "else sqlite:///<project>/mlflow.db",
     )
     args = parser.parse_args(argv)
-    defaults = LoggerConfig()
-    cfg = Config(
-        logger=LoggerConfig(
-            tracking_uri=args.tracking_uri,
-            experiment=args.experiment or defaults.experiment,
-            registered_model=args.model or defaults.registered_model,
-        )
-    )
     try:
+        # The project's effective config (conf/ composed, as the finetune stage reads it), not
+        # the bare schema: a registered model or server set in conf/ is the one promoted in.
+        # Outside a project folder (an installed package, flags naming the store) the schema's.
+        cfg = compose() if has_project() else Config()
+        logger = cfg.logger
+        cfg = replace(
+            cfg,
+            logger=replace(
+                logger,
+                tracking_uri=args.tracking_uri or logger.tracking_uri,
+                experiment=args.experiment or logger.experiment,
+                registered_model=args.model or logger.registered_model,
+            ),
+        )
         done = promote(args.alias, args.sweep, cfg)
     except UserError as exc:
         print(f"lmforge: error: {exc}", file=sys.stderr)
