@@ -19,7 +19,7 @@ pytest.importorskip(
 
 import torch  # noqa: E402
 
-from lmforge.config import CleanConfig, Config, FinetuneConfig, GenerateConfig, TaskConfig, TokenizerConfig  # noqa: E402
+from lmforge.config import CleanConfig, Config, FinetuneConfig, GenerateConfig, TokenizerConfig, task_config  # noqa: E402
 from lmforge.errors import UserError  # noqa: E402
 from lmforge.export import export, main  # noqa: E402
 from lmforge.models.decoder import PrefixLM  # noqa: E402
@@ -79,7 +79,7 @@ def finetuned_folder(
     tmp_path: Path, tokenizer_path: Path, task_name: str, module: torch.nn.Module, **cfg: object
 ) -> Path:
     """A models/finetuned folder written by the task's own ``save`` (what the finetune stage does)."""
-    from lmforge.tasks import get_task
+    from lmforge.tasks.registry import get_task
 
     folder = tmp_path / "finetuned"
     folder.mkdir()
@@ -234,7 +234,7 @@ def test_tagger_export_gives_lmforge_logits(tmp_path: Path, tokenizer_path: Path
 
     torch.manual_seed(2)
     tagger = peaked(TokenTagger(tiny_cfg(vocab_size(tokenizer_path)), len(LABELS)), seed=2)
-    folder = finetuned_folder(tmp_path, tokenizer_path, "tagging", tagger, task=TaskConfig(name="tagging"))
+    folder = finetuned_folder(tmp_path, tokenizer_path, "tagging", tagger, task=task_config("tagging"))
     out = tmp_path / "hf"
     export(folder, out)
     hf_model = AutoModelForTokenClassification.from_pretrained(out).eval()
@@ -300,7 +300,7 @@ def test_text_generation_pipeline_generates_as_lmforge(
         folder = pretrained_folder(tmp_path, tokenizer_path, lm)
     else:
         folder = finetuned_folder(
-            tmp_path, tokenizer_path, "text2text", lm, task=TaskConfig(name="text2text", prefix_lm=False)
+            tmp_path, tokenizer_path, "text2text", lm, task=task_config("text2text", prefix_lm=False)
         )
     out = tmp_path / "hf"
     export(folder, out)
@@ -361,9 +361,9 @@ def test_missing_or_unexportable_folders_fail_in_one_line(
         (
             "tagging",
             TokenTagger(tiny_cfg(size), 3, feature_buckets=64),
-            {"task": TaskConfig(word_feature_buckets=64)},
+            {"task": task_config("tagging", word_feature_buckets=64)},
         ),
-        ("text2text", PrefixLM(tiny_cfg(size)), {"task": TaskConfig(name="text2text", prefix_lm=True)}),
+        ("text2text", PrefixLM(tiny_cfg(size)), {"task": task_config("text2text", prefix_lm=True)}),
     ):
         (tmp_path / name).mkdir()
         folder = finetuned_folder(tmp_path / name, tokenizer_path, name, module, **cfg)

@@ -384,7 +384,7 @@ def test_config_says_what_model_hf_needs(tmp_path) -> None:
 
 
 def test_shards_of_another_tokenizer_are_refused(tmp_path) -> None:
-    from lmforge.tasks import check_hf_shards
+    from lmforge.tasks.base import check_hf_shards
 
     cfg = tiny_config(tmp_path, "model=hf", "model.name_or_path=/models/a", "pretrain.enabled=false")
     with pytest.raises(UserError, match="rerun the tokenize stage"):
@@ -549,7 +549,7 @@ def test_continued_pretraining_fits_the_checkpoint_objective(bert, tmp_path) -> 
 
 
 def test_finetune_refuses_a_pretrained_folder_of_another_model(tmp_path) -> None:
-    from lmforge.tasks import hf_checkpoint
+    from lmforge.tasks.base import hf_checkpoint
 
     cfg = tiny_config(tmp_path, "model=hf", "model.name_or_path=/models/a", "pretrain=continued")
     folder = tmp_path / cfg.paths.pretrained

@@ -319,8 +319,8 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     from lmforge.errors import UserError
     from lmforge.export_plan import plan
     from lmforge.models.transformer import ClassifierEnsemble
-    from lmforge.tasks import get_task
     from lmforge.tasks.classification.scoring import load_classifier
+    from lmforge.tasks.registry import get_task
     from lmforge.workspace import model_config, shard_meta
 
     workdir, _ = pipeline

@@ -54,7 +54,8 @@ def test_leave_one_out_never_returns_the_source_itself() -> None:
 
 def test_retrieval_is_for_lmforge_text_to_text_only(tmp_path) -> None:
     with pytest.raises(UserError, match="task.retrieval"):
-        tiny_config(tmp_path, "task.retrieval=true")  # the tiny experiment classifies
+        # The tiny experiment classifies: task.retrieval is no key of its task.
+        tiny_config(tmp_path, "+task.retrieval=true")
 
 
 # A toy summarization: a long description whose summary names its topic; similar descriptions

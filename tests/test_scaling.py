@@ -27,6 +27,7 @@ from lmforge.data.tokenization import (
     train_tokenizer,
 )
 from lmforge.errors import UserError
+from lmforge.tasks.registry import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [f"review {i}: the film was {'good' if i % 2 else 'bad'} and {i * 7} minutes long" for i in range(60)]
@@ -139,7 +140,7 @@ def test_tokenizer_trains_on_the_configured_sample(tmp_path, monkeypatch) -> Non
         cfg = Config(
             tokenizer=TokenizerConfig(max_train_texts=limit), paths=PathsConfig(prepared=str(prepared))
         )
-        tokenize.trained_tokenizer(cfg, prepared, {"train": len(TEXTS)}, targets=False)
+        tokenize.trained_tokenizer(cfg, prepared, {"train": len(TEXTS)}, get_task(cfg.task.name))
     assert seen[0] == seen[1] == TEXTS
     assert seen[2] == [t for t in TEXTS if in_sample(t, 20 / len(TEXTS))]
     assert 5 < len(seen[2]) < 40

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from lmforge import baselines, collect, prepare, tokenize
+from lmforge import collect, prepare, tokenize
 from lmforge.config import CleanConfig, Config, SourceConfig, SplitConfig, validate
 from lmforge.data.cleaning import CleaningReport, clean_and_split
 from lmforge.data.readers import read_local, read_parallel
@@ -23,8 +23,13 @@ from lmforge.data.sources import iter_records, read_hf, read_stdlib
 from lmforge.data.stdlib import split_summary
 from lmforge.errors import UserError
 from lmforge.io import read_jsonl
+from lmforge.tasks.text2text import stages as text2text_stages
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# task=text2text within experiment=tiny's model.max_len.
+TEXT2TEXT = ("task=text2text", "task.max_source_len=40", "task.max_target_len=20")
 
 
 def config(workdir: Path, *overrides: str) -> Config:
@@ -239,7 +244,7 @@ def test_prepare_writes_pairs_without_labels(tmp_path: Path) -> None:
         {"text": f"source sentence number {i}", "target": f"target {i}", "source": f"f:{i}"}
         for i in range(40)
     ] + [{"text": "source sentence number 1", "target": ""}]
-    cfg = config(tmp_path, "data.clean.min_chars=5")
+    cfg = config(tmp_path, *TEXT2TEXT, "data.clean.min_chars=5")
     with working_dir(tmp_path):
         Path(cfg.paths.raw).mkdir(parents=True)
         (Path(cfg.paths.raw) / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -280,8 +285,8 @@ def test_prepare_stops_when_most_targets_are_empty(tmp_path: Path) -> None:
 # Tokenize
 
 
-def run_tokenize(workdir: Path, records: list[dict]) -> Path:
-    cfg = config(workdir, "tokenizer.vocab_size=300")
+def run_tokenize(workdir: Path, records: list[dict], *overrides: str) -> Path:
+    cfg = config(workdir, "tokenizer.vocab_size=300", *overrides)
     with working_dir(workdir):
         out = Path(cfg.paths.prepared)
         out.mkdir(parents=True)
@@ -304,7 +309,8 @@ def test_text_to_text_shards_round_trip_with_one_vocabulary(tmp_path: Path) -> N
         {"text": f"der Hund Nummer {i} läuft schnell", "target": f"dog {i} runs fast", "label": None}
         for i in range(40)
     ]
-    shards = run_tokenize(tmp_path, records)
+    # The task, not the records' shape, says how the shards are written.
+    shards = run_tokenize(tmp_path, records, *TEXT2TEXT)
     meta = json.loads((shards / "meta.json").read_text())
     assert meta["targets"] is True and meta["labels"] == []
     tokenizer = Tokenizer.from_file(str(tmp_path / "data/tokenizer/tokenizer.json"))
@@ -403,7 +409,7 @@ def test_lead_baseline_wins_when_targets_open_their_sources(tmp_path: Path) -> N
         for w in ("omega", "sigma")
     ]
     write_prepared(tmp_path, {"train": train, "test": test})
-    results = baselines.text_to_text_baselines(tmp_path)
+    results = text2text_stages.text_to_text_baselines(tmp_path)
     assert results["lead"]["rougeL"] == pytest.approx(100.0)
     assert results["lead"]["exact_match"] == 1.0
     assert results["retrieval"]["rougeL"] < results["lead"]["rougeL"]
@@ -420,7 +426,7 @@ def test_retrieval_baseline_wins_when_similar_sources_share_targets(tmp_path: Pa
         ("prices of stock fell on monday again. nobody knew why.", "markets fell"),
     ]
     write_prepared(tmp_path, {"train": train, "test": test})
-    results = baselines.text_to_text_baselines(tmp_path)
+    results = text2text_stages.text_to_text_baselines(tmp_path)
     assert results["retrieval"]["exact_match"] == 1.0
     assert results["retrieval"]["rougeL"] == pytest.approx(100.0)
     assert results["lead"]["rougeL"] < 50

@@ -13,6 +13,7 @@ import torch
 
 from lmforge.config import VectorsConfig
 from lmforge.errors import UserError
+from lmforge.models.word_vectors import load_word_vectors
 from lmforge.word_vectors import text_words, train_word_vectors
 
 NOUNS = ["dog", "cat", "horse", "bird", "fish", "cow"]
@@ -84,12 +85,12 @@ def test_the_stage_writes_vectors_or_only_its_marker(tmp_path) -> None:
         word_vectors.run(off)
         assert json.loads((tmp_path / "models/word_vectors/meta.json").read_text()) == {"enabled": False}
         with pytest.raises(UserError, match="run the word_vectors stage first"):
-            word_vectors.load_word_vectors(tiny_config(tmp_path, "task=tagging", "vectors.enabled=true"))
+            load_word_vectors(tiny_config(tmp_path, "task=tagging", "vectors.enabled=true"))
         on = tiny_config(
             tmp_path, "task=tagging", "vectors.enabled=true", "vectors.dim=4", "vectors.contexts=30"
         )
         word_vectors.run(on)
-        vocab, vectors = word_vectors.load_word_vectors(on)
+        vocab, vectors = load_word_vectors(on)
     meta = json.loads((tmp_path / "models/word_vectors/meta.json").read_text())
     assert meta["enabled"] and meta["words"] == len(vocab) == len(vectors) and meta["dim"] == 4
     assert meta["sentences"] == 400 and meta["corpus"] is None

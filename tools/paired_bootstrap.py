@@ -33,7 +33,7 @@ def rouge_l(predictions: list[str], references: list[str]) -> np.ndarray:
 
 
 def main() -> None:
-    from lmforge.baselines import text_to_text_predictions
+    from lmforge.tasks.text2text.stages import text_to_text_predictions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared", type=Path, help="the prepared data folder (train.jsonl, test.jsonl)")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforge import interrupts
-from lmforge.config import Config, is_known_key, register_schema, schema_keys, validate
+from lmforge.config import Config, is_known_key, register_schema, schema_keys, structured, validate
 from lmforge.errors import UserError
 
 log = logging.getLogger("lmforge")
@@ -58,9 +58,14 @@ def check_overrides(argv: list[str]) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    known = schema_keys()
+    # task.* keys are the chosen task's: any registered task's here (an experiment may pick the
+    # task), typed by the task=NAME given, else by the default task (validate checks the rest).
+    known = schema_keys(task=None)
     sweep = "-m" in argv or "--multirun" in argv
-    typed = OmegaConf.structured(Config)
+    chosen = [
+        a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(("task=", "task.name=")) and "," not in a
+    ]
+    typed = structured(chosen[-1] if chosen else None)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -84,6 +89,14 @@ def check_overrides(argv: list[str]) -> None:
         node = OmegaConf.select(typed, key, default=None)
         if OmegaConf.is_config(node) or "*" in key:
             continue
+        if key.startswith("task.") and key.split(".", 1)[1] not in typed.task:
+            if any(a.startswith("experiment=") for a in argv):
+                continue  # the experiment may pick the task: validate checks the composed one
+            valid = ", ".join(sorted(typed.task))
+            raise UserError(
+                f"unknown config key '{key}' for task={typed.task.name}; valid keys under 'task': "
+                f"{valid} (pick the task that has it: task=NAME)"
+            )
         try:
             OmegaConf.update(typed, key, None if value == "null" else value, merge=True)
         except OmegaConfBaseException as exc:

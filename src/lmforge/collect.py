@@ -16,6 +16,7 @@ from lmforge.cli import stage
 from lmforge.config import Config, SourceConfig
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, input_path, write_json
+from lmforge.tasks.registry import get_task
 
 # Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
 # the held-out split and drops the training one, so the test set stays as published.
@@ -52,7 +53,7 @@ def source_options(source: SourceConfig) -> tuple[str, dict]:
 
 
 def is_tagged(source: SourceConfig) -> bool:
-    """Whether the source yields word-tagged sentences (task=tagging data)."""
+    """Whether the source yields word-tagged sentences (a tag per word, no label)."""
     from lmforge.data.readers import TAGGED_FORMATS
 
     return source.tags_column is not None or source.format in TAGGED_FORMATS
@@ -122,7 +123,7 @@ def run(cfg: Config) -> None:
     records = iter_source(source)
     if source.max_records:
         records = itertools.islice(records, source.max_records)
-    labelled = pairs = sentences = 0
+    tally = get_task(cfg.task.name).collect_tally(cfg)
     with atomic_dir(cfg.paths.raw) as out:
         count = 0
         with open(out / "records.jsonl", "w", encoding="utf-8") as handle:
@@ -133,28 +134,15 @@ def run(cfg: Config) -> None:
                     record = map_label(record, source.label_map)
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 count += 1
-                labelled += record.get("label") is not None
-                pairs += "target" in record
-                sentences += "words" in record
+                tally.add(record)
         if count == 0:
             raise UserError(
                 f"data source '{source.kind}' ({source.path or source.name or ''}) "
                 "yielded no records; point data.source.path at non-empty data"
             )
-        meta = {"records": count, "labelled": labelled, "source": asdict(source)}
-        if pairs:
-            meta["pairs"] = pairs
-        if sentences:
-            meta["tagged_sentences"] = sentences
+        meta = {"records": count, "labelled": tally.labelled, "source": asdict(source), **tally.meta()}
         write_json(out / "meta.json", meta)
-    what = (
-        f"{pairs} source/target pairs"
-        if pairs
-        else f"{sentences} tagged sentences"
-        if sentences
-        else f"{labelled} labelled"
-    )
-    print(f"collect: {count} records ({what}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
+    print(f"collect: {count} records ({tally.summary()}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
 
 
 main = stage(run)

@@ -23,8 +23,6 @@ from typing import Any
 from lmforge.errors import UserError
 
 SOURCE_KINDS = ("stdlib", "local", "hf", "url")
-# What a finetuned model does with a record: one label per text, or a text written from a text.
-TASKS = ("classification", "text2text", "tagging")
 DECODING_STRATEGIES = ("greedy", "beam", "sample")
 
 
@@ -61,7 +59,7 @@ class SourceConfig:
     # Line-aligned parallel files (kind local): two file suffixes [source, target], e.g. [de, en]
     # reads PATH.de + PATH.en, where PATH (or a split's `file`) is the file stem, e.g. DIR/train.
     parallel: list[str] | None = None
-    # Word-tagged data (task=tagging), one record per sentence: .conllu and .conll files always
+    # Word-tagged data (a tag per word), one record per sentence: .conllu and .conll files always
     # (format conllu/conll); jsonl/parquet/hf when tags_column is set. tags_column is the tag
     # column: upos or xpos for CoNLL-U (null: upos), a column number for CoNLL (null: the last),
     # the column holding each row's list of tags for jsonl/parquet/hf, whose list of words is
@@ -81,7 +79,7 @@ class SourceConfig:
             "data.source.kind",
             f"'{self.kind}' is not one of {', '.join(SOURCE_KINDS)}",
         )
-        _check(self.top_k >= 2, "data.source.top_k", "a classification task needs at least 2 classes")
+        _check(self.top_k >= 2, "data.source.top_k", "a classifier needs at least 2 classes")
         if self.kind == "local":
             _check(
                 bool(self.path),
@@ -510,10 +508,10 @@ class FinetuneConfig:
     # per step: validation, the best checkpoint and the saved model use the averaged weights.
     # null: none.
     ema_decay: float | None = None
-    # Classification: train this many classifiers side by side, each from its own initialisation,
+    # lmforge's own classifier: train this many classifiers side by side, each from its own initialisation,
     # and predict by their mean class probabilities (one model folder; K times the compute).
     ensemble: int = 1
-    # Classification: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
+    # lmforge's own classifier: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
     # baselines stage's, on token ids, hashed into ngram_buckets) before finetuning, and predict by
     # a mix of its class probabilities and the classifier's, the weight chosen on validation.
     ngram_fusion: bool = False
@@ -552,50 +550,37 @@ class FinetuneConfig:
 
 @dataclass
 class TaskConfig:
-    """The task axis: how records become examples, the head and loss, metrics and decoding
-    (``lmforge.tasks``). ``max_source_len``/``max_target_len`` are text-to-text budgets in tokens:
-    longer sources and targets are truncated and counted."""
+    """The task axis (:mod:`lmforge.tasks`): ``name`` picks the task, and the rest of ``task.*``
+    is that task's own dataclass, a subclass of this one its Task registers
+    (``Task.config_class``, e.g. ``lmforge/tasks/<name>/config.py``): :func:`validate` merges
+    the composed config into it, so a key of another task, or of none, stops the run."""
 
-    name: str = "classification"
-    max_source_len: int = 80
-    max_target_len: int = 45
-    # Text-to-text: the source attends to itself both ways (prefix LM, Zhang et al. 2022), the
-    # target causally; false masks the source causally too (a plain decoder-only LM).
-    prefix_lm: bool = True
-    # Text-to-text: read each source with the nearest training pair's target in front of it
-    # (``target || source``, TF-IDF over the train sources; lmforge.retrieval). The neighbour
-    # counts against max_source_len.
-    retrieval: bool = False
-    # Tagging: hashed features of each word (prefixes, suffixes, shape) summed into its first
-    # subword's input embedding, in a table of this many rows; 0 turns them off.
-    word_feature_buckets: int = 0
-    # Tagging: a character CNN with this many filters over each word's characters, added to its
-    # first subword's input embedding like the hashed features (0: none).
-    char_cnn: int = 0
-    # Tagging: a BiLSTM of this many units each way over the encoder's output (0: none).
-    context_lstm: int = 0
-    # Tagging: that BiLSTM steps over every subword, or over the words (first subwords) only.
-    context_over: str = "subwords"
-    # Tagging: while training, each text subword becomes [UNK] with this probability.
-    word_dropout: float = 0.0
+    name: str = ""
 
-    def __post_init__(self) -> None:
-        _check(self.context_lstm >= 0, "task.context_lstm", "must be >= 0 (0 turns the BiLSTM off)")
-        _check(
-            self.context_over in ("subwords", "words"),
-            "task.context_over",
-            f"'{self.context_over}' is not one of subwords, words",
-        )
-        _check(0.0 <= self.word_dropout < 1.0, "task.word_dropout", "must be in [0, 1)")
-        _check(self.char_cnn >= 0, "task.char_cnn", "must be >= 0 (0 turns the character CNN off)")
-        _check(
-            self.word_feature_buckets >= 0,
-            "task.word_feature_buckets",
-            "must be >= 0 (0 turns word features off)",
-        )
-        _check(self.name in TASKS, "task.name", f"'{self.name}' is not one of {', '.join(TASKS)}")
-        _check(self.max_source_len > 0, "task.max_source_len", "must be positive")
-        _check(self.max_target_len > 0, "task.max_target_len", "must be positive")
+
+def task_class(name: str) -> Any:
+    """The Task class registered as ``task=name`` (:mod:`lmforge.tasks.registry`, imported
+    here only when a config is built: it is light, but not needed to read this module)."""
+    from lmforge.tasks.registry import task_class as lookup
+
+    try:
+        return lookup(name)
+    except UserError as exc:
+        raise UserError(f"config key 'task.name': {exc}") from None
+
+
+def task_config(name: str | None = None, **values: Any) -> TaskConfig:
+    """The registered ``task.*`` dataclass of task ``name`` (null: the default task)."""
+    from lmforge.tasks.registry import DEFAULT
+
+    return task_class(name or DEFAULT).config_class(**({"name": name or DEFAULT} | values))
+
+
+def _tasks_that(capability: str) -> str:
+    from lmforge.tasks.registry import tasks_that
+
+    names = [f"task={n}" for n in tasks_that(capability)]
+    return " or ".join(names) if names else "a task that takes it"
 
 
 @dataclass
@@ -759,7 +744,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskConfig = field(default_factory=task_config)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     # The finetuning optimizer: OptimConfig's defaults but the learning rate (pretraining's
@@ -789,21 +774,25 @@ class Config:
             "it would overwrite what it learned: use pretrain=continued (5e-5), set "
             "pretrain.optim.lr <= 5e-4, or pretrain.enabled=false to skip pretraining",
         )
-        _check(
-            not self.vectors.enabled
-            or (self.task.name in ("tagging", "classification") and not self.model.is_hf),
-            "vectors.enabled",
-            "word vectors feed lmforge's own tagger and classifier only: use them with "
-            "task=tagging or task=classification (not model=hf), or set vectors.enabled=false",
-        )
-        _check(
-            (self.finetune.ensemble == 1 and not self.finetune.ngram_fusion)
-            or (self.task.name == "classification" and not self.model.is_hf),
-            "finetune.ensemble" if self.finetune.ensemble > 1 else "finetune.ngram_fusion",
-            "an ensemble or an n-gram fusion takes lmforge's own classifier only: use it with "
-            "task=classification (not model=hf), or set finetune.ensemble=1 and "
-            "finetune.ngram_fusion=false",
-        )
+        if type(self.task) is TaskConfig:  # built in code with the base class: the task's own
+            self.task = task_config(self.task.name)
+        task = task_class(self.task.name)
+        # The task's capabilities say what it takes; the hint lists the tasks that take it.
+        if self.vectors.enabled and not (task.supports_word_vectors and not self.model.is_hf):
+            raise UserError(
+                "config key 'vectors.enabled': word vectors feed lmforge's own tagger and classifier "
+                f"only: use them with {_tasks_that('supports_word_vectors')} (not model=hf), or set "
+                "vectors.enabled=false"
+            )
+        if (self.finetune.ensemble > 1 or self.finetune.ngram_fusion) and not (
+            task.supports_fusion and not self.model.is_hf
+        ):
+            key = "finetune.ensemble" if self.finetune.ensemble > 1 else "finetune.ngram_fusion"
+            raise UserError(
+                f"config key '{key}': an ensemble or an n-gram fusion takes lmforge's own classifier "
+                f"only: use it with {_tasks_that('supports_fusion')} (not model=hf), or set "
+                "finetune.ensemble=1 and finetune.ngram_fusion=false"
+            )
         _check(
             self.pretrain.seq_len <= self.model.max_len,
             "pretrain.seq_len",
@@ -816,33 +805,27 @@ class Config:
             f"{self.finetune.max_len} exceeds model.max_len={self.model.max_len}; "
             "lower one or raise the other",
         )
-        _check(
-            not self.task.retrieval or (self.task.name == "text2text" and not self.model.is_hf),
-            "task.retrieval",
-            "retrieval-augmented sources are for lmforge's own text-to-text model: use it with "
-            "task=text2text (not model=hf), or set task.retrieval=false",
-        )
-        if self.task.name == "text2text":
-            # [CLS] source [SEP] target [SEP]
-            framed = self.task.max_source_len + self.task.max_target_len + 3
-            _check(
-                framed <= self.model.max_len,
-                "task.max_source_len",
-                f"max_source_len + max_target_len + 3 = {framed} exceeds model.max_len="
-                f"{self.model.max_len}; lower the budgets or raise model.max_len",
-            )
+        # The task's own cross-group checks (text-to-text budgets against model.max_len, ...).
+        task.check(self)
 
 
-def schema_keys(schema: type = Config, prefix: str = "") -> set[str]:
+def schema_keys(schema: type = Config, prefix: str = "", task: str | None = "") -> set[str]:
     """Every dotted key the schema accepts, e.g. ``{"seed", "data", "data.source", ...}``.
 
     A free-form mapping (``data.source.splits``) is listed as ``"data.source.splits.*"``: any key
-    below it is accepted.
+    below it is accepted. ``task.*`` is task ``task``'s dataclass ("": the default task's; None:
+    any registered task's).
     """
     keys: set[str] = set()
     for f in fields(schema):
         key = f"{prefix}{f.name}"
         keys.add(key)
+        if schema is Config and f.name == "task":
+            from lmforge.tasks.registry import names
+
+            for name in names() if task is None else [task or None]:
+                keys |= schema_keys(type(task_config(name)), key + ".")
+            continue
         default = f.default_factory() if callable(f.default_factory) else f.default
         if is_dataclass(default):
             keys |= schema_keys(type(default), key + ".")
@@ -856,13 +839,24 @@ def is_known_key(key: str, keys: set[str]) -> bool:
     return key in keys or any(".".join(parts[:i]) + ".*" in keys for i in range(1, len(parts)))
 
 
+def structured(task: str | None = None) -> Any:
+    """``OmegaConf.structured(Config)`` with ``task.*`` typed by task ``task``'s dataclass."""
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.structured(Config)
+    schema.task = OmegaConf.structured(type(task_config(task)))
+    return schema
+
+
 def validate(cfg: Any) -> Config:
     """Merge a composed config into the schema; one-line :class:`UserError` on any problem."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        node = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg or {})
+        name = OmegaConf.select(node, "task.name", default=None)
+        merged = OmegaConf.merge(structured(None if name is None else str(name)), node)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
@@ -871,7 +865,7 @@ def validate(cfg: Any) -> Config:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             valid = sorted(
                 k.split(".")[-1]
-                for k in schema_keys()
+                for k in schema_keys(task=None if name is None else str(name))
                 if k.rsplit(".", 1)[0] == parent and k.count(".") == key.count(".")
             )
             raise UserError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}") from None

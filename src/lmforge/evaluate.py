@@ -20,7 +20,7 @@ from lmforge.io import write_json
 
 
 def run(cfg: Config) -> None:
-    from lmforge.tasks import finetuned_task
+    from lmforge.tasks.registry import finetuned_task
 
     folder = Path(cfg.paths.finetuned)
     task = finetuned_task(folder)

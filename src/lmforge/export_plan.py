@@ -186,75 +186,9 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
 
     task, model = config["task"], config["model"]
     base = _base_config(model, pad_id=model["pad_id"], special=special)
-    if task == "classification":
-        ensemble = config.get("ensemble", 1)
-        _refuse_extras(
-            config_path,
-            "this classifier is an ensemble, adds word vectors or mixes in an n-gram model",
-            {
-                "finetune.ensemble": ensemble if ensemble > 1 else 0,
-                "vectors.enabled": bool(config.get("word_vectors")),
-                "finetune.ngram_fusion": bool(config.get("ngram_buckets")),
-            },
-            "finetune.ensemble=1, vectors.enabled=false and finetune.ngram_fusion=false",
-        )
-        mean_pooled = config.get("pooling") != "cls"
-        if mean_pooled and not token_logits:
-            raise UserError(
-                f"{config_path}: this classifier pools by the mean over tokens (finetune.pooling="
-                f"{config.get('pooling')}), which no built-in Hugging Face sequence classifier "
-                "does; finetune with finetune.pooling=cls to export it, or pass --token-logits "
-                "for a token classifier whose logits averaged over the real tokens are lmforge's"
-            )
-        state = weights("model.pt")
-        mapped = _encoder_weights(state, "encoder.", model["n_layers"])
-        base.update(_label_maps([str(name) for name in config["labels"]]))
-        weight, bias = state["classifier.weight"], state["classifier.bias"]
-        if mean_pooled:
-            architecture = "MegatronBertForTokenClassification"
-        else:
-            architecture = "MegatronBertForSequenceClassification"
-            pooler, scale = _identity_pooler(state, model["d_model"])
-            mapped.update(pooler)
-            weight = weight / scale
-        mapped.update({"classifier.weight": weight, "classifier.bias": bias})
-        return Target(architecture, mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"])
-    if task == "tagging":
-        _refuse_extras(
-            config_path,
-            "this tagger adds word features, a character CNN, a BiLSTM or word vectors",
-            {
-                "task.word_feature_buckets": config.get("feature_buckets", 0),
-                "task.char_cnn": config.get("char_cnn", 0),
-                "task.context_lstm": config.get("context_lstm", 0),
-                "vectors.enabled": bool(config.get("word_vectors")),
-            },
-            "them at 0",
-        )
-        state = weights("model.pt")
-        mapped = {
-            **_encoder_weights(state, "encoder.", model["n_layers"]),
-            "classifier.weight": state["head.weight"],
-            "classifier.bias": state["head.bias"],
-        }
-        base.update(_label_maps([str(tag) for tag in config["tags"]]))
-        return Target(
-            "MegatronBertForTokenClassification", mapped, base, ["[CLS]", "$A", "[SEP]"], config["max_len"]
-        )
-    if task == "text2text":
-        if config.get("prefix_lm", True):
-            raise UserError(
-                f"{config_path}: this text-to-text model reads its source both ways (task.prefix_lm="
-                "true), which no built-in Hugging Face decoder-only model does; finetune with "
-                "task.prefix_lm=false to export it"
-            )
-        state = weights("model.pt")
-        mapped = {**_encoder_weights(state, "encoder.", model["n_layers"]), **_lm_head_weights(state)}
-        return _causal_target(mapped, base, model["max_len"], template=["[CLS]", "$A", "[SEP]"])
-    raise UserError(
-        f"{config_path}: task '{task}' cannot be exported; export a classification, tagging "
-        "or text2text model"
-    )
+    from lmforge.tasks.registry import get_task
+
+    return get_task(task).export_target(config, config_path, weights, base, token_logits)
 
 
 def _refuse_extras(config_path: Path, what: str, extras: dict[str, Any], hint: str) -> None:

@@ -1,6 +1,6 @@
 """Stage 5, finetune: train the task's head (and the encoder) on the labelled train split.
 
-The task (``task=classification``, ``task=text2text``; :mod:`lmforge.tasks`) decides how records
+The task (``task.name``; :mod:`lmforge.tasks`) decides how records
 become examples, the head and loss, and the validation figure that picks the best checkpoint and
 stops early; this stage wires them to Lightning, checkpoints and MLflow. Starts from
 ``models/pretrained/`` unless pretraining was disabled; with ``model=hf``, from the checkpoint

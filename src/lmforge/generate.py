@@ -1,15 +1,16 @@
 """Generate text: ``python -m lmforge.generate``.
 
 Continue a prompt with a causal LM (the pretrain stage's ``models/pretrained`` after
-``pretrain=clm``), or run a text-to-text model (``models/finetuned`` after ``task=text2text``)
-over one input or a file of inputs:
+``pretrain=clm``), or run a finetuned model whose task writes text (``models/finetuned``; the
+task's ``generates`` and :meth:`~lmforge.tasks.base.Task.generator`) over one input or a file of
+inputs:
 
     python -m lmforge.generate generate.prompt="Return the"              # print one output
     python -m lmforge.generate generate.input=sources.txt generate.output=out.jsonl \\
         generate.strategy=beam generate.num_beams=5
 
-``generate.model`` picks the folder (default: ``models/finetuned`` when it holds a text-to-text
-model, else ``models/pretrained``). Decoding: ``generate.strategy`` greedy | beam (``num_beams``,
+``generate.model`` picks the folder (default: ``models/finetuned`` when its task generates
+text, else ``models/pretrained``). Decoding: ``generate.strategy`` greedy | beam (``num_beams``,
 ``length_penalty``) | sample (``temperature``, ``top_k``, ``top_p``, ``seed``), ``max_new_tokens``;
 every row stops at its end-of-sequence token; ``generate.rerank=K`` (a model finetuned with
 ``task.retrieval=true``) lets the targets of the K nearest training pairs compete with the
@@ -24,26 +25,48 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import atomic_file
+from lmforge.tasks.registry import get_task, tasks_that
+
+
+def folder_task(folder: Path) -> Any:
+    """The task recorded in a model folder's ``config.json`` (None: no task, e.g. a pretrained LM)."""
+    config = folder / "config.json"
+    name = json.loads(config.read_text()).get("task") if config.is_file() else None
+    return None if name is None else get_task(name)
+
+
+def generating_tasks() -> str:
+    return " or ".join(f"task={name}" for name in tasks_that("generates"))
 
 
 def default_model(cfg: Config) -> Path:
     finetuned = Path(cfg.paths.finetuned)
-    config = finetuned / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("task") == "text2text":
+    task = folder_task(finetuned)
+    if task is not None and task.generates:
         return finetuned
     pretrained = Path(cfg.paths.pretrained)
     if (pretrained / "lm.pt").is_file():
         return pretrained
     raise UserError(
         f"no model that generates: {finetuned} holds no text-to-text model and "
-        f"{pretrained} no language model; finetune with task=text2text, pretrain with "
+        f"{pretrained} no language model; finetune with {generating_tasks()}, pretrain with "
         "pretrain=clm, or set generate.model=FOLDER"
     )
+
+
+def load_generator(cfg: Config, folder: Path) -> Any:
+    """The folder's model as its task's generator; a pretrained causal LM (no task) is run by
+    the generator of a task that generates (it continues prompts)."""
+    task = folder_task(folder)
+    if task is None:
+        task = get_task(tasks_that("generates")[0])
+    return task.generator(folder, cfg.data.clean)
 
 
 def read_inputs(cfg: Config, path: Path) -> list[str]:
@@ -69,9 +92,7 @@ def run(cfg: Config) -> None:
 
     from tqdm import tqdm
 
-    from lmforge.tasks.text2text.runtime import TextToTextModel
-
-    model = TextToTextModel.load(folder, clean=cfg.data.clean)
+    model = load_generator(cfg, folder)
     texts = [g.prompt] if g.prompt is not None else read_inputs(cfg, Path(g.input or ""))
     if not texts:
         raise UserError(f"generate.input={g.input} holds no input")

@@ -1,17 +1,14 @@
 """Stage 2, prepare: clean, deduplicate and split the raw records into ``data/prepared/``.
 
 Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id; ``[]``
-for text-to-text data, whose records carry ``target`` instead of a label, and for word-tagged
-data) and ``cleaning.json`` (input rows, kept, dropped by reason, rows per split). Word-tagged
-data (records with ``words`` and ``tags``) adds ``tags.json``: the train split's tag set in text
-order (index = tag id); tags found only in val/test are listed in ``cleaning.json`` under
-``unseen_tags`` with their word counts: no model can predict them, so they score as wrong.
+for records without labels) and ``cleaning.json`` (input rows, kept, dropped by reason, rows per
+split). The task (``task.name``; :meth:`lmforge.tasks.base.Task.prepare_tally`) counts and
+checks what its records hold besides, and may write files of its own (a tagger's ``tags.json``).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, read_jsonl, write_json
+from lmforge.tasks.registry import get_task
 
 
 def label_names(labels: set) -> list:
@@ -70,8 +68,7 @@ def run(cfg: Config) -> None:
     total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
     report = CleaningReport()
     labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
-    pairs = 0
-    tag_counts: dict[str, Counter] = {name: Counter() for name in SPLITS}
+    tally = get_task(cfg.task.name).prepare_tally(cfg)
     with atomic_dir(cfg.paths.prepared) as out, ExitStack() as files:
         handles = {
             name: files.enter_context(open(out / f"{name}.jsonl", "w", encoding="utf-8")) for name in SPLITS
@@ -88,23 +85,11 @@ def run(cfg: Config) -> None:
             handles[split].write(json.dumps(record, ensure_ascii=False) + "\n")
             if record.get("label") is not None:
                 labels_seen[split].add(str(record["label"]))
-            pairs += "target" in record
-            if "tags" in record:
-                tag_counts[split].update(record["tags"])
+            tally.add(split, record)
         report.check_balance()
         check_mostly_empty(cfg, report.as_dict())
         names = label_names(labels_seen["train"])
-        if pairs and names:
-            raise UserError(
-                f"{raw}: records mix targets (text-to-text) and labels "
-                "(classification); give data.source.target_column or "
-                "data.source.label_column, not both"
-            )
-        if len(names) == 1:
-            raise UserError(
-                f"{raw}: the train split holds one class only ({names[0]!r}); "
-                "a classifier needs at least two labels"
-            )
+        tally.check(raw, names)
         unseen = (labels_seen["val"] | labels_seen["test"]) - {str(n) for n in names}
         if unseen:
             raise UserError(
@@ -113,41 +98,13 @@ def run(cfg: Config) -> None:
             )
         write_json(out / "labels.json", names)
         summary = report.as_dict()
-        if any(tag_counts.values()):
-            tags = sorted(tag_counts["train"])
-            if len(tags) < 2:
-                raise UserError(
-                    f"{raw}: the train split holds {len(tags)} tag(s) ({tags}); a "
-                    "tagger needs at least two; check data.source.tags_column"
-                )
-            write_json(out / "tags.json", tags)
-            unseen = {
-                split: {t: n for t, n in sorted(tag_counts[split].items()) if t not in tag_counts["train"]}
-                for split in ("val", "test")
-            }
-            summary["unseen_tags"] = unseen
-            for split, counts in unseen.items():
-                if counts:
-                    print(
-                        f"prepare: note: {split} has {sum(counts.values())} words tagged "
-                        f"{sorted(counts)}, tag(s) absent from train: the model cannot predict "
-                        "them, so they are scored as wrong (counted in the metrics)"
-                    )
+        what = tally.finish(raw, out, names, summary)
         write_json(out / "cleaning.json", summary)
     summary = report.as_dict()
-    if any(tag_counts.values()):
-        names = json.loads((Path(cfg.paths.prepared) / "tags.json").read_text())
     print(
         f"prepare: {summary['input_rows']} rows in = {summary['kept']} kept + "
         f"{summary['dropped_total']} dropped {summary['dropped']}; "
-        f"splits {summary['per_split']}; "
-        + (
-            f"{pairs} source/target pairs"
-            if pairs
-            else f"{len(names)} tags"
-            if any(tag_counts.values())
-            else f"{len(names)} classes"
-        )
+        f"splits {summary['per_split']}; " + what
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from lmforge.cli import stage
 from lmforge.config import Config
 from lmforge.io import atomic_file
-from lmforge.text_metrics import format_scores
+from lmforge.tasks.registry import get_task
 
 
 def _load(path: Path) -> dict:
@@ -36,37 +36,7 @@ def summary(cfg: Config) -> str:
         else:
             accuracy = f"MLM accuracy {pretrain['val_mlm_accuracy']:.3f}"
         lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f}, {accuracy}")
-    if "best_val_f1" in finetune:
-        lines.append(
-            f"finetune  best val macro F1 {finetune['best_val_f1']:.4f} ({finetune['epochs']} epochs)"
-        )
-    elif "best_val_loss" in finetune:
-        lines.append(
-            f"finetune  best val target loss {finetune['best_val_loss']:.4f} ({finetune['epochs']} epochs)"
-        )
-    if "accuracy" in evaluation:
-        # Taggers are scored per word, classifiers per example.
-        count = (
-            f"{evaluation['words']} words" if "words" in evaluation else f"{evaluation['examples']} examples"
-        )
-        lines.append(
-            f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
-            f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}  ({count})"
-        )
-        if "entities" in evaluation:
-            e = evaluation["entities"]
-            lines.append(
-                f"          entities P {e['precision']:.4f}  R {e['recall']:.4f}  "
-                f"F1 {e['f1']:.4f}  ({e['support']} gold spans)"
-            )
-    elif evaluation:
-        lines.append("test      " + format_scores(evaluation, 4) + f"  ({evaluation['examples']} examples)")
-    for name, values in baselines.items():
-        if "accuracy" in values:
-            f1 = f"  macro F1 {values['f1']:.4f}" if "f1" in values else ""
-            lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}{f1}")
-        else:
-            lines.append(f"baseline  {name:<15} {format_scores(values, 4)}")
+    lines += get_task(cfg.task.name).report_lines(finetune, evaluation, baselines)
     uri = tracking_uri(cfg)
     lines += [
         "",

@@ -19,7 +19,7 @@ already stripped of every text equal to, or holding, one of the task's val/test 
 
 Writes ``models/word_vectors/``: ``vectors.npy`` (float32 ``[words, dim]``), ``vocab.json``
 (the words, row order) and ``meta.json``; with ``vectors.enabled=false`` only the ``meta.json``
-marker. Both ``task=tagging`` and ``task=classification`` add each word's vector, projected
+marker. The tasks that take them (``Task.supports_word_vectors``) add each word's vector, projected
 to the model width, to its first subword's embedding
 (:class:`lmforge.models.word_vectors.WordVectors`); the tagger looks it up by its lower-cased
 word, the classifier by the word's token ids
@@ -28,7 +28,6 @@ word, the classifier by the word's token ids
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -39,16 +38,10 @@ import numpy as np
 from lmforge.cli import stage
 from lmforge.config import Config, VectorsConfig
 from lmforge.data.tokenization import in_sample
+from lmforge.data.words import WORD, text_words  # noqa: F401  (re-exported)
 from lmforge.errors import UserError
 from lmforge.io import atomic_dir, read_jsonl, write_json
-
-# Running text into words as the treebanks split them: "don't" -> "do", "n't"; "U.S." and
-# "e-mail" whole; every other punctuation mark on its own.
-WORD = re.compile(r"\w+(?=n't\b)|n't\b|'\w+|\w+(?:[-.]\w+)*|[^\w\s]")
-
-
-def text_words(text: str) -> list[str]:
-    return WORD.findall(text)
+from lmforge.tasks.registry import get_task
 
 
 def train_word_vectors(
@@ -118,10 +111,11 @@ def _sentences(cfg: Config) -> Callable[[], Iterator[list[str]]]:
         raise UserError(f"{corpus} is missing; run the prepare_corpus stage first (dvc repro prepare_corpus)")
 
     fraction = cfg.vectors.corpus_fraction
+    task = get_task(cfg.task.name)
 
     def sentences() -> Iterator[list[str]]:
         for record in read_jsonl(prepared):
-            yield record["words"] if "words" in record else text_words(record["text"])
+            yield task.sentence_words(record)
         if cfg.corpus.enabled and fraction > 0:
             for record in read_jsonl(corpus):
                 if in_sample(record["text"], fraction):
@@ -162,21 +156,6 @@ def run(cfg: Config) -> None:
         f"word_vectors: {len(vocab)} words x {vectors.shape[1]} from {stats['tokens']:,} tokens in "
         f"{stats['sentences']:,} texts ({meta['seconds']} s) -> {cfg.paths.word_vectors}"
     )
-
-
-def load_word_vectors(cfg: Config) -> tuple[list[str], np.ndarray]:
-    """The stage's words and vectors; a clear error when it has not written them."""
-    import json
-
-    folder = Path(cfg.paths.word_vectors)
-    meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if not meta.get("enabled"):
-        raise UserError(
-            f"{folder} holds no word vectors but vectors.enabled=true; run the word_vectors stage "
-            "first (dvc repro word_vectors)"
-        )
-    return json.loads((folder / "vocab.json").read_text()), np.load(folder / "vectors.npy")
 
 
 main = stage(run)

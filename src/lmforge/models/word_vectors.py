@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -141,3 +142,23 @@ class TokenWordKeys(nn.Module):
         sums = torch.zeros(batch, length, dtype=torch.long, device=ids.device).scatter_add_(1, segment, terms)
         keys = sums.gather(1, segment) % MODULUS + 1
         return torch.where(start & (kind == WORD_START), keys, 0)
+
+
+def load_word_vectors(cfg: Any) -> tuple[list[str], Any]:
+    """The word_vectors stage's words and vectors (:mod:`lmforge.word_vectors`); a clear error
+    when it has not written them."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from lmforge.errors import UserError
+
+    folder = Path(cfg.paths.word_vectors)
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if not meta.get("enabled"):
+        raise UserError(
+            f"{folder} holds no word vectors but vectors.enabled=true; run the word_vectors stage "
+            "first (dvc repro word_vectors)"
+        )
+    return json.loads((folder / "vocab.json").read_text()), np.load(folder / "vectors.npy")

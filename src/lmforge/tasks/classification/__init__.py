@@ -15,7 +15,8 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.classification.config import ClassificationConfig
 
 
 class ClassificationTask(Task):
@@ -23,6 +24,31 @@ class ClassificationTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    config_class = ClassificationConfig
+    supports_word_vectors = True
+    supports_fusion = True
+
+    def prepare_tally(self, cfg: Config) -> Any:
+        from lmforge.tasks.classification.stages import LabelTally
+
+        return LabelTally()
+
+    def baselines(self, cfg: Config) -> dict:
+        from lmforge.tasks.classification.stages import baselines
+
+        return baselines(cfg)
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        from lmforge.tasks.classification.stages import report_lines
+
+        return report_lines(finetune, evaluation, baselines)
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        from lmforge.tasks.classification.export import export_target
+
+        return export_target(config, config_path, weights, base, token_logits)
 
     def data(self, cfg: Config, meta: dict) -> TaskData:
         from lmforge.data.datasets import LabelledRecords
@@ -65,7 +91,7 @@ class ClassificationTask(Task):
         model = None
         if cfg.model.is_hf:
             from lmforge.models.hf import HFClassifier
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFClassifier.pretrained(checkpoint, len(meta["labels"]), meta["special_ids"]["pad"], lora)
@@ -145,8 +171,7 @@ class ClassificationTask(Task):
             return None
         import torch
 
-        from lmforge.models.word_vectors import token_kinds, token_word_keys
-        from lmforge.word_vectors import load_word_vectors
+        from lmforge.models.word_vectors import load_word_vectors, token_kinds, token_word_keys
 
         vocab, table = load_word_vectors(cfg)
         tokenizer = ClassificationTask._tokenizer(cfg)
@@ -242,7 +267,7 @@ class ClassificationTask(Task):
         }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.classification.scoring import (
             file_batches,
             load_classifier,

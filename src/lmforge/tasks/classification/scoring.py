@@ -21,7 +21,7 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     config = json.loads((folder / "config.json").read_text())
     if "hf" in config:
         from lmforge.models.hf import HFClassifier
-        from lmforge.tasks import HF_FOLDER
+        from lmforge.tasks.base import HF_FOLDER
 
         model = HFClassifier.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:

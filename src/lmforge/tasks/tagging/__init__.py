@@ -21,7 +21,8 @@ from typing import Any
 from lmforge.config import Config
 from lmforge.errors import UserError
 from lmforge.io import write_json
-from lmforge.tasks import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.tagging.config import TaggingConfig
 
 
 def _tagging_meta(meta: dict, where: str) -> dict:
@@ -38,6 +39,45 @@ class TaggingTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    config_class = TaggingConfig
+    supports_word_vectors = True
+
+    def collect_tally(self, cfg: Config) -> Any:
+        from lmforge.tasks.tagging.stages import SentenceCount
+
+        return SentenceCount()
+
+    def prepare_tally(self, cfg: Config) -> Any:
+        from lmforge.tasks.tagging.stages import TagTally
+
+        return TagTally()
+
+    def sentence_words(self, record: dict) -> list[str]:
+        return record["words"]
+
+    def write_shards(
+        self, cfg: Config, tokenizer: Any, prepared: Path, specials: dict, checkpoint: Any
+    ) -> None:
+        from lmforge.tasks.tagging.stages import write_tagged_shards
+
+        write_tagged_shards(cfg, tokenizer, prepared, specials, checkpoint)
+
+    def baselines(self, cfg: Config) -> dict:
+        from lmforge.tasks.tagging.stages import baselines
+
+        return baselines(cfg)
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        from lmforge.tasks.tagging.stages import report_lines
+
+        return report_lines(finetune, evaluation, baselines)
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        from lmforge.tasks.tagging.export import export_target
+
+        return export_target(config, config_path, weights, base, token_logits)
 
     def data(self, cfg: Config, meta: dict) -> TaskData:
         from lmforge.data.tagging import TagCollate, TaggedWindows, shard_sentences
@@ -89,7 +129,7 @@ class TaggingTask(Task):
         model = None
         if cfg.model.is_hf:
             from lmforge.models.hf import HFTagger
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFTagger.pretrained(checkpoint, len(tags), lora)
@@ -120,7 +160,7 @@ class TaggingTask(Task):
         import torch
 
         from lmforge.data.tagging import word_key
-        from lmforge.word_vectors import load_word_vectors
+        from lmforge.models.word_vectors import load_word_vectors
 
         vocab, table = load_word_vectors(cfg)
         keys = torch.tensor([word_key(w) for w in vocab], dtype=torch.long)
@@ -208,7 +248,7 @@ class TaggingTask(Task):
         where: str | None = None,
     ) -> dict:
         from lmforge.figures import confusion_csv, confusion_png
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
 
         pad = model_special_ids(config)["pad"]
@@ -237,7 +277,7 @@ class TaggingTask(Task):
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, plain_sentences
-        from lmforge.tasks import model_special_ids
+        from lmforge.tasks.base import model_special_ids
         from lmforge.tasks.tagging.scoring import load_tagger, read_tagged_file, tag_ids
 
         model, config, tokenizer = load_tagger(folder)

@@ -27,7 +27,7 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     config = json.loads((folder / "config.json").read_text())
     if "hf" in config:
         from lmforge.models.hf import HFTagger
-        from lmforge.tasks import HF_FOLDER
+        from lmforge.tasks.base import HF_FOLDER
 
         model = HFTagger.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:

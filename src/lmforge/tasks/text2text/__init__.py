@@ -20,10 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
+from lmforge.config import Config, _check
 from lmforge.errors import UserError
 from lmforge.io import read_jsonl
-from lmforge.tasks import Task, TaskData, eval_plots
+from lmforge.tasks.base import Task, TaskData, eval_plots
+from lmforge.tasks.text2text.config import TextToTextConfig
 
 SAMPLE_ROWS = 100  # source / reference / prediction rows logged as an MLflow table
 EXAMPLE_TEXTS = [
@@ -37,6 +38,70 @@ class TextToTextTask(Task):
     objective = "best_val_loss"
     monitor = "val/loss"
     mode = "min"
+    config_class = TextToTextConfig
+    generates = True
+    # One joint vocabulary: a decoder reads the source and writes the target with it.
+    texts_per_record = 2
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        t = cfg.task
+        _check(
+            not t.retrieval or not cfg.model.is_hf,
+            "task.retrieval",
+            "retrieval-augmented sources are for lmforge's own text-to-text model: use it with "
+            "task=text2text (not model=hf), or set task.retrieval=false",
+        )
+        # [CLS] source [SEP] target [SEP]
+        framed = t.max_source_len + t.max_target_len + 3
+        _check(
+            framed <= cfg.model.max_len,
+            "task.max_source_len",
+            f"max_source_len + max_target_len + 3 = {framed} exceeds model.max_len="
+            f"{cfg.model.max_len}; lower the budgets or raise model.max_len",
+        )
+
+    def collect_tally(self, cfg: Config) -> Any:
+        from lmforge.tasks.text2text.stages import PairCount
+
+        return PairCount()
+
+    def prepare_tally(self, cfg: Config) -> Any:
+        from lmforge.tasks.text2text.stages import PairTally
+
+        return PairTally()
+
+    def tokenizer_texts(self, record: dict) -> list[str]:
+        return [record["text"], record["target"]]
+
+    def write_shards(
+        self, cfg: Config, tokenizer: Any, prepared: Path, specials: dict, checkpoint: Any
+    ) -> None:
+        from lmforge.tasks.text2text.stages import write_pair_shards
+
+        write_pair_shards(cfg, tokenizer, prepared, specials, checkpoint, self.tokenizer_texts)
+
+    def baselines(self, cfg: Config) -> dict:
+        from lmforge.tasks.text2text.stages import baselines
+
+        return baselines(cfg)
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        from lmforge.tasks.text2text.stages import report_lines
+
+        return report_lines(finetune, evaluation, baselines)
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        from lmforge.tasks.text2text.export import export_target
+
+        return export_target(config, config_path, weights, base, token_logits)
+
+    def generator(self, folder: Path, clean: Any) -> Any:
+        from lmforge.tasks.text2text.runtime import TextToTextModel
+
+        return TextToTextModel.load(folder, clean=clean)
 
     def data(self, cfg: Config, meta: dict) -> TaskData:
         from lmforge.data.datasets import SourceTargetPairs
@@ -66,7 +131,7 @@ class TextToTextTask(Task):
         collate: Any = PairCollate()
         if cfg.model.is_hf:
             from lmforge.models.hf import is_encoder_decoder
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             collate = HFPairCollate(meta["special_ids"], is_encoder_decoder(hf_checkpoint(cfg)[0]))
         return TaskData(
@@ -78,7 +143,7 @@ class TextToTextTask(Task):
 
         if cfg.model.is_hf:
             from lmforge.models.hf import HFTextToText
-            from lmforge.tasks import hf_checkpoint
+            from lmforge.tasks.base import hf_checkpoint
 
             # A decoder checkpoint attends causally throughout: task.prefix_lm cannot apply.
             model = HFTextToText.pretrained(*hf_checkpoint(cfg))

@@ -40,7 +40,7 @@ class HFTextToTextModel:
         from tokenizers import Tokenizer
 
         from lmforge.models.hf import HFTextToText
-        from lmforge.tasks import HF_FOLDER
+        from lmforge.tasks.base import HF_FOLDER
 
         model = HFTextToText.load(Path(folder) / HF_FOLDER, config["hf"]["trust_remote_code"])
         return cls(

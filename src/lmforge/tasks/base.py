@@ -1,0 +1,373 @@
+"""The :class:`Task` interface and the helpers every task shares.
+
+A task owns its axis end to end, so the stages stay ignorant of which task runs: its typed
+``task.*`` config and the cross-group checks on it, what ``collect`` and ``prepare`` count and
+check, how ``tokenize`` trains the tokenizer and encodes shards, which baselines apply, how token
+shards become training examples and batches, the LightningModule (head and loss), the
+validation figure that picks the best checkpoint, the finetuned model's files, its metrics on a
+split or a file, the MLflow pyfunc model it registers, how it exports to Hugging Face, the
+report's summary lines and what ``generate`` does with it. Modelled on fairseq's ``tasks/`` (a
+task builds its datasets, model and scoring; models know nothing of data).
+:mod:`lmforge.tasks.registry` finds the tasks (built-in and ``lmforge.tasks`` entry points).
+
+This module imports nothing heavy: tasks import torch, Lightning and MLflow inside methods.
+Task modules import from here, never from the package ``lmforge.tasks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, TaskConfig
+from lmforge.errors import UserError
+
+
+@dataclass
+class TaskData:
+    """What the finetune stage trains on: datasets, their collate function and how many records
+    the task's length budget cut (``{"train": n, "val": n}``, printed and logged)."""
+
+    train: Any
+    val: Any
+    collate: Any
+    train_lengths: Any = None
+    truncated: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class CollectTally:
+    """What the collect stage counts of a task's raw records (``data/raw/meta.json`` and the
+    stage's one-line summary). This default counts labelled records."""
+
+    def __init__(self) -> None:
+        self.labelled = 0
+
+    def add(self, record: dict) -> None:
+        self.labelled += record.get("label") is not None
+
+    def meta(self) -> dict:
+        """Entries added to ``data/raw/meta.json`` beside ``records`` and ``labelled``."""
+        return {}
+
+    def summary(self) -> str:
+        return f"{self.labelled} labelled"
+
+
+class PrepareTally:
+    """What the prepare stage counts and checks of a task's records, split by split. Labels
+    (``labels.json``) are counted by the stage for every task; this default adds the checks of
+    one label per text and says ``N classes``."""
+
+    def add(self, split: str, record: dict) -> None:
+        """Count one record written to ``split``."""
+
+    def check(self, raw: Path, names: list) -> None:
+        """Stop with a one-line :class:`UserError` when the records cannot serve the task
+        (``names``: the train split's class names)."""
+        if len(names) == 1:
+            raise UserError(
+                f"{raw}: the train split holds one class only ({names[0]!r}); "
+                "a classifier needs at least two labels"
+            )
+
+    def finish(self, raw: Path, out: Path, names: list, summary: dict) -> str:
+        """Write the task's own files into ``out`` (``data/prepared``), add its counts to
+        ``summary`` (``cleaning.json``); return what the stage's summary line ends with."""
+        return f"{len(names)} classes"
+
+
+class Task:
+    """The interface every task implements (see the module docstring).
+
+    A new task subclasses this, sets ``name`` (its ``task=NAME``), ``config_class`` and the
+    figures below, implements the methods that raise :class:`NotImplementedError`, and is
+    declared under the ``lmforge.tasks`` entry point group (:mod:`lmforge.tasks.registry`).
+    The defaults of the data hooks serve one label per text (``{"text", "label"}`` records).
+    """
+
+    name: str = ""
+    # The typed dataclass of the task's ``task.*`` keys (a subclass of lmforge.config.TaskConfig,
+    # light: stdlib only); ``config.validate`` merges the composed config into it.
+    config_class: type = TaskConfig
+    # What finetune logs, returns (the objective of Hydra/Optuna sweeps) and promote ranks by.
+    objective: str = ""
+    # The Lightning metric that picks the best checkpoint and drives early stopping.
+    monitor: str = ""
+    mode: str = "max"
+    # Capabilities the cross-group config checks ask for (lmforge.config.Config.__post_init__):
+    # lmforge's own model of this task adds frozen word vectors (vectors.enabled) ...
+    supports_word_vectors: bool = False
+    # ... is an ensemble (finetune.ensemble > 1) or fuses an n-gram model (finetune.ngram_fusion).
+    supports_fusion: bool = False
+    # Its finetuned model writes text: python -m lmforge.generate runs it (:meth:`generator`).
+    generates: bool = False
+    # How many texts of a train record the tokenizer learns from (see :meth:`tokenizer_texts`).
+    texts_per_record: int = 1
+
+    # --- config -------------------------------------------------------------------------------
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Cross-group checks of the task's keys against the rest of the config, at start-up;
+        a one-line :class:`UserError` (``config key 'KEY': ...``). Called by ``Config``."""
+
+    # --- data stages ----------------------------------------------------------------------------
+
+    def collect_tally(self, cfg: Config) -> CollectTally:
+        """What collect counts of the raw records (:class:`CollectTally`)."""
+        return CollectTally()
+
+    def prepare_tally(self, cfg: Config) -> PrepareTally:
+        """What prepare counts, checks and writes besides the splits (:class:`PrepareTally`)."""
+        return PrepareTally()
+
+    def tokenizer_texts(self, record: dict) -> list[str]:
+        """The texts of a prepared record the tokenizer trains on (and that pretraining reads
+        with ``corpus.include_task_train``); ``texts_per_record`` of them."""
+        return [record["text"]]
+
+    def sentence_words(self, record: dict) -> list[str]:
+        """A prepared record's words, for the word_vectors stage."""
+        from lmforge.data.words import text_words
+
+        return text_words(record["text"])
+
+    def write_shards(
+        self, cfg: Config, tokenizer: Any, prepared: Path, specials: dict, checkpoint: dict | None
+    ) -> None:
+        """Encode ``data/prepared`` into ``data/shards`` (and the pretraining corpus with it),
+        with its ``meta.json``, and print the tokenize stage's summary. This default writes
+        each record's text with its label's id (:func:`lmforge.data.encode.write_text_shards`)."""
+        from lmforge.data.encode import write_text_shards
+
+        write_text_shards(cfg, tokenizer, prepared, specials, checkpoint)
+
+    def baselines(self, cfg: Config) -> dict:
+        """Reference scores on the test split (``metrics/baselines.json``), printed; none by
+        default."""
+        print(f"baselines: none for task={self.name}")
+        return {}
+
+    # --- report, export, generate --------------------------------------------------------------
+
+    def report_lines(self, finetune: dict, evaluation: dict, baselines: dict) -> list[str]:
+        """The report's lines on finetuning, the test scores and the baselines (each read from
+        its ``metrics/*.json``, ``{}`` where the stage has not run)."""
+        lines = []
+        if self.objective in finetune:
+            lines.append(
+                f"finetune  {self.objective} {finetune[self.objective]:.4f} ({finetune['epochs']} epochs)"
+            )
+        if evaluation:
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in evaluation.items() if isinstance(v, float))
+            lines.append(f"test      {scores}")
+        for name, values in baselines.items():
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
+            lines.append(f"baseline  {name:<15} {scores}")
+        return lines
+
+    def export_target(
+        self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
+    ) -> Any:
+        """The Hugging Face architecture, weights and config of a finetuned model of this task
+        (:class:`lmforge.export_plan.Target`). ``config``: its ``config.json``; ``weights(name)``
+        loads a state dict from its folder; ``base``: the shared MegatronBert config."""
+        from lmforge.tasks.registry import exportable_tasks
+
+        raise UserError(
+            f"{config_path}: task '{self.name}' cannot be exported; export a {exportable_tasks()} model"
+        )
+
+    def generator(self, folder: Path, clean: Any) -> Any:
+        """A finetuned model of this task that writes text (``generate(texts, cfg.generate)``),
+        for ``python -m lmforge.generate``; only where ``generates``."""
+        raise UserError(f"{folder} holds a task={self.name} model, which does not generate text")
+
+    def data(self, cfg: Config, meta: dict) -> TaskData:
+        raise NotImplementedError
+
+    def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
+        raise NotImplementedError
+
+    def load_pretrained(self, module: Any, folder: Path) -> str:
+        """Load the pretrain stage's weights into ``module``; return the file it read."""
+        import torch
+
+        path = folder / "encoder.pt"
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # An ensemble (finetune.ensemble) starts every member from the pretrained encoder.
+        for member in getattr(module.model, "members", [module.model]):
+            member.encoder.load_state_dict(state)
+        return str(path)
+
+    def model_options(self, cfg: Config, meta: dict) -> dict:
+        """What loading the finetuned model needs besides its weights and sizes (label names,
+        budgets, ...): stored in its ``config.json``."""
+        raise NotImplementedError
+
+    def save(self, module: Any, cfg: Config, meta: dict, out: Path) -> None:
+        """``model.pt`` and ``config.json`` (the task, the model's sizes and
+        :meth:`model_options`) in the finetuned folder."""
+        from dataclasses import asdict
+
+        import torch
+
+        from lmforge.io import write_json
+
+        if cfg.model.is_hf:
+            save_checkpoint(module.model, cfg, meta, out)
+            config = {"task": self.name, **hf_model_record(cfg, meta)}
+        else:
+            torch.save(module.model.state_dict(), out / "model.pt")
+            config = {"task": self.name, "model": asdict(module.model.cfg)}
+        write_json(out / "config.json", {**config, **self.model_options(cfg, meta)})
+
+    def before_fit(self, module: Any, data: TaskData, cfg: Config, meta: dict) -> None:
+        """Fit what the model holds besides its trained weights, from the task's data (an
+        n-gram model to fuse with); called once the module is built."""
+
+    def before_save(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
+        """Settle what the best checkpoint's model still needs from validation before it is
+        saved (an n-gram fusion's weight); figures to log with the finetune metrics."""
+        return {}
+
+    def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
+        """Extra validation figures logged to the finetune run (per-class reports, samples)."""
+        return {}
+
+    def log_model(self, cfg: Config, folder: Path) -> Any:
+        """Log the finetuned folder as an MLflow pyfunc model (and register it)."""
+        raise NotImplementedError
+
+    def evaluate(self, cfg: Config, folder: Path) -> dict:
+        """Score the finetuned model on the test split: ``metrics/eval.json``, ``plots/eval/``,
+        logged to MLflow by the caller."""
+        raise NotImplementedError
+
+    def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
+        """Score the finetuned model on any labelled file read with ``data.source``'s options."""
+        raise NotImplementedError
+
+
+def word_vectors_shape(cfg: Config) -> list[int] | None:
+    """``[words, dim]`` of the word_vectors stage's output with ``vectors.enabled``, else None
+    (stored in a finetuned model's ``config.json`` to rebuild it)."""
+    if not cfg.vectors.enabled:
+        return None
+    import json
+
+    meta = json.loads((Path(cfg.paths.word_vectors) / "meta.json").read_text())
+    return [meta["words"], meta["dim"]]
+
+
+# model=hf: the finetuned checkpoint's folder within models/finetuned/ (save_pretrained layout).
+HF_FOLDER = "hf"
+
+
+def save_checkpoint(model: Any, cfg: Config, meta: dict, out: Path) -> None:
+    """A finetuned ``model=hf`` model as ``out/hf/``: ``save_pretrained`` weights (LoRA adapters
+    merged in) with the checkpoint's tokenizer files, a folder ``AutoModelFor*`` and
+    ``AutoTokenizer`` load as they are."""
+    import shutil
+
+    folder = out / HF_FOLDER
+    folder.mkdir()
+    model.save(folder)
+    for path in Path(cfg.paths.tokenizer).iterdir():
+        if path.is_file():
+            shutil.copy(path, folder / path.name)
+
+
+def hf_model_record(cfg: Config, meta: dict) -> dict:
+    """What ``config.json`` says of a ``model=hf`` model: its origin, LoRA options, and the
+    special ids its framing uses (the checkpoint's, not lmforge's)."""
+    from dataclasses import asdict
+
+    m = cfg.model
+    return {
+        "hf": {
+            "name_or_path": m.name_or_path,
+            "revision": m.revision,
+            "trust_remote_code": m.trust_remote_code,
+            "lora": asdict(m.lora),
+            # The registered weights are the base model with the adapters merged in, never
+            # the adapters alone: what serves needs neither peft nor the base checkpoint.
+            "weights": "merged" if m.lora.enabled else "full",
+        },
+        "special_ids": meta["special_ids"],
+    }
+
+
+def model_special_ids(config: dict) -> dict:
+    """The special ids a finetuned model frames text with: the checkpoint's for ``model=hf``,
+    else lmforge's fixed ones."""
+    from lmforge.data.tokenization import special_ids
+
+    return config.get("special_ids") or special_ids()
+
+
+def hf_checkpoint(cfg: Config, start: bool = True) -> tuple[Any, Any]:
+    """``model.*`` as :class:`lmforge.models.hf.Checkpoint` and :class:`~lmforge.models.hf.Lora`.
+
+    ``start``: the checkpoint finetuning starts from, which is the pretrain stage's
+    save_pretrained folder where it continued pretraining this checkpoint
+    (``models/pretrained/hf``), else ``model.name_or_path`` as published."""
+    from dataclasses import asdict
+
+    from lmforge.models.hf import Checkpoint, Lora
+
+    m = cfg.model
+    checkpoint = Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code)
+    continued = continued_checkpoint(cfg) if start else None
+    if continued is not None:
+        checkpoint = Checkpoint(str(continued), None, m.trust_remote_code)
+    return checkpoint, Lora(**asdict(m.lora))
+
+
+def continued_checkpoint(cfg: Config) -> Path | None:
+    """The pretrain stage's continued-pretrained copy of ``model.name_or_path``, if it made one
+    (``meta.json`` enabled); a one-line error when it pretrained another model."""
+    import json
+
+    from lmforge.errors import UserError
+
+    folder = Path(cfg.paths.pretrained)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("enabled"):
+        return None
+    origin = meta.get("hf", {}).get("name_or_path")
+    if origin != cfg.model.name_or_path or not (folder / HF_FOLDER / "config.json").is_file():
+        pretrained = f"model.name_or_path={origin}" if origin else "lmforge's own model"
+        raise UserError(
+            f"{folder} holds {pretrained}, pretrained, but model.name_or_path="
+            f"{cfg.model.name_or_path} is set; rerun the pretrain stage (dvc repro pretrain), or "
+            "set pretrain.enabled=false there to finetune the checkpoint as published"
+        )
+    return folder / HF_FOLDER
+
+
+def check_hf_shards(cfg: Config, meta: dict) -> None:
+    """The shards were encoded by the tokenizer of the model about to train (either way)."""
+    from lmforge.errors import UserError
+
+    tokenizer = meta.get("tokenizer", {})
+    encoded = tokenizer.get("name_or_path") if tokenizer.get("kind") == "hf" else None
+    if encoded != cfg.model.name_or_path:
+        said = f"{encoded}'s tokenizer" if encoded else "lmforge's own tokenizer"
+        wanted = f"model.name_or_path={cfg.model.name_or_path}" if cfg.model.is_hf else "lmforge's model"
+        raise UserError(
+            f"{cfg.paths.shards} was encoded with {said}, but {wanted} is set; rerun the "
+            "tokenize stage with the same model.* (dvc repro tokenize)"
+        )
+
+
+def eval_plots(cfg: Config) -> Path:
+    """The evaluate stage's plot folder (``dvc.yaml`` declares it; every task writes there)."""
+    folder = Path(cfg.paths.plots) / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,31 @@
+"""The stages, the config schema and export never name a task: what differs by task lives in
+``src/lmforge/tasks/<name>/`` behind the Task hooks, and only the registry
+(``lmforge/tasks/registry.py``) lists the built-in ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
+# Whole words only: MegatronBertForTokenClassification is an architecture, not a task.
+TASK_NAMES = re.compile(r"(?<![a-z])(classification|tagging|text2text)(?![a-z])", re.IGNORECASE)
+
+
+def checked_modules() -> list[Path]:
+    """Every stage module (``python -m lmforge.<stage>``: a ``__main__`` guard), config.py and
+    export*.py."""
+    stages = [p for p in SRC.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
+    return sorted({*stages, SRC / "config.py", *SRC.glob("export*.py")})
+
+
+def test_stages_config_and_export_name_no_task() -> None:
+    modules = checked_modules()
+    assert SRC / "prepare.py" in modules and SRC / "export_plan.py" in modules
+    hits = [
+        f"{path.relative_to(SRC.parent)}:{number}: {line.strip()}"
+        for path in modules
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if TASK_NAMES.search(line)
+    ]
+    assert not hits, "task names outside src/lmforge/tasks/:\n" + "\n".join(hits)
