@@ -33,9 +33,10 @@ test: $(STAMP) ## run the test suite (slow tests excluded; MARKERS="..." to choo
 test-all: $(STAMP) ## run every test, the slow ones included
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy (type-checks src/, configured in pyproject.toml)
+lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports), configured in pyproject.toml
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 params: $(STAMP) ## rewrite params.yaml from conf/ (after editing conf/)
 	$(BIN)/python -m lmforge.params

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmforge.config import TokenizerConfig
+from lmforge.core.config import TokenizerConfig
 from lmforge.data.sources import read_stdlib
 from lmforge.data.tokenization import encode_to_shards, train_tokenizer
 

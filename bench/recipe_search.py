@@ -178,8 +178,8 @@ def whole_texts(path: Path):
     """A boolean mask over the rows of a prepared split: True where the text is no word span of
     another text of the split. None when the file is not there (shards without ``../prepared``).
     Cached: every finetune of a trial asks for the same validation split."""
+    from lmforge.core.io import read_jsonl
     from lmforge.data.cleaning import group_substrings
-    from lmforge.io import read_jsonl
 
     if not path.is_file():
         return None

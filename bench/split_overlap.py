@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def texts(path: Path) -> list[str]:
-    from lmforge.io import read_jsonl
+    from lmforge.core.io import read_jsonl
 
     return [record["text"] for record in read_jsonl(path)]
 

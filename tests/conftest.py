@@ -201,7 +201,7 @@ def tiny_stage_config(tiny_project: Path, tmp_path: Path):
     alone. Leave ``pretrained`` out of ``outputs`` to finetune tiny_project's pretrained encoder."""
     from hydra import compose, initialize_config_dir
 
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     def make(*overrides: str, outputs=("pretrained", "finetuned", "metrics", "plots", "checkpoints")):
         paths = [f"paths.{key}={tmp_path / key}" for key in outputs]
@@ -218,7 +218,7 @@ def tiny_project(tmp_path_factory) -> Path:
     from hydra import compose, initialize_config_dir
 
     from lmforge import collect, collect_corpus, prepare, prepare_corpus, pretrain, tokenize, word_vectors
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     root = tmp_path_factory.mktemp("project")
     scratch_repo(root, ["experiment=tiny"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 from lmforge.models.transformer import Encoder, TransformerConfig
 
 SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmforge.config import CleanConfig, SplitConfig
+from lmforge.core.config import CleanConfig, SplitConfig
 from lmforge.data.cleaning import CleaningReport, assign_split, clean_and_split, normalize_text
 
 CLEAN = CleanConfig(min_chars=3)

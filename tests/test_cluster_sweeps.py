@@ -80,7 +80,7 @@ def test_the_slurm_launcher_composes_with_the_keys_people_set(launcher: str) -> 
     assert {key: launcher_cfg[key] for key in SLURM_KEYS} == SLURM_KEYS
     assert launcher_cfg["additional_parameters"] == {"mail-type": "END"}
     # The sweep callback rides along: on the cluster too, every job is a child run.
-    assert composed["callbacks"]["mlflow_sweep"]["_target_"] == "lmforge.sweep.MlflowSweep"
+    assert composed["callbacks"]["mlflow_sweep"]["_target_"] == "lmforge.tracking.sweep.MlflowSweep"
 
 
 def test_the_slurm_preset_holds_the_documented_defaults() -> None:

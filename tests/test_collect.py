@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmforge import collect, prepare
-from lmforge.config import Config, validate
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config, validate
+from lmforge.core.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_shared_sst2_reads_in_full(shared_data_dir: Path, tmp_path: Path) -> Non
 
 
 def test_a_predefined_split_needs_a_file_for_local_sources(tmp_path: Path) -> None:
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     write_glue(tmp_path / "glue")
     cfg = sst2_config(tmp_path, tmp_path / "glue", "data.source.kind=local", "~data.source.splits.test.file")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lmforge.config import Config, validate
-from lmforge.errors import UserError
+from lmforge.core.config import Config, validate
+from lmforge.core.errors import UserError
 from lmforge.params import main as params_main
 
 ROOT = Path(__file__).resolve().parents[1]

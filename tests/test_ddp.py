@@ -170,7 +170,7 @@ def prepare_data(workdir: Path) -> None:
     from hydra import compose, initialize_config_dir
 
     from lmforge import collect, prepare, pretrain, tokenize
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     with initialize_config_dir(str(workdir / "conf"), version_base="1.3"):
         cfg = validate(

@@ -1,4 +1,4 @@
-"""One home for every default: the schema (``src/lmforge/config.py``), never a copy in ``conf/``.
+"""One home for every default: the schema (``src/lmforge/core/config.py``), never a copy in ``conf/``.
 
 The options ``conf/config.yaml`` picks in its defaults list (and its own keys) must not restate a
 value the schema already gives the same key: two copies of a default drift apart unnoticed. The
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lmforge.config import SCHEMA_NAME, compose, schema_defaults
+from lmforge.core.config import SCHEMA_NAME, compose, schema_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def duplicated_defaults(
             if _same(value, default):
                 found.append(
                     f"{path.relative_to(conf.parent)}: {key} = {value!r} repeats the schema's default "
-                    "(src/lmforge/config.py); delete it there"
+                    "(src/lmforge/core/config.py); delete it there"
                 )
     return found
 
@@ -200,7 +200,7 @@ def test_an_option_may_set_what_it_changes(tmp_path: Path) -> None:
 
 def test_the_effective_default_is_the_composition_not_the_bare_schema() -> None:
     """``Config()`` is the schema alone; what a run gets also applies experiment=builtin."""
-    from lmforge.config import Config
+    from lmforge.core.config import Config
 
     effective = compose(root=ROOT)
     assert effective.vectors.enabled and not effective.pretrain.enabled

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmforge import collect, prepare, tokenize
-from lmforge.config import Config, validate
+from lmforge.core.config import Config, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("data/prepared", "data/tokenizer", "data/shards")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.cli import check_overrides, check_plugins, stage_name
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.lineage import dvc_lock_outs, dvc_state, folder_sha256, lineage_tags
-from lmforge.tracking import JOB_DIR_ENV, job_outputs
+from lmforge.core.cli import check_overrides, check_plugins, stage_name
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.tracking.lineage import dvc_lock_outs, dvc_state, folder_sha256, lineage_tags
+from lmforge.tracking.runs import JOB_DIR_ENV, job_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_stage_name_is_the_module_also_under_python_m() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "    name: finetune\n" in out.stdout
-    assert "lmforge.sweep.MlflowSweep" in out.stdout
+    assert "lmforge.tracking.sweep.MlflowSweep" in out.stdout
 
 
 def test_sweep_job_writes_its_outputs_into_its_own_folder(monkeypatch, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_lineage_tags_name_the_dvc_version_and_notice_changes(tmp_path: Path) ->
 def test_curve_writer_rows_per_validation(tmp_path: Path) -> None:
     import torch
 
-    from lmforge.curves import CurveWriter
+    from lmforge.tracking.curves import CurveWriter
 
     class Trainer:
         sanity_checking = False
@@ -149,7 +149,7 @@ def test_threads_follow_the_config_then_omp_num_threads_then_every_cpu(monkeypat
 
     import torch
 
-    from lmforge.config import Config, TrainerConfig
+    from lmforge.core.config import Config, TrainerConfig
     from lmforge.lit.trainer import set_threads
 
     before = torch.get_num_threads()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lmforge.tracking import (
+from lmforge.tracking.runs import (
     DESCRIPTION_TAG,
     EXPERIMENT_KIND_TAG,
     KEY_METRICS_VIEW,

@@ -19,8 +19,15 @@ pytest.importorskip(
 
 import torch  # noqa: E402
 
-from lmforge.config import CleanConfig, Config, FinetuneConfig, GenerateConfig, TokenizerConfig, task_config  # noqa: E402
-from lmforge.errors import UserError  # noqa: E402
+from lmforge.core.config import (  # noqa: E402
+    CleanConfig,
+    Config,
+    FinetuneConfig,
+    GenerateConfig,
+    TokenizerConfig,
+    task_config,
+)
+from lmforge.core.errors import UserError  # noqa: E402
 from lmforge.export import export, main  # noqa: E402
 from lmforge.models.decoder import PrefixLM  # noqa: E402
 from lmforge.models.tagger import TokenTagger  # noqa: E402
@@ -79,7 +86,7 @@ def finetuned_folder(
     tmp_path: Path, tokenizer_path: Path, task_name: str, module: torch.nn.Module, **cfg: object
 ) -> Path:
     """A models/finetuned folder written by the task's own ``save`` (what the finetune stage does)."""
-    from lmforge.tasks.registry import get_task
+    from lmforge.core.task_registry import get_task
 
     folder = tmp_path / "finetuned"
     folder.mkdir()

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.config import ModelConfig
-from lmforge.errors import UserError
+from lmforge.core.config import ModelConfig
+from lmforge.core.errors import UserError
 from lmforge.models.transformer import (
     Dropout,
     MaskedLM,

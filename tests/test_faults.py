@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from lmforge.config import validate
-from lmforge.errors import UserError
+from lmforge.core.config import validate
+from lmforge.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def test_resumable_sampler_skips_exactly_the_consumed_batches() -> None:
 
 
 def test_unreachable_mlflow_server_fails_fast_in_one_line() -> None:
-    from lmforge.safety import check_store
+    from lmforge.tracking.safety import check_store
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -226,7 +226,7 @@ def login_server():
 def test_refused_mlflow_credentials_fail_fast_in_one_line(
     login_server: str, monkeypatch, user, password, expected
 ) -> None:
-    from lmforge.safety import check_store
+    from lmforge.tracking.safety import check_store
 
     for name in (
         "MLFLOW_TRACKING_USERNAME",
@@ -249,7 +249,7 @@ def test_refused_mlflow_credentials_fail_fast_in_one_line(
 
 
 def test_locked_sqlite_store_fails_fast_in_one_line(tmp_path: Path) -> None:
-    from lmforge.safety import check_store
+    from lmforge.tracking.safety import check_store
 
     db = tmp_path / "mlflow.db"
     holder = sqlite3.connect(db)
@@ -278,7 +278,7 @@ def tracked_config(tmp_path: Path, **source):
 def test_a_crashing_stage_marks_its_run_failed_and_logs_no_secrets(tmp_path: Path, monkeypatch) -> None:
     from mlflow import MlflowClient
 
-    from lmforge.tracking import stage_run
+    from lmforge.tracking.runs import stage_run
 
     monkeypatch.setenv("HOME", str(tmp_path))  # the store lives under "home"
     monkeypatch.chdir(tmp_path)
@@ -393,7 +393,7 @@ def test_signals_wait_for_a_safe_point_while_deferred() -> None:
     import os
     import signal
 
-    from lmforge import interrupts
+    from lmforge.core import interrupts
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     interrupts.install()
@@ -423,7 +423,7 @@ def test_signals_wait_for_a_safe_point_while_deferred() -> None:
     )
 )
 def test_cleaner_counts_every_drop_and_never_splits_a_text(records: list) -> None:
-    from lmforge.config import CleanConfig, SplitConfig
+    from lmforge.core.config import CleanConfig, SplitConfig
     from lmforge.data.cleaning import CleaningReport, clean_and_split
 
     report = CleaningReport()

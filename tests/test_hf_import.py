@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from test_pipeline import tiny_config, working_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +375,7 @@ def test_config_says_what_model_hf_needs(tmp_path) -> None:
     assert continued.pretrain.optim.lr == 5e-5
     from omegaconf import OmegaConf
 
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     with pytest.raises(UserError, match="model.lora.enabled"):
         validate(OmegaConf.create({"model": {"lora": {"enabled": True}}, "pretrain": {"enabled": False}}))
@@ -384,7 +384,7 @@ def test_config_says_what_model_hf_needs(tmp_path) -> None:
 
 
 def test_shards_of_another_tokenizer_are_refused(tmp_path) -> None:
-    from lmforge.tasks.base import check_hf_shards
+    from lmforge.lit.workspace import check_hf_shards
 
     cfg = tiny_config(tmp_path, "model=hf", "model.name_or_path=/models/a", "pretrain.enabled=false")
     with pytest.raises(UserError, match="rerun the tokenize stage"):
@@ -405,11 +405,11 @@ try:
 except SystemExit:
     pass
 help_loaded = sorted(m for m in ("transformers", "peft") if m in sys.modules)
-import lightning  # noqa: F401  (its torchmetrics would import transformers but for lmforge.import_guard)
+import lightning  # noqa: F401  (its torchmetrics would import transformers but for lmforge.core.import_guard)
 by_lightning = sorted(m for m in ("transformers", "peft") if m in sys.modules)
 from lmforge import collect, evaluate, finetune, prepare, pretrain, tokenize
 from hydra import compose, initialize_config_dir
-from lmforge.config import validate
+from lmforge.core.config import validate
 with initialize_config_dir({conf!r}, version_base="1.3"):
     cfg = validate(compose("config", overrides={overrides!r}))
 for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
@@ -549,7 +549,7 @@ def test_continued_pretraining_fits_the_checkpoint_objective(bert, tmp_path) -> 
 
 
 def test_finetune_refuses_a_pretrained_folder_of_another_model(tmp_path) -> None:
-    from lmforge.tasks.base import hf_checkpoint
+    from lmforge.lit.workspace import hf_checkpoint
 
     cfg = tiny_config(tmp_path, "model=hf", "model.name_or_path=/models/a", "pretrain=continued")
     folder = tmp_path / cfg.paths.pretrained

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import run_cmd
-from lmforge.lineage import dvc_state, folder_sha256
+from lmforge.tracking.lineage import dvc_state, folder_sha256
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from lmforge.config import TokenizerConfig
+from lmforge.core.config import TokenizerConfig
 from lmforge.data.tokenization import special_ids, train_tokenizer
 from lmforge.models.ngrams import NgramLogits
 from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config

@@ -40,7 +40,7 @@ def test_weight_decay_stays_on_matrices_with_or_without_layer_decay() -> None:
 
 
 def test_the_schedule_keeps_each_layers_ratio() -> None:
-    from lmforge.config import OptimConfig
+    from lmforge.core.config import OptimConfig
 
     model = SequenceClassifier(CFG, num_labels=2)
     optim = configure(model, OptimConfig(lr=1e-3, warmup_ratio=0.1, layer_decay=0.5), total_steps=100)
@@ -61,8 +61,8 @@ def test_layer_depth_reads_block_numbers() -> None:
 
 
 def test_layer_decay_is_checked_and_kept_to_finetuning() -> None:
-    from lmforge.config import OptimConfig
-    from lmforge.errors import UserError
+    from lmforge.core.config import OptimConfig
+    from lmforge.core.errors import UserError
 
     OptimConfig(layer_decay=0.8).check("optim")
     with pytest.raises(UserError, match=r"'optim.layer_decay': must be in \(0, 1\]"):

@@ -17,8 +17,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmforge import baselines, collect, evaluate, finetune, prepare, pretrain, report, tokenize
-from lmforge.config import Config, validate
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config, validate
+from lmforge.core.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def test_evaluate_scores_any_labelled_file(pipeline, tmp_path) -> None:
 
 
 def test_evaluate_file_rejects_labels_the_model_does_not_know(pipeline, tmp_path) -> None:
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     workdir, _ = pipeline
     path = tmp_path / "odd.csv"
@@ -316,12 +316,12 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
     mean class probabilities; exporting it is refused in one line."""
     import torch
 
-    from lmforge.errors import UserError
-    from lmforge.export_plan import plan
+    from lmforge.core.errors import UserError
+    from lmforge.core.task_registry import get_task
+    from lmforge.lit.workspace import model_config, shard_meta
+    from lmforge.models.export_plan import plan
     from lmforge.models.transformer import ClassifierEnsemble
     from lmforge.tasks.classification.scoring import load_classifier
-    from lmforge.tasks.registry import get_task
-    from lmforge.workspace import model_config, shard_meta
 
     workdir, _ = pipeline
     cfg = finetune_apart(workdir, tmp_path, "finetune.ensemble=2")
@@ -366,8 +366,8 @@ def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predict
     evaluation and the served pyfunc all predict by the mix."""
     import torch
 
-    from lmforge.errors import UserError
-    from lmforge.export_plan import plan
+    from lmforge.core.errors import UserError
+    from lmforge.models.export_plan import plan
     from lmforge.tasks.classification.scoring import load_classifier
 
     workdir, _ = pipeline

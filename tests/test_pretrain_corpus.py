@@ -22,10 +22,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmforge import collect, collect_corpus, prepare, prepare_corpus, pretrain, tokenize
-from lmforge.config import Config, validate
+from lmforge.core.config import Config, validate
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from lmforge.data.corpus import HoldoutIndex, match_words
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_WORDS = {

@@ -65,11 +65,11 @@ def in_project(project: Path) -> dict[str, str]:
 
 def test_rename_touches_whole_names_only() -> None:
     text = (
-        "from lmforge.io import x  # lmforge-finetune, LMFORGE_VERBOSE, lmforge_step, "
+        "from lmforge.core.io import x  # lmforge-finetune, LMFORGE_VERBOSE, lmforge_step, "
         "src/lmforge/, AKIALMFORGETEST0001, mylmforge"
     )
     assert make_project.rename_text(text, "acme") == (
-        "from acme.io import x  # acme-finetune, ACME_VERBOSE, acme_step, "
+        "from acme.core.io import x  # acme-finetune, ACME_VERBOSE, acme_step, "
         "src/acme/, AKIALMFORGETEST0001, mylmforge"
     )
 
@@ -271,7 +271,7 @@ def test_copier_update_brings_a_template_change_and_keeps_a_local_edit(tmp_path:
     # The template's next release: a new module (importing the package) and a README change.
     (template / "src" / "lmforge" / "later.py").write_text(
         '"""Added by a later template release."""\n\n'
-        "from lmforge.io import write_json\n\n"
+        "from lmforge.core.io import write_json\n\n"
         '__all__ = ["write_json"]\n'
     )
     readme = template / "README.md"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import post_json, served_model
-from lmforge.config import Config, LoggerConfig
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config, LoggerConfig
+from lmforge.core.io import read_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 

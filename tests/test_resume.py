@@ -209,7 +209,7 @@ def test_training_stages_hand_gradient_clipping_and_checkpointing_to_lightning(
 
     import lmforge.lit.trainer as trainer_module
     from lmforge import finetune, pretrain
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     seen: dict[str, dict] = {}
 

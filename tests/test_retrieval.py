@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
-from lmforge.retrieval import SEPARATOR, NearestPairs
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
+from lmforge.data.retrieval import SEPARATOR, NearestPairs
 from test_pipeline import tiny_config, working_dir
 
 MODEL = "lmforge-test-retrieval"

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmforge.config import CleanConfig, Config, PathsConfig, SplitConfig, TokenizerConfig
+from lmforge.core.config import CleanConfig, Config, PathsConfig, SplitConfig, TokenizerConfig
+from lmforge.core.errors import UserError
+from lmforge.core.task_registry import get_task
 from lmforge.data.cleaning import CleaningReport, DigestTable, clean_and_split, text_key
 from lmforge.data.datasets import Chained, PackedSequences, SepJoined
 from lmforge.data.tokenization import (
@@ -26,8 +28,6 @@ from lmforge.data.tokenization import (
     special_ids,
     train_tokenizer,
 )
-from lmforge.errors import UserError
-from lmforge.tasks.registry import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [f"review {i}: the film was {'good' if i % 2 else 'bad'} and {i * 7} minutes long" for i in range(60)]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from lmforge.core.errors import UserError
 from lmforge.data.sources import (
     StdlibScan,
     hf_label_names,
@@ -30,7 +31,6 @@ from lmforge.data.sources import (
     read_url,
     stdlib_module_counts,
 )
-from lmforge.errors import UserError
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -637,8 +637,8 @@ def test_a_queued_experiment_reads_relative_data_paths_from_the_project_folder(
     """`dvc exp run --queue -S data.source.path=../shared/...` runs in .dvc/tmp/exps/<copy>, where
     that relative path names nothing: it is read from $DVC_ROOT, the project folder, instead."""
     from lmforge.collect import source_options
-    from lmforge.config import SourceConfig
-    from lmforge.io import input_path
+    from lmforge.core.config import SourceConfig
+    from lmforge.core.io import input_path
 
     project, data = tmp_path / "project", tmp_path / "shared" / "reviews.csv"
     copy = project / ".dvc" / "tmp" / "exps" / "tmpk2x1"

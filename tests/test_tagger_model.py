@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 from lmforge.data.tagging import CHAR_SLOTS, FEATURE_NAMES, HASHED_FEATURES, word_chars, word_feature_ids
 from lmforge.lit.tagger import LitTagger
 from lmforge.models.tagger import TokenTagger, tagger_from_config

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.io import read_jsonl
+from lmforge.core.io import read_jsonl
 from test_pipeline import tiny_config, working_dir
 
 # A toy grammar: every sentence is DET (ADJ) NOUN VERB (ADP DET NOUN) PUNCT.
@@ -174,7 +174,7 @@ def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_p
     jsonl.write_text(
         "".join(json.dumps({"tokens": [w for w, _ in s], "pos": [t for _, t in s]}) + "\n" for s in sentences)
     )
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     with working_dir(workdir):
         from omegaconf import OmegaConf

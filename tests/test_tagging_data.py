@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config import CleanConfig, SplitConfig
+from lmforge.core.config import CleanConfig, SplitConfig
+from lmforge.core.errors import UserError
 from lmforge.data.cleaning import CleaningReport, clean_and_split
 from lmforge.data.readers import read_local
-from lmforge.errors import UserError
 from test_pipeline import tiny_config, working_dir
 
 CONLLU = """# newdoc id = d1
@@ -188,7 +188,7 @@ def test_cleaning_normalises_each_word_and_counts_what_it_drops() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from lmforge.config import TokenizerConfig
+    from lmforge.core.config import TokenizerConfig
     from lmforge.data.tokenization import train_tokenizer
 
     texts = ["The quick brown fox jumps over the lazy dog .", "Unbelievably , it works ."] * 20

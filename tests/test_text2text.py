@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from test_pipeline import tiny_config, working_dir
 
 # A toy language pair: each German word has one English word; sentences are word-for-word.

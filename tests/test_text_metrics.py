@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.text_metrics import chrf_score, score_texts
+from lmforge.metrics.text import chrf_score, score_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 PREDICTIONS = [
@@ -68,7 +68,7 @@ def test_scores_work_without_nltk() -> None:
     # nltk blocked outright: ROUGE must not reach for its stemmer or sentence splitter.
     code = (
         "import sys; sys.modules['nltk'] = None\n"
-        "from lmforge.text_metrics import score_texts\n"
+        "from lmforge.metrics.text import score_texts\n"
         "print(round(score_texts(['a cat sat'], ['a cat sat'])['rougeL']))"
     )
     done = subprocess.run(

@@ -16,13 +16,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from lmforge import collect, prepare, tokenize
-from lmforge.config import CleanConfig, Config, SourceConfig, SplitConfig, validate
+from lmforge.core.config import CleanConfig, Config, SourceConfig, SplitConfig, validate
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from lmforge.data.cleaning import CleaningReport, clean_and_split
 from lmforge.data.readers import read_local, read_parallel
 from lmforge.data.sources import iter_records, read_hf, read_stdlib
 from lmforge.data.stdlib import split_summary
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
 from lmforge.tasks.text2text import stages as text2text_stages
 
 ROOT = Path(__file__).resolve().parents[1]

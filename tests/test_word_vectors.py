@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.config import VectorsConfig
-from lmforge.errors import UserError
+from lmforge.core.config import VectorsConfig
+from lmforge.core.errors import UserError
 from lmforge.models.word_vectors import load_word_vectors
 from lmforge.word_vectors import text_words, train_word_vectors
 
@@ -148,7 +148,7 @@ def test_the_classifier_finds_words_in_token_ids_as_the_tokenizer_encodes_them(k
     through weight averaging and a save/load, and a word without a vector gets nothing."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from lmforge.config import TokenizerConfig
+    from lmforge.core.config import TokenizerConfig
     from lmforge.data.tokenization import special_ids, train_tokenizer
     from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
     from lmforge.models.word_vectors import token_kinds, token_word_keys, word_hash

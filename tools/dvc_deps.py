@@ -6,7 +6,8 @@ every ``import`` statement (those inside functions too: the stages import heavy 
 often their own helpers, lazily), ``from <package>.x import y`` counting ``y`` when it is a
 module, relative imports resolved, and each module's parent packages (their ``__init__.py`` runs
 first). Packages whose modules are loaded by name at run time, not imported (``LOADED_BY_NAME``:
-the tasks, found by ``get_task``), come in whole once the closure reaches them.
+the tasks, which ``core.task_registry`` finds by name), come in whole once the closure reaches
+the module that loads them or the package itself.
 
 Each stage's deps list the closure's files, a folder standing for its files when every module
 under it is in the closure (a module added there later is then covered without an edit):
@@ -36,8 +37,9 @@ SRC = "src"  # the package's folder, as pyproject.toml's [tool.setuptools.packag
 CODE_PREFIX = f"{SRC}/"  # deps entries that this tool owns
 STAGE_CMD = re.compile(r"^\s*python3?\s+-m\s+([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*)+)(?:\s|$)")
 # Subpackages (relative to the package) whose modules are looked up by name at run time, never
-# imported by the code that uses them: a stage that imports the subpackage depends on all of it.
-LOADED_BY_NAME = ("tasks",)
+# imported by the code that uses them, each with the module that loads them: a stage that
+# imports the loader or the subpackage depends on all of the subpackage.
+LOADED_BY_NAME = {"tasks": "core.task_registry"}
 FIX = "run `make deps` (python tools/dvc_deps.py --write) and commit dvc.yaml"
 
 
@@ -101,7 +103,11 @@ class Package:
     def closure(self, module: str) -> set[str]:
         """``module`` and every module of the package that running it imports."""
         top = module.split(".")[0]
-        by_name = {f"{top}.{sub}" for sub in LOADED_BY_NAME}
+        by_name = {
+            trigger: f"{top}.{sub}"
+            for sub, loader in LOADED_BY_NAME.items()
+            for trigger in (f"{top}.{sub}", f"{top}.{loader}")
+        }
         seen: set[str] = set()
         todo = [p for p in parents_and_self(module) if p in self.modules]
         while todo:
@@ -112,7 +118,9 @@ class Package:
             todo.extend(self.imports(current) - seen)
             todo.extend(p for p in parents_and_self(current)[:-1] if p in self.modules)
             if current in by_name:
-                todo.extend(m for m in self.modules if m.startswith(f"{current}.") and m not in seen)
+                loaded = by_name[current]
+                todo.extend(m for m in self.modules if m.startswith(f"{loaded}.") and m not in seen)
+                todo.append(loaded)
         return seen
 
     def deps(self, module: str) -> list[str]:

@@ -248,11 +248,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_schema(dest: Path, package: str) -> dict:
-    """Every config key's default: the project's schema (``src/<package>/config.py``), the one
+    """Every config key's default: the project's schema (``src/<package>/core/config.py``), the one
     home of the defaults that ``conf/`` only overrides. Read in a subprocess with the project's
-    ``src/`` on the path (``<package>.config`` needs only the standard library to build them)."""
+    ``src/`` on the path (``<package>.core.config`` needs only the standard library to build them)."""
     code = (
-        f"import dataclasses, json; from {package}.config import Config; "
+        f"import dataclasses, json; from {package}.core.config import Config; "
         "print(json.dumps(dataclasses.asdict(Config())))"
     )
     done = subprocess.run(
@@ -293,7 +293,7 @@ def write_local_data_group(conf: Path, schema: dict, task: str, data_path: str) 
         "# format, text_columns, label_column / target_column / tags_column to match the files\n"
         "# (README, collect). Started from conf/data/"
         f"{LOCAL_DATA_BASE[task]}.yaml; keys not named here keep the schema's\n"
-        "# defaults (DataConfig in the package's config.py).\n"
+        "# defaults (DataConfig in the package's core/config.py).\n"
     )
     written = yaml.safe_dump(changes(schema["data"], group), sort_keys=False)
     (conf / "data" / "local.yaml").write_text(header + written)

@@ -1,6 +1,6 @@
 """lmforge: collect, prepare, pretrain, finetune and evaluate Transformer language models."""
 
-from lmforge import import_guard
+from lmforge.core import import_guard
 
 __version__ = "0.1.0"
 

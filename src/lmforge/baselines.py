@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import write_json
-from lmforge.tasks.registry import get_task
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import write_json
+from lmforge.core.task_registry import get_task
 
 
 def run(cfg: Config) -> None:

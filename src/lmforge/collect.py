@@ -12,11 +12,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config, SourceConfig
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, input_path, write_json
-from lmforge.tasks.registry import get_task
+from lmforge.core.cli import stage
+from lmforge.core.config import Config, SourceConfig
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, input_path, write_json
+from lmforge.core.task_registry import get_task
 
 # Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
 # the held-out split and drops the training one, so the test set stays as published.

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, write_json
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, write_json
 
 
 def run(cfg: Config) -> None:

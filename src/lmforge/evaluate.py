@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.io import write_json
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.io import write_json
 
 
 def run(cfg: Config) -> None:
-    from lmforge.tasks.registry import finetuned_task
+    from lmforge.tasks.base import finetuned_task
 
     folder = Path(cfg.paths.finetuned)
     task = finetuned_task(folder)
@@ -32,7 +32,7 @@ def run(cfg: Config) -> None:
         print(f"evaluate: {result['summary']} -> {output}")
         return
 
-    from lmforge.tracking import pipeline_id, stage_run
+    from lmforge.tracking.runs import pipeline_id, stage_run
 
     result = task.evaluate(cfg, folder)
     metrics_path = Path(cfg.paths.metrics) / "eval.json"

@@ -42,8 +42,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
-from lmforge.export_plan import Target, plan
+from lmforge.core.errors import UserError
+from lmforge.models.export_plan import Target, plan
 
 
 def hf_tokenizer(
@@ -102,7 +102,7 @@ def export(
     token_logits: bool = False,
 ) -> Target:
     """Write ``folder`` (an lmforge model) to ``out`` as a Hugging Face folder; return the plan."""
-    from lmforge.io import atomic_dir
+    from lmforge.core.io import atomic_dir
 
     out = Path(out)
     if out.resolve() == Path(folder).resolve() or Path(folder).resolve() in out.resolve().parents:

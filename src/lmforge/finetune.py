@@ -15,16 +15,17 @@ import math
 import shutil
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.io import atomic_dir, write_json
-from lmforge.workspace import model_config, shard_meta, upstream_meta
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.io import atomic_dir, write_json
+from lmforge.lit.workspace import model_config, shard_meta, upstream_meta
 
 
 def run(cfg: Config) -> float:
     """Finetune; return the task's best validation figure (the objective of sweeps)."""
-    from lmforge.tasks import check_hf_shards, get_task, hf_checkpoint
-    from lmforge.tracking import job_outputs
+    from lmforge.core.task_registry import get_task
+    from lmforge.lit.workspace import check_hf_shards, hf_checkpoint
+    from lmforge.tracking.runs import job_outputs
 
     cfg = job_outputs(cfg, "finetune")  # a sweep job writes into its own folder
     task = get_task(cfg.task.name)
@@ -38,8 +39,8 @@ def run(cfg: Config) -> float:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from lmforge.lit.fit import fit_run, loaders, seed
-    from lmforge.registry import log_checkpoints
-    from lmforge.tracking import pipeline_id
+    from lmforge.tracking.registry import log_checkpoints
+    from lmforge.tracking.runs import pipeline_id
 
     seed(cfg)
     f = cfg.finetune

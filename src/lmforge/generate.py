@@ -27,11 +27,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_file
-from lmforge.tasks.registry import get_task, tasks_that
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_file
+from lmforge.core.task_registry import get_task, tasks_that
 
 
 def folder_task(folder: Path) -> Any:

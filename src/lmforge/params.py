@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lmforge.cli import find_root
+from lmforge.core.config import find_root
 
 
 def compose(output: Path, root: Path, overrides: list[str] | None = None) -> None:

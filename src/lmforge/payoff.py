@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 SCRATCH = "scratch"
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     import mlflow
 
-    from lmforge.tracking import DVC_EXPERIMENT_TAG, ensure_experiment, store_root
+    from lmforge.tracking.runs import DVC_EXPERIMENT_TAG, ensure_experiment, store_root
 
     uri = args.tracking_uri or f"sqlite:///{store_root() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -12,11 +12,11 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl, write_json
-from lmforge.tasks.registry import get_task
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl, write_json
+from lmforge.core.task_registry import get_task
 
 
 def label_names(labels: set) -> list:

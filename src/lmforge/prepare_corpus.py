@@ -13,10 +13,10 @@ import json
 from contextlib import ExitStack
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl, write_json
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl, write_json
 
 CORPUS_SPLITS = ("train", "val")
 

@@ -15,11 +15,11 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, write_json
-from lmforge.workspace import model_config, shard_meta
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, write_json
+from lmforge.lit.workspace import model_config, shard_meta
 
 
 def matmul_peak(cfg: Config) -> float | None:
@@ -49,8 +49,8 @@ def corpus_name(corpus: dict | None) -> str:
 def continued_model(cfg: Config, meta: dict):
     """``model=hf``: the checkpoint with its language-model head, for continued (domain-adaptive)
     pretraining on the corpus; its shards must be the checkpoint's own ids."""
+    from lmforge.lit.workspace import check_hf_shards, hf_checkpoint
     from lmforge.models.hf import HFLanguageModel
-    from lmforge.tasks import check_hf_shards, hf_checkpoint
 
     check_hf_shards(cfg, meta)
     if cfg.pretrain.objective == "mlm" and meta["special_ids"].get("mask") is None:
@@ -82,13 +82,13 @@ def save_lmforge_model(
 
 
 def run(cfg: Config) -> None:
-    from lmforge.tracking import job_outputs
+    from lmforge.tracking.runs import job_outputs
 
     cfg = job_outputs(cfg, "pretrain")  # a sweep job writes into its own folder
     meta = shard_meta(cfg)
     if not cfg.pretrain.enabled:
         from lmforge.lit.distributed import is_leader
-        from lmforge.tracking import pipeline_id
+        from lmforge.tracking.runs import pipeline_id
 
         if not is_leader():  # every rank of a torchrun/srun launch runs this: one writes
             return
@@ -184,7 +184,7 @@ def run(cfg: Config) -> None:
             "steps": trainer.global_step,
         }
         if hf_model is not None:
-            from lmforge.tasks import HF_FOLDER, hf_model_record, save_checkpoint
+            from lmforge.lit.workspace import HF_FOLDER, hf_model_record, save_checkpoint
 
             with atomic_dir(cfg.paths.pretrained) as out:
                 # The checkpoint, pretrained further: a save_pretrained folder (with the

@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lmforge.config import Config, compose
-from lmforge.errors import UserError
-from lmforge.safety import check_store
-from lmforge.tracking import OBJECTIVE as METRIC
-from lmforge.tracking import ranked, run_objective
+from lmforge.core.config import Config, compose
+from lmforge.core.errors import UserError
+from lmforge.tracking.runs import OBJECTIVE as METRIC
+from lmforge.tracking.runs import ranked, run_objective
+from lmforge.tracking.safety import check_store
 
 
 @dataclass
@@ -52,11 +52,11 @@ def _sweep_parent(client: Any, experiment_id: str, sweep: str) -> str:
 
 def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | None = None) -> Promotion:
     """Set ``alias`` on the model version of the best finetune run (see the module docstring).
-    ``cfg`` defaults to the project's composed config (:func:`lmforge.config.compose`), so the
+    ``cfg`` defaults to the project's composed config (:func:`lmforge.core.config.compose`), so the
     registered model and tracking store are those ``conf/`` sets, as for the finetune stage."""
     from mlflow import MlflowClient
 
-    from lmforge.tracking import tracking_uri
+    from lmforge.tracking.runs import tracking_uri
 
     cfg = cfg or compose()
     name = cfg.logger.registered_model
@@ -89,7 +89,7 @@ def promote(alias: str = "champion", sweep: str | None = None, cfg: Config | Non
 
 
 def has_project() -> bool:
-    from lmforge.cli import find_root
+    from lmforge.core.config import find_root
 
     try:
         find_root()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmforge.cli import stage
-from lmforge.config import Config
-from lmforge.io import atomic_file
-from lmforge.tasks.registry import get_task
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.io import atomic_file
+from lmforge.core.task_registry import get_task
 
 
 def _load(path: Path) -> dict:
@@ -16,7 +16,7 @@ def _load(path: Path) -> dict:
 
 
 def summary(cfg: Config) -> str:
-    from lmforge.tracking import tracking_uri
+    from lmforge.tracking.runs import tracking_uri
 
     metrics = Path(cfg.paths.metrics)
     pretrain, finetune = _load(metrics / "pretrain.json"), _load(metrics / "finetune.json")

@@ -18,12 +18,12 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from lmforge.cli import stage
-from lmforge.config import Config
+from lmforge.core.cli import stage
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl
+from lmforge.core.task_registry import get_task
 from lmforge.data.encode import corpus_split_counts, write_corpus_shards  # noqa: F401  (re-exported)
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl
-from lmforge.tasks.registry import get_task
 
 
 def run(cfg: Config) -> None:

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.cli import stage
-from lmforge.config import Config, VectorsConfig
+from lmforge.core.cli import stage
+from lmforge.core.config import Config, VectorsConfig
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl, write_json
+from lmforge.core.task_registry import get_task
 from lmforge.data.tokenization import in_sample
 from lmforge.data.words import WORD, text_words  # noqa: F401  (re-exported)
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl, write_json
-from lmforge.tasks.registry import get_task
 
 
 def train_word_vectors(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import TaskConfig, _check
+from lmforge.core.config import TaskConfig, _check
 from lmforge.tasks.base import CollectTally, PrepareTally
 from lmforge.tasks.classification import ClassificationTask
 

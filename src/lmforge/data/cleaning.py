@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from lmforge.config import CleanConfig, SplitConfig
+from lmforge.core.config import CleanConfig, SplitConfig
 
 _WHITESPACE = re.compile(r"\s+")
 # Control characters other than whitespace survive NFKC and confuse tokenizers.

@@ -21,12 +21,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmforge.config import CleanConfig, CorpusCleanConfig, CorpusSourceConfig, SplitConfig
+from lmforge.core.config import CleanConfig, CorpusCleanConfig, CorpusSourceConfig, SplitConfig
+from lmforge.core.errors import UserError
+from lmforge.core.io import input_path
 from lmforge.data.cleaning import CleaningReport, DigestTable, assign_split, normalize_text, text_key
 from lmforge.data.docstrings import DocstringScan, read_docstrings
 from lmforge.data.readers import Record
-from lmforge.errors import UserError
-from lmforge.io import input_path
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
 _WORD = re.compile(r"\w+")
@@ -154,7 +154,7 @@ class HoldoutIndex:
 def heldout_texts(prepared: Path) -> tuple[list[str], list[str]]:
     """The task's prepared val and test texts, read once: ``(sources, targets)`` (targets empty
     but for text-to-text data)."""
-    from lmforge.io import read_jsonl
+    from lmforge.core.io import read_jsonl
 
     sources: list[str] = []
     targets: list[str] = []

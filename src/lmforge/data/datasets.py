@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lmforge.core.errors import UserError
 from lmforge.data.tokenization import TokenShards
-from lmforge.errors import UserError
 
 
 class TokenStream:

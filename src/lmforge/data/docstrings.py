@@ -17,9 +17,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.core.errors import UserError
 from lmforge.data.readers import Record
 from lmforge.data.stdlib import module_docstrings
-from lmforge.errors import UserError
 
 # Test suites hold throwaway docstrings ("Test that foo works"); vendored trees repeat packages
 # read on their own (deduplication would drop most of them anyway).

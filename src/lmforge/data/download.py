@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from lmforge import __version__
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 _CHUNK = 1 << 16
 

@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl, write_json
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl, write_json
 
 
 def write_text_shards(

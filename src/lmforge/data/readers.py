@@ -6,7 +6,7 @@ line-aligned parallel files) adds ``"target": str`` and carries no label. ``sour
 1-based line number where the record starts for line-based formats, the 1-based row for parquet.
 
 User mistakes (missing file, bad encoding, malformed row, unknown column...) raise a one-line
-:class:`~lmforge.errors.UserError` naming the file, the line/row or column, and the fix.
+:class:`~lmforge.core.errors.UserError` naming the file, the line/row or column, and the fix.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 Record = dict[str, Any]
 

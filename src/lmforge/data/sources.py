@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.core.errors import UserError
 from lmforge.data.download import read_url
 from lmforge.data.readers import (
     Record,
@@ -27,7 +28,6 @@ from lmforge.data.readers import (
     read_local,
 )
 from lmforge.data.stdlib import StdlibScan, read_stdlib, stdlib_module_counts
-from lmforge.errors import UserError
 
 __all__ = [
     "StdlibScan",

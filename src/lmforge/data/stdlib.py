@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.core.errors import UserError
 from lmforge.data.readers import Record
-from lmforge.errors import UserError
 
 # Test suites are full of throwaway docstrings ("Test that foo works") and deliberately broken
 # files; installed third-party packages are not the stdlib.

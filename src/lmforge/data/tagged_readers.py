@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 CONLLU_TAG_COLUMNS = {"upos": 3, "xpos": 4}
 CONLLU_COLUMNS = 10

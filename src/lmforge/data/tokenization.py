@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config import TokenizerConfig
+from lmforge.core.config import TokenizerConfig
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]

@@ -14,9 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lmforge import interrupts
-from lmforge.errors import UserError
-from lmforge.io import atomic_file
+from lmforge.core import interrupts
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_file
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -55,7 +55,7 @@ class StopOnNonFiniteLoss(Callback):
 
 class InterruptAtBatchEnd(Callback):
     """While training, Ctrl-C/SIGTERM wait for the end of the current batch (see
-    :mod:`lmforge.interrupts`): never inside an MLflow write or a checkpoint save."""
+    :mod:`lmforge.core.interrupts`): never inside an MLflow write or a checkpoint save."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         interrupts.enter()

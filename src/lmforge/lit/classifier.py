@@ -13,7 +13,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 from lmforge.lit.optim import configure, scheduled_steps
 from lmforge.models.transformer import TransformerConfig, build_classifier
 

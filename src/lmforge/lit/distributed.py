@@ -26,7 +26,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Sampler
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 # Set by the launchers: torchrun (RANK), SLURM's srun (SLURM_PROCID), Lightning's own launcher
 # (LOCAL_RANK for the copies it starts on a node, NODE_RANK per node, given by the user).

@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
-from lmforge.config import Config
+from lmforge.core.config import Config
 from lmforge.lit.callbacks import LoaderWait, StopOnNonFiniteLoss
 from lmforge.lit.distributed import EvalSampler, SameCheckpoint, ShardSamplers, end_process_group
 from lmforge.lit.resume import ResumableSampler, ResumePlan, TrainingState, periodic_checkpoints, plan_resume
@@ -129,14 +129,14 @@ class FitRun:
 
         The stage's own ``callbacks`` (the best checkpoint, early stopping) run after the
         samplers' and the training state's, ``curve`` is the CSV of the loss curve
-        (:class:`lmforge.curves.CurveWriter`), ``lr_key`` the option a non-finite loss points
+        (:class:`lmforge.tracking.curves.CurveWriter`), ``lr_key`` the option a non-finite loss points
         to, ``ema_decay`` an exponential moving average of the weights, swapped in for
         validation. ``trainer_options`` go to :func:`lmforge.lit.trainer.build_trainer`.
         """
         # Looked up at the call: tests stand in for it (tests/test_resume.py).
-        from lmforge.curves import CurveWriter
         from lmforge.lit import trainer as lit_trainer
-        from lmforge.tracking import tracking_uri
+        from lmforge.tracking.curves import CurveWriter
+        from lmforge.tracking.runs import tracking_uri
 
         plan, sampler, val_sampler = self.plan, train_loader.sampler, val_loader.sampler
         # Lightning runs ModelCheckpoint callbacks after all others, in their order here.
@@ -182,7 +182,7 @@ def fit_run(
     it, the one the interrupted run recorded, else a new one. ``tags``: tags of a new run.
     Under DDP only rank 0 opens the MLflow run and writes anything (:mod:`lmforge.lit.distributed`).
     """
-    from lmforge.tracking import pipeline_id, stage_run, tracking_uri
+    from lmforge.tracking.runs import pipeline_id, stage_run, tracking_uri
 
     plan = plan_resume(cfg, stage)
     plan.drop_missing_run(tracking_uri(cfg))

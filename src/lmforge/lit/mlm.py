@@ -10,8 +10,8 @@ from dataclasses import replace
 import lightning as L
 import torch
 
-from lmforge.config import PRETRAIN_OBJECTIVES as OBJECTIVES
-from lmforge.config import OptimConfig
+from lmforge.core.config import PRETRAIN_OBJECTIVES as OBJECTIVES
+from lmforge.core.config import OptimConfig
 from lmforge.data.masking import mask_tokens, next_token_targets
 from lmforge.lit.optim import configure
 from lmforge.models.electra import Electra, electra_flops_per_token

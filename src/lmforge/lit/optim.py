@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 

@@ -39,9 +39,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import Sampler
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import write_json
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import write_json
 
 RESUME_FILE = "resume.json"
 LAST = "last.ckpt"
@@ -94,7 +94,7 @@ class ResumePlan:
         deleted); the checkpoint is still used."""
         if self.run_id is None or not self.leader:
             return
-        from lmforge.safety import check_store
+        from lmforge.tracking.safety import check_store
 
         check_store(tracking_uri)  # fail fast rather than through the client's retries
         from mlflow import MlflowClient

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 from lmforge.data.tagging import IGNORE
 from lmforge.lit.classifier import classification_metrics
 from lmforge.lit.optim import configure, scheduled_steps

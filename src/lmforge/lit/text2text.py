@@ -14,7 +14,7 @@ import math
 import lightning as L
 import torch
 
-from lmforge.config import OptimConfig
+from lmforge.core.config import OptimConfig
 from lmforge.lit.optim import configure, scheduled_steps
 from lmforge.models.decoder import PrefixLM
 from lmforge.models.transformer import TransformerConfig

@@ -10,14 +10,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from lmforge.config import Config
+from lmforge.core.config import Config
 
 
 def quiet_lightning() -> None:
     """Lightning's start-up banners (accelerators found, product tips) drown the stage output.
 
     Lightning sets its loggers to INFO when imported, so this runs after the import. A stage run
-    with ``--verbose`` (``$LMFORGE_VERBOSE``, see lmforge.cli) keeps them.
+    with ``--verbose`` (``$LMFORGE_VERBOSE``, see lmforge.core.cli) keeps them.
     """
     if os.environ.get("LMFORGE_VERBOSE") == "1":
         return
@@ -79,7 +79,7 @@ def check_launch(trainer: L.Trainer) -> None:
     from hydra.types import RunMode
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     launcher = trainer.strategy.launcher
     if (

@@ -55,7 +55,7 @@ def load_tokenizer(checkpoint: Checkpoint) -> Any:
     A slow (Python) tokenizer is refused: the shards are encoded by its ``tokenizers`` backend."""
     from transformers import AutoTokenizer
 
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint.name_or_path, **checkpoint.options())
     if not getattr(tokenizer, "is_fast", False):
@@ -270,7 +270,7 @@ class HFLanguageModel(HFModel):
     def pretrained(cls, checkpoint: Checkpoint, objective: str) -> HFLanguageModel:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
-        from lmforge.errors import UserError
+        from lmforge.core.errors import UserError
 
         name = checkpoint.name_or_path
         config = AutoConfig.from_pretrained(name, **checkpoint.options())

@@ -43,7 +43,7 @@ def word_hash(ids: Sequence[int]) -> int:
 
 def token_kinds(tokenizer, special_ids: Iterable[int]) -> torch.Tensor:
     """Per vocabulary id: :data:`WORD_START`, :data:`CONTINUATION` or :data:`SPECIAL`."""
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     kind = json.loads(tokenizer.to_str())["model"]["type"]
     if kind not in ("BPE", "WordPiece"):
@@ -151,7 +151,7 @@ def load_word_vectors(cfg: Any) -> tuple[list[str], Any]:
 
     import numpy as np
 
-    from lmforge.errors import UserError
+    from lmforge.core.errors import UserError
 
     folder = Path(cfg.paths.word_vectors)
     meta_path = folder / "meta.json"

@@ -8,7 +8,7 @@ validation figure that picks the best checkpoint, the finetuned model's files, i
 split or a file, the MLflow pyfunc model it registers, how it exports to Hugging Face, the
 report's summary lines and what ``generate`` does with it. Modelled on fairseq's ``tasks/`` (a
 task builds its datasets, model and scoring; models know nothing of data).
-:mod:`lmforge.tasks.registry` finds the tasks (built-in and ``lmforge.tasks`` entry points).
+:mod:`lmforge.core.task_registry` finds the tasks (built-in and ``lmforge.tasks`` entry points).
 
 This module imports nothing heavy: tasks import torch, Lightning and MLflow inside methods.
 Task modules import from here, never from the package ``lmforge.tasks``.
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, TaskConfig
-from lmforge.errors import UserError
+from lmforge.core.config import Config, TaskConfig
+from lmforge.core.errors import UserError
+from lmforge.lit.workspace import hf_model_record, save_checkpoint
 
 
 @dataclass
@@ -83,12 +84,12 @@ class Task:
 
     A new task subclasses this, sets ``name`` (its ``task=NAME``), ``config_class`` and the
     figures below, implements the methods that raise :class:`NotImplementedError`, and is
-    declared under the ``lmforge.tasks`` entry point group (:mod:`lmforge.tasks.registry`).
+    declared under the ``lmforge.tasks`` entry point group (:mod:`lmforge.core.task_registry`).
     The defaults of the data hooks serve one label per text (``{"text", "label"}`` records).
     """
 
     name: str = ""
-    # The typed dataclass of the task's ``task.*`` keys (a subclass of lmforge.config.TaskConfig,
+    # The typed dataclass of the task's ``task.*`` keys (a subclass of lmforge.core.config.TaskConfig,
     # light: stdlib only); ``config.validate`` merges the composed config into it.
     config_class: type = TaskConfig
     # What finetune logs, returns (the objective of Hydra/Optuna sweeps) and promote ranks by.
@@ -96,7 +97,7 @@ class Task:
     # The Lightning metric that picks the best checkpoint and drives early stopping.
     monitor: str = ""
     mode: str = "max"
-    # Capabilities the cross-group config checks ask for (lmforge.config.Config.__post_init__):
+    # Capabilities the cross-group config checks ask for (lmforge.core.config.Config.__post_init__):
     # lmforge's own model of this task adds frozen word vectors (vectors.enabled) ...
     supports_word_vectors: bool = False
     # ... is an ensemble (finetune.ensemble > 1) or fuses an n-gram model (finetune.ngram_fusion).
@@ -172,10 +173,8 @@ class Task:
         self, config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool
     ) -> Any:
         """The Hugging Face architecture, weights and config of a finetuned model of this task
-        (:class:`lmforge.export_plan.Target`). ``config``: its ``config.json``; ``weights(name)``
+        (:class:`lmforge.models.export_plan.Target`). ``config``: its ``config.json``; ``weights(name)``
         loads a state dict from its folder; ``base``: the shared MegatronBert config."""
-        from lmforge.tasks.registry import exportable_tasks
-
         raise UserError(
             f"{config_path}: task '{self.name}' cannot be exported; export a {exportable_tasks()} model"
         )
@@ -214,7 +213,7 @@ class Task:
 
         import torch
 
-        from lmforge.io import write_json
+        from lmforge.core.io import write_json
 
         if cfg.model.is_hf:
             save_checkpoint(module.model, cfg, meta, out)
@@ -262,112 +261,33 @@ def word_vectors_shape(cfg: Config) -> list[int] | None:
     return [meta["words"], meta["dim"]]
 
 
-# model=hf: the finetuned checkpoint's folder within models/finetuned/ (save_pretrained layout).
-HF_FOLDER = "hf"
-
-
-def save_checkpoint(model: Any, cfg: Config, meta: dict, out: Path) -> None:
-    """A finetuned ``model=hf`` model as ``out/hf/``: ``save_pretrained`` weights (LoRA adapters
-    merged in) with the checkpoint's tokenizer files, a folder ``AutoModelFor*`` and
-    ``AutoTokenizer`` load as they are."""
-    import shutil
-
-    folder = out / HF_FOLDER
-    folder.mkdir()
-    model.save(folder)
-    for path in Path(cfg.paths.tokenizer).iterdir():
-        if path.is_file():
-            shutil.copy(path, folder / path.name)
-
-
-def hf_model_record(cfg: Config, meta: dict) -> dict:
-    """What ``config.json`` says of a ``model=hf`` model: its origin, LoRA options, and the
-    special ids its framing uses (the checkpoint's, not lmforge's)."""
-    from dataclasses import asdict
-
-    m = cfg.model
-    return {
-        "hf": {
-            "name_or_path": m.name_or_path,
-            "revision": m.revision,
-            "trust_remote_code": m.trust_remote_code,
-            "lora": asdict(m.lora),
-            # The registered weights are the base model with the adapters merged in, never
-            # the adapters alone: what serves needs neither peft nor the base checkpoint.
-            "weights": "merged" if m.lora.enabled else "full",
-        },
-        "special_ids": meta["special_ids"],
-    }
-
-
-def model_special_ids(config: dict) -> dict:
-    """The special ids a finetuned model frames text with: the checkpoint's for ``model=hf``,
-    else lmforge's fixed ones."""
-    from lmforge.data.tokenization import special_ids
-
-    return config.get("special_ids") or special_ids()
-
-
-def hf_checkpoint(cfg: Config, start: bool = True) -> tuple[Any, Any]:
-    """``model.*`` as :class:`lmforge.models.hf.Checkpoint` and :class:`~lmforge.models.hf.Lora`.
-
-    ``start``: the checkpoint finetuning starts from, which is the pretrain stage's
-    save_pretrained folder where it continued pretraining this checkpoint
-    (``models/pretrained/hf``), else ``model.name_or_path`` as published."""
-    from dataclasses import asdict
-
-    from lmforge.models.hf import Checkpoint, Lora
-
-    m = cfg.model
-    checkpoint = Checkpoint(m.name_or_path or "", m.revision, m.trust_remote_code)
-    continued = continued_checkpoint(cfg) if start else None
-    if continued is not None:
-        checkpoint = Checkpoint(str(continued), None, m.trust_remote_code)
-    return checkpoint, Lora(**asdict(m.lora))
-
-
-def continued_checkpoint(cfg: Config) -> Path | None:
-    """The pretrain stage's continued-pretrained copy of ``model.name_or_path``, if it made one
-    (``meta.json`` enabled); a one-line error when it pretrained another model."""
-    import json
-
-    from lmforge.errors import UserError
-
-    folder = Path(cfg.paths.pretrained)
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    if not meta.get("enabled"):
-        return None
-    origin = meta.get("hf", {}).get("name_or_path")
-    if origin != cfg.model.name_or_path or not (folder / HF_FOLDER / "config.json").is_file():
-        pretrained = f"model.name_or_path={origin}" if origin else "lmforge's own model"
-        raise UserError(
-            f"{folder} holds {pretrained}, pretrained, but model.name_or_path="
-            f"{cfg.model.name_or_path} is set; rerun the pretrain stage (dvc repro pretrain), or "
-            "set pretrain.enabled=false there to finetune the checkpoint as published"
-        )
-    return folder / HF_FOLDER
-
-
-def check_hf_shards(cfg: Config, meta: dict) -> None:
-    """The shards were encoded by the tokenizer of the model about to train (either way)."""
-    from lmforge.errors import UserError
-
-    tokenizer = meta.get("tokenizer", {})
-    encoded = tokenizer.get("name_or_path") if tokenizer.get("kind") == "hf" else None
-    if encoded != cfg.model.name_or_path:
-        said = f"{encoded}'s tokenizer" if encoded else "lmforge's own tokenizer"
-        wanted = f"model.name_or_path={cfg.model.name_or_path}" if cfg.model.is_hf else "lmforge's model"
-        raise UserError(
-            f"{cfg.paths.shards} was encoded with {said}, but {wanted} is set; rerun the "
-            "tokenize stage with the same model.* (dvc repro tokenize)"
-        )
-
-
 def eval_plots(cfg: Config) -> Path:
     """The evaluate stage's plot folder (``dvc.yaml`` declares it; every task writes there)."""
     folder = Path(cfg.paths.plots) / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def exportable_tasks() -> str:
+    """``"a, b or c"``: the tasks that implement ``export_target``."""
+    from lmforge.core.task_registry import choices, names, task_class
+
+    return choices([n for n in names() if task_class(n).export_target is not Task.export_target])
+
+
+def finetuned_task(folder: Path) -> Any:
+    """The task a finetuned model folder was trained for (``config.json``'s ``task``; folders
+    written before tasks existed are :data:`DEFAULT`)."""
+    import json
+
+    from lmforge.core.task_registry import DEFAULT, get_task
+    from lmforge.lit.workspace import HF_FOLDER
+
+    weights = Path(folder) / HF_FOLDER / "config.json"
+    if not weights.is_file():
+        weights = Path(folder) / "model.pt"
+    for path in (weights, Path(folder) / "config.json"):
+        if not path.is_file():
+            raise UserError(f"{path} is missing; run the finetune stage first")
+    config = Path(folder) / "config.json"
+    return get_task(json.loads(config.read_text()).get("task", DEFAULT))

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import write_json
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 from lmforge.tasks.classification.config import ClassificationConfig
 
@@ -90,8 +90,8 @@ class ClassificationTask(Task):
 
         model = None
         if cfg.model.is_hf:
+            from lmforge.lit.workspace import hf_checkpoint
             from lmforge.models.hf import HFClassifier
-            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFClassifier.pretrained(checkpoint, len(meta["labels"]), meta["special_ids"]["pad"], lora)
@@ -220,8 +220,8 @@ class ClassificationTask(Task):
         return result
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
-        from lmforge.registry import log_pyfunc
         from lmforge.tasks.classification.pyfunc import EXAMPLE_TEXTS, TextClassifier
+        from lmforge.tracking.registry import log_pyfunc
 
         config = json.loads((folder / "config.json").read_text())
         return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS, extra={"labels": config["labels"]})
@@ -231,7 +231,7 @@ class ClassificationTask(Task):
 
         from lmforge.data.datasets import LabelledRecords, pad_batch
         from lmforge.data.tokenization import TokenShards
-        from lmforge.figures import confusion_csv, confusion_png
+        from lmforge.metrics.figures import confusion_csv, confusion_png
         from lmforge.tasks.classification.scoring import load_classifier, report, score
 
         model, labels, _, max_len = load_classifier(folder)
@@ -267,7 +267,7 @@ class ClassificationTask(Task):
         }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
-        from lmforge.tasks.base import model_special_ids
+        from lmforge.lit.workspace import model_special_ids
         from lmforge.tasks.classification.scoring import (
             file_batches,
             load_classifier,

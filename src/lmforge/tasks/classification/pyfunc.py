@@ -10,8 +10,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from lmforge.config import CleanConfig
-from lmforge.model_input import model_texts
+from lmforge.core.config import CleanConfig
+from lmforge.tracking.model_input import model_texts
 
 PROB_PREFIX = "prob_"
 EXAMPLE_TEXTS = [

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
 
 
 def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
@@ -20,8 +20,8 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
 
     config = json.loads((folder / "config.json").read_text())
     if "hf" in config:
+        from lmforge.lit.workspace import HF_FOLDER
         from lmforge.models.hf import HFClassifier
-        from lmforge.tasks.base import HF_FOLDER
 
         model = HFClassifier.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from lmforge.tasks.base import PrepareTally
 
 

@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import write_json
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 from lmforge.tasks.tagging.config import TaggingConfig
 
@@ -128,8 +128,8 @@ class TaggingTask(Task):
         tags = _tagging_meta(meta, cfg.paths.shards)["tags"]
         model = None
         if cfg.model.is_hf:
+            from lmforge.lit.workspace import hf_checkpoint
             from lmforge.models.hf import HFTagger
-            from lmforge.tasks.base import hf_checkpoint
 
             checkpoint, lora = hf_checkpoint(cfg)
             model = HFTagger.pretrained(checkpoint, len(tags), lora)
@@ -203,8 +203,8 @@ class TaggingTask(Task):
         return report
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
-        from lmforge.registry import log_pyfunc
         from lmforge.tasks.tagging.pyfunc import EXAMPLE_SENTENCES, TextTagger
+        from lmforge.tracking.registry import log_pyfunc
 
         config = json.loads((folder / "config.json").read_text())
         return log_pyfunc(
@@ -247,8 +247,8 @@ class TaggingTask(Task):
         prefix: str,
         where: str | None = None,
     ) -> dict:
-        from lmforge.figures import confusion_csv, confusion_png
-        from lmforge.tasks.base import model_special_ids
+        from lmforge.lit.workspace import model_special_ids
+        from lmforge.metrics.figures import confusion_csv, confusion_png
         from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
 
         pad = model_special_ids(config)["pad"]
@@ -277,7 +277,7 @@ class TaggingTask(Task):
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         from lmforge.data.tagging import TaggedWindows, plain_sentences
-        from lmforge.tasks.base import model_special_ids
+        from lmforge.lit.workspace import model_special_ids
         from lmforge.tasks.tagging.scoring import load_tagger, read_tagged_file, tag_ids
 
         model, config, tokenizer = load_tagger(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmforge.config import TaskConfig, _check
+from lmforge.core.config import TaskConfig, _check
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """How a finetuned tagging model exports to a Hugging Face architecture
-(``python -m lmforge.export``; the shared mapping helpers are :mod:`lmforge.export_plan`'s)."""
+(``python -m lmforge.export``; the shared mapping helpers are :mod:`lmforge.models.export_plan`'s)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lmforge.export_plan import Target, _encoder_weights, _label_maps, _refuse_extras
+from lmforge.models.export_plan import Target, _encoder_weights, _label_maps, _refuse_extras
 
 
 def export_target(config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from lmforge.config import CleanConfig
+from lmforge.core.config import CleanConfig
 
 EXAMPLE_SENTENCES = ["The quick brown fox jumps over the lazy dog .", "I saw her duck yesterday in Paris ."]
 

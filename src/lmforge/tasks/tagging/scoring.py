@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
 
 
 def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
@@ -26,8 +26,8 @@ def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
 
     config = json.loads((folder / "config.json").read_text())
     if "hf" in config:
+        from lmforge.lit.workspace import HF_FOLDER
         from lmforge.models.hf import HFTagger
-        from lmforge.tasks.base import HF_FOLDER
 
         model = HFTagger.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:

@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import atomic_dir, read_jsonl, write_json
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import atomic_dir, read_jsonl, write_json
 from lmforge.tasks.base import CollectTally, PrepareTally
 
 

@@ -10,7 +10,7 @@ variant for comparison).
 
 The best checkpoint is the lowest validation target loss; evaluation decodes the test sources
 with ``generate.*`` and scores SacreBLEU, chrF, ROUGE-1/2/L and exact match against the
-references (torchmetrics, :mod:`lmforge.text_metrics`), with target perplexity and mean
+references (torchmetrics, :mod:`lmforge.metrics.text`), with target perplexity and mean
 generated length; registered as a pyfunc model that returns the generated text.
 """
 
@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, _check
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config, _check
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
 from lmforge.tasks.base import Task, TaskData, eval_plots
 from lmforge.tasks.text2text.config import TextToTextConfig
 
@@ -130,8 +130,8 @@ class TextToTextTask(Task):
             )
         collate: Any = PairCollate()
         if cfg.model.is_hf:
+            from lmforge.lit.workspace import hf_checkpoint
             from lmforge.models.hf import is_encoder_decoder
-            from lmforge.tasks.base import hf_checkpoint
 
             collate = HFPairCollate(meta["special_ids"], is_encoder_decoder(hf_checkpoint(cfg)[0]))
         return TaskData(
@@ -142,8 +142,8 @@ class TextToTextTask(Task):
         from lmforge.lit.text2text import LitTextToText
 
         if cfg.model.is_hf:
+            from lmforge.lit.workspace import hf_checkpoint
             from lmforge.models.hf import HFTextToText
-            from lmforge.tasks.base import hf_checkpoint
 
             # A decoder checkpoint attends causally throughout: task.prefix_lm cannot apply.
             model = HFTextToText.pretrained(*hf_checkpoint(cfg))
@@ -179,14 +179,14 @@ class TextToTextTask(Task):
         as training did."""
         super().save(module, cfg, meta, out)
         if cfg.task.retrieval:
-            from lmforge.io import write_json
+            from lmforge.core.io import write_json
             from lmforge.tasks.text2text.runtime import RETRIEVAL_FILE
 
             write_json(out / RETRIEVAL_FILE, retrieval_pairs(cfg))
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
-        from lmforge.registry import log_pyfunc
         from lmforge.tasks.text2text.pyfunc import TextGenerator
+        from lmforge.tracking.registry import log_pyfunc
 
         files = {}
         if cfg.task.retrieval:  # the pairs save() wrote beside the weights, logged as they are
@@ -298,8 +298,8 @@ def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str
     """Decode ``sources`` with ``generate.*`` and score the outputs against ``targets``."""
     from tqdm import tqdm
 
+    from lmforge.metrics.text import score_texts
     from lmforge.tasks.text2text.runtime import TextToTextModel
-    from lmforge.text_metrics import score_texts
 
     model = TextToTextModel.load(folder)
     with tqdm(
@@ -338,7 +338,7 @@ def score_pairs(cfg: Config, folder: Path, sources: list[str], targets: list[str
 
 
 def summary_line(report: dict) -> str:
-    from lmforge.text_metrics import format_scores
+    from lmforge.metrics.text import format_scores
 
     line = f"{format_scores(report)} on {report['examples']} pairs"
     if "retrieved_outputs" in report:
@@ -357,7 +357,7 @@ def write_samples(path: Path, rows: list[tuple[str, ...]]) -> None:
     wrote and where the prediction came from (``decoded`` or ``retrieved``)."""
     import csv
 
-    from lmforge.io import atomic_file
+    from lmforge.core.io import atomic_file
 
     header = ["source", "reference", "prediction", "decoded", "origin"][: len(rows[0]) if rows else 3]
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmforge.config import TaskConfig, _check
+from lmforge.core.config import TaskConfig, _check
 
 
 @dataclass
@@ -18,7 +18,7 @@ class TextToTextConfig(TaskConfig):
     # causally; false masks the source causally too (a plain decoder-only LM).
     prefix_lm: bool = True
     # Read each source with the nearest training pair's target in front of it
-    # (``target || source``, TF-IDF over the train sources; lmforge.retrieval). The neighbour
+    # (``target || source``, TF-IDF over the train sources; lmforge.data.retrieval). The neighbour
     # counts against max_source_len.
     retrieval: bool = False
 

@@ -1,13 +1,13 @@
 """How a finetuned text2text model exports to a Hugging Face architecture
-(``python -m lmforge.export``; the shared mapping helpers are :mod:`lmforge.export_plan`'s)."""
+(``python -m lmforge.export``; the shared mapping helpers are :mod:`lmforge.models.export_plan`'s)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
-from lmforge.export_plan import _causal_target, _encoder_weights, _lm_head_weights
+from lmforge.core.errors import UserError
+from lmforge.models.export_plan import _causal_target, _encoder_weights, _lm_head_weights
 
 
 def export_target(config: dict, config_path: Path, weights: Any, base: dict, token_logits: bool) -> Any:

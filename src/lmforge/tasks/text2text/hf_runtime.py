@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import CleanConfig, GenerateConfig
-from lmforge.errors import UserError
+from lmforge.core.config import CleanConfig, GenerateConfig
+from lmforge.core.errors import UserError
 from lmforge.tasks.text2text.generated import Generated
 
 
@@ -39,8 +39,8 @@ class HFTextToTextModel:
     def load(cls, folder: Path, config: dict, clean: CleanConfig | None = None) -> HFTextToTextModel:
         from tokenizers import Tokenizer
 
+        from lmforge.lit.workspace import HF_FOLDER
         from lmforge.models.hf import HFTextToText
-        from lmforge.tasks.base import HF_FOLDER
 
         model = HFTextToText.load(Path(folder) / HF_FOLDER, config["hf"]["trust_remote_code"])
         return cls(

@@ -11,8 +11,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from lmforge.config import CleanConfig, GenerateConfig
-from lmforge.model_input import model_texts
+from lmforge.core.config import CleanConfig, GenerateConfig
+from lmforge.tracking.model_input import model_texts
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import CleanConfig, GenerateConfig
-from lmforge.errors import UserError
+from lmforge.core.config import CleanConfig, GenerateConfig
+from lmforge.core.errors import UserError
 from lmforge.tasks.text2text.generated import Generated
 
 
@@ -60,7 +60,7 @@ class TextToTextModel:
         self.prefix_lm = prefix_lm and not continuation
         self.continuation = continuation
         self.clean = clean
-        # task.retrieval: a lmforge.retrieval.NearestPairs over the training pairs; each source
+        # task.retrieval: a lmforge.data.retrieval.NearestPairs over the training pairs; each source
         # is read with its nearest pair's target in front, as in training.
         self.retrieval = retrieval
         self.special = special_ids()
@@ -280,7 +280,7 @@ RETRIEVAL_FILE = "retrieval.json"
 def load_retrieval(folder: Path) -> Any:
     """The training pairs a retrieval-augmented model searches (``retrieval.json``, written by
     the finetune stage), indexed."""
-    from lmforge.retrieval import NearestPairs
+    from lmforge.data.retrieval import NearestPairs
 
     path = Path(folder) / RETRIEVAL_FILE
     if not path.is_file():

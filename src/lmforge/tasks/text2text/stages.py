@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
-from lmforge.errors import UserError
-from lmforge.io import read_jsonl
+from lmforge.core.config import Config
+from lmforge.core.errors import UserError
+from lmforge.core.io import read_jsonl
+from lmforge.metrics.text import format_scores
 from lmforge.tasks.base import CollectTally, PrepareTally
-from lmforge.text_metrics import format_scores
 
 
 class PairCount(CollectTally):
@@ -52,11 +52,11 @@ class PairTally(PrepareTally):
 
 def retrieval_augmenter(cfg: Config, prepared: Path) -> Any:
     """With ``task.retrieval``, a function ``(split, records) -> records`` whose sources carry
-    their nearest training pair's target in front (:mod:`lmforge.retrieval`): train sources
+    their nearest training pair's target in front (:mod:`lmforge.data.retrieval`): train sources
     leave themselves out, val and test sources search the train split only. None otherwise."""
     if not cfg.task.retrieval:
         return None
-    from lmforge.retrieval import NearestPairs
+    from lmforge.data.retrieval import NearestPairs
 
     train = list(read_jsonl(prepared / "train.jsonl"))
     index = NearestPairs([r["text"] for r in train], [r["target"] for r in train])
@@ -103,7 +103,7 @@ def pairs(path: Path) -> tuple[list[str], list[str]]:
 def text_to_text_predictions(prepared: Path) -> tuple[dict[str, list[str]], list[str]]:
     """The baselines' outputs on the test split, ``lead`` (the source's first sentence) and
     ``retrieval`` (the target of the nearest training source by TF-IDF), and its references."""
-    from lmforge.retrieval import NearestPairs
+    from lmforge.data.retrieval import NearestPairs
 
     train_x, train_y = pairs(prepared / "train.jsonl")
     test_x, test_y = pairs(prepared / "test.jsonl")
@@ -120,7 +120,7 @@ def text_to_text_predictions(prepared: Path) -> tuple[dict[str, list[str]], list
 
 def text_to_text_baselines(prepared: Path) -> dict:
     """The :func:`text_to_text_predictions` baselines, scored on the test split."""
-    from lmforge.text_metrics import score_texts
+    from lmforge.metrics.text import score_texts
 
     predictions, test_y = text_to_text_predictions(prepared)
     return {

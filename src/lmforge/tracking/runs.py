@@ -18,14 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lmforge.cli import find_root
-from lmforge.config import Config
-from lmforge.safety import check_store, redact
+from lmforge.core.config import Config, find_root
+from lmforge.tracking.safety import check_store, redact
 
 PIPELINE_TAG = "lmforge.pipeline_id"
 DVC_EXPERIMENT_TAG = "lmforge.dvc_experiment"
 STAGE_TAG = "lmforge.stage"
-# Set by the sweep callback (lmforge.sweep) for the job it wraps: the stage's run becomes a child
+# Set by the sweep callback (lmforge.tracking.sweep) for the job it wraps: the stage's run becomes a child
 # of the sweep's parent run and is named after the job's overrides.
 PARENT_ENV = "LMFORGE_PARENT_RUN_ID"
 RUN_NAME_ENV = "LMFORGE_RUN_NAME"
@@ -228,7 +227,7 @@ def stage_run(
     import mlflow
     from omegaconf import OmegaConf
 
-    from lmforge.lineage import lineage_tags, log_split_inputs
+    from lmforge.tracking.lineage import lineage_tags, log_split_inputs
 
     mlflow.set_tracking_uri(uri)
     system_metrics = cfg.logger.system_metrics and stage in TRAINING_STAGES
@@ -260,7 +259,7 @@ def stage_run(
         tags=tags,
         log_system_metrics=system_metrics,
     ) as run:
-        # Credentials and home folders never reach the store (see lmforge.safety.redact).
+        # Credentials and home folders never reach the store (see lmforge.tracking.safety.redact).
         resolved = redact(asdict(cfg))
         params = {k: str(v)[:6000] for k, v in flatten(resolved).items()}
         items = list(params.items())

@@ -17,9 +17,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from lmforge import interrupts
-from lmforge.config import Config, is_known_key, register_schema, schema_keys, structured, validate
-from lmforge.errors import UserError
+from lmforge.core import interrupts
+from lmforge.core.config import (
+    Config,
+    find_root,
+    is_known_key,
+    register_schema,
+    schema_keys,
+    structured,
+    validate,
+)
+from lmforge.core.errors import UserError
 
 log = logging.getLogger("lmforge")
 
@@ -39,15 +47,6 @@ CONFIG_GROUPS = (
     "experiment",
     "hparams_search",
 )
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The project root: the nearest folder above ``start`` (default: cwd) holding ``conf/``."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "conf" / "config.yaml").is_file():
-            return folder
-    raise UserError(f"no conf/config.yaml in {here} or above; run lmforge from the project folder")
 
 
 def check_overrides(argv: list[str]) -> None:
@@ -253,7 +252,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         if "--verbose" in sys.argv:
             sys.argv.remove("--verbose")
         configure_output(verbose)
-        interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.interrupts)
+        interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.core.interrupts)
         try:
             conf_dir = find_root() / "conf"
             check_overrides(sys.argv[1:])

@@ -1,6 +1,6 @@
 """What a served model is sent: the texts of an MLflow pyfunc request, whatever shape they come in.
 
-Below both :mod:`lmforge.registry` (which logs the models) and the tasks' pyfunc models (which
+Below both :mod:`lmforge.tracking.registry` (which logs the models) and the tasks' pyfunc models (which
 read requests), so neither imports the other for it.
 """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 # Between the retrieved target and the source. Plain text, so the project tokenizer (trained
 # on the raw sources and targets) needs no new token.

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 GROUP = "lmforge.tasks"
 # The task of a config that names none, and of model folders written before tasks existed.
@@ -44,7 +43,7 @@ def names() -> list[str]:
     return sorted(task_specs())
 
 
-def _choices(words: list[str], joiner: str = "or") -> str:
+def choices(words: list[str], joiner: str = "or") -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {joiner} {words[-1]}"
 
 
@@ -53,7 +52,7 @@ def task_class(name: str) -> type:
     """The Task class registered as ``name``; a one-line error listing the valid names."""
     spec = task_specs().get(name)
     if spec is None:
-        valid = _choices([f"task={n}" for n in names()])
+        valid = choices([f"task={n}" for n in names()])
         raise UserError(f"unknown task '{name}'; use {valid}")
     module, _, attr = spec.partition(":")
     try:
@@ -72,27 +71,3 @@ def get_task(name: str) -> Any:
 def tasks_that(capability: str) -> list[str]:
     """The names of the tasks whose class sets ``capability`` true (config checks' hints)."""
     return [n for n in names() if getattr(task_class(n), capability, False)]
-
-
-def exportable_tasks() -> str:
-    """``"a, b or c"``: the tasks that implement ``export_target``."""
-    from lmforge.tasks.base import Task
-
-    return _choices([n for n in names() if task_class(n).export_target is not Task.export_target])
-
-
-def finetuned_task(folder: Path) -> Any:
-    """The task a finetuned model folder was trained for (``config.json``'s ``task``; folders
-    written before tasks existed are :data:`DEFAULT`)."""
-    import json
-
-    from lmforge.tasks.base import HF_FOLDER
-
-    weights = Path(folder) / HF_FOLDER / "config.json"
-    if not weights.is_file():
-        weights = Path(folder) / "model.pt"
-    for path in (weights, Path(folder) / "config.json"):
-        if not path.is_file():
-            raise UserError(f"{path} is missing; run the finetune stage first")
-    config = Path(folder) / "config.json"
-    return get_task(json.loads(config.read_text()).get("task", DEFAULT))

@@ -8,7 +8,7 @@
   (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``, read
   from the environment only and never shown) or a SQLite file locked by another process.
 
-Standard library only: imported by :mod:`lmforge.tracking` before MLflow does anything.
+Standard library only: imported by :mod:`lmforge.tracking.runs` before MLflow does anything.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&](?:token|key|secret|password|passwd|sig|signature)=)[^&\s]+")

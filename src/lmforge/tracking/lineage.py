@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config
+from lmforge.core.config import Config
 
 TAG_PREFIX = "lmforge.lineage."
 # The DVC-tracked folders (keys of ``paths``) each stage reads.
@@ -156,7 +156,7 @@ def log_split_inputs(cfg: Config, stage: str) -> list[Any]:
     import pandas as pd
     from mlflow.data.pandas_dataset import from_pandas
 
-    from lmforge.io import read_jsonl
+    from lmforge.core.io import read_jsonl
 
     splits, labelled_only = STAGE_SPLITS.get(stage, ((), False))
     logged = []

@@ -18,9 +18,10 @@ or any heavy library is imported. This module imports only the standard library 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 SOURCE_KINDS = ("stdlib", "local", "hf", "url")
 DECODING_STRATEGIES = ("greedy", "beam", "sample")
@@ -559,9 +560,9 @@ class TaskConfig:
 
 
 def task_class(name: str) -> Any:
-    """The Task class registered as ``task=name`` (:mod:`lmforge.tasks.registry`, imported
+    """The Task class registered as ``task=name`` (:mod:`lmforge.core.task_registry`, imported
     here only when a config is built: it is light, but not needed to read this module)."""
-    from lmforge.tasks.registry import task_class as lookup
+    from lmforge.core.task_registry import task_class as lookup
 
     try:
         return lookup(name)
@@ -571,13 +572,13 @@ def task_class(name: str) -> Any:
 
 def task_config(name: str | None = None, **values: Any) -> TaskConfig:
     """The registered ``task.*`` dataclass of task ``name`` (null: the default task)."""
-    from lmforge.tasks.registry import DEFAULT
+    from lmforge.core.task_registry import DEFAULT
 
     return task_class(name or DEFAULT).config_class(**({"name": name or DEFAULT} | values))
 
 
 def _tasks_that(capability: str) -> str:
-    from lmforge.tasks.registry import tasks_that
+    from lmforge.core.task_registry import tasks_that
 
     names = [f"task={n}" for n in tasks_that(capability)]
     return " or ".join(names) if names else "a task that takes it"
@@ -821,7 +822,7 @@ def schema_keys(schema: type = Config, prefix: str = "", task: str | None = "") 
         key = f"{prefix}{f.name}"
         keys.add(key)
         if schema is Config and f.name == "task":
-            from lmforge.tasks.registry import names
+            from lmforge.core.task_registry import names
 
             for name in names() if task is None else [task or None]:
                 keys |= schema_keys(type(task_config(name)), key + ".")
@@ -883,6 +884,15 @@ def schema_defaults() -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(Config))  # type: ignore[return-value]
 
 
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest folder above ``start`` (default: cwd) holding ``conf/``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf" / "config.yaml").is_file():
+            return folder
+    raise UserError(f"no conf/config.yaml in {here} or above; run lmforge from the project folder")
+
+
 def register_schema() -> None:
     """Store :func:`schema_defaults` in Hydra's ConfigStore under :data:`SCHEMA_NAME`.
 
@@ -900,14 +910,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), root: Any = None) -> Co
     project folder (default: the nearest one above the working directory holding ``conf/``).
     What every stage reads when run without arguments; use it, not ``Config()``, for "the
     defaults"."""
-    from pathlib import Path
-
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from lmforge.cli import find_root
 
     conf = (Path(root) if root is not None else find_root()) / "conf"
     if not (conf / "config.yaml").is_file():

@@ -6,10 +6,10 @@ any launcher (basic, joblib) and sweeper (basic, Optuna):
 - ``on_multirun_start`` (the launching process, before any job) creates the parent run in the
   stage's experiment and writes its id to ``<sweep dir>/mlflow_parent.json``;
 - ``on_job_start`` (the process that runs the job: the same one, or a joblib worker) reads that
-  file and exports :data:`lmforge.tracking.PARENT_ENV` and :data:`~lmforge.tracking.RUN_NAME_ENV`,
+  file and exports :data:`lmforge.tracking.runs.PARENT_ENV` and :data:`~lmforge.tracking.runs.RUN_NAME_ENV`,
   so the stage's ``stage_run`` opens a child run named after the job's own overrides, and
-  :data:`~lmforge.tracking.JOB_DIR_ENV`, so the job writes its model, metrics and plots into its
-  own folder (:func:`lmforge.tracking.job_outputs`);
+  :data:`~lmforge.tracking.runs.JOB_DIR_ENV`, so the job writes its model, metrics and plots into its
+  own folder (:func:`lmforge.tracking.runs.job_outputs`);
 - ``on_multirun_end`` logs the best child's objective (its task's, e.g. ``best_val_f1``) on the
   parent and closes it.
 
@@ -30,9 +30,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lmforge.errors import UserError
-from lmforge.safety import check_store
-from lmforge.tracking import JOB_DIR_ENV, PARENT_ENV, RUN_NAME_ENV
+from lmforge.core.errors import UserError
+from lmforge.tracking.runs import JOB_DIR_ENV, PARENT_ENV, RUN_NAME_ENV
+from lmforge.tracking.safety import check_store
 
 log = logging.getLogger("lmforge")
 
@@ -49,7 +49,7 @@ def _override_key(override: str) -> str:
 
 def _task_config(config: DictConfig) -> Any:
     """The job's config without Hydra's own node, validated like a stage's."""
-    from lmforge.config import validate
+    from lmforge.core.config import validate
 
     return validate(OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"]))
 
@@ -66,7 +66,7 @@ class MlflowSweep(Callback):
             return
         from mlflow import MlflowClient
 
-        from lmforge.tracking import STAGE_TAG, ensure_experiment, git_state, tracking_uri
+        from lmforge.tracking.runs import STAGE_TAG, ensure_experiment, git_state, tracking_uri
 
         cfg = _task_config(config)
         uri = tracking_uri(cfg)
@@ -150,7 +150,7 @@ class MlflowSweep(Callback):
             [self.parent["experiment_id"]],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent['run_id']}'",
         )
-        from lmforge.tracking import ranked, run_objective
+        from lmforge.tracking.runs import ranked, run_objective
 
         scored = ranked(children)
         run_id = self.parent["run_id"]

@@ -7,7 +7,7 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from lmforge.io import atomic_file
+from lmforge.core.io import atomic_file
 
 
 def confusion_csv(pairs: Iterable[tuple[str, str]], path: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.core.errors import UserError
 
 # tanh(x) = x (1 - x^2/3 + ...): with |x| <= this the relative error is ~3e-7, below float32's
 # rounding of a logit's sum, while the classifier weights (divided by the pooler's scale) stay
@@ -186,7 +186,7 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
 
     task, model = config["task"], config["model"]
     base = _base_config(model, pad_id=model["pad_id"], special=special)
-    from lmforge.tasks.registry import get_task
+    from lmforge.core.task_registry import get_task
 
     return get_task(task).export_target(config, config_path, weights, base, token_logits)
 
