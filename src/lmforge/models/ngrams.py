@@ -83,8 +83,13 @@ class NgramLogits(nn.Module):
         self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], c: float = 10.0, steps: int = 100
     ) -> dict:
         """Fit on ``(input_ids, labels)`` batches (the train split): IDF, then weights and bias by
-        L-BFGS on the mean cross-entropy + ``|w|^2 / (2 c n)`` (scikit-learn's objective with
-        ``C = c``). Returns the train accuracy and the number of L-BFGS steps."""
+        L-BFGS on the mean cross-entropy + ``|w|^2 / (2 c n)``: scikit-learn's
+        ``LogisticRegression(C=c)`` objective, which the baselines stage fits. With two classes
+        scikit-learn fits one weight vector ``v`` (binomial, penalty ``|v|^2 / (2 c n)``) where
+        this model has two softmax rows; the penalty on the rows is doubled so that their optimum,
+        ``w1 = -w0 = v / 2``, is scikit-learn's (tests/test_ngrams.py checks the fitted
+        probabilities against scikit-learn's for two and three classes). Returns the train
+        accuracy, the number of n-grams in use and the number of L-BFGS steps."""
         found: list[tuple[torch.Tensor, ...]] = []
         for ids, y in batches:
             found.append((*self.ngrams(ids), y))
@@ -107,8 +112,11 @@ class NgramLogits(nn.Module):
         matrix = torch.sparse_coo_tensor(
             torch.stack([rows, column]), values[kept], (n, len(used)), check_invariants=True
         ).coalesce()
-        weight = torch.zeros(len(used), self.weight.shape[1], requires_grad=True)
-        bias = torch.zeros(self.weight.shape[1], requires_grad=True)
+        classes = self.weight.shape[1]
+        # Two rows at w1 = -w0 = v / 2 carry |W|^2 = |v|^2 / 2: twice the penalty is sklearn's.
+        penalty = (1.0 if classes == 2 else 2.0) * c * n
+        weight = torch.zeros(len(used), classes, requires_grad=True)
+        bias = torch.zeros(classes, requires_grad=True)
         optimizer = torch.optim.LBFGS(
             [weight, bias], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe"
         )
@@ -116,7 +124,7 @@ class NgramLogits(nn.Module):
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             logits = torch.sparse.mm(matrix, weight) + bias
-            loss = nn.functional.cross_entropy(logits, label) + weight.square().sum() / (2 * c * n)
+            loss = nn.functional.cross_entropy(logits, label) + weight.square().sum() / penalty
             loss.backward()
             return loss
 
