@@ -129,8 +129,11 @@ def test_pairs_flow_through_the_data_stages(pipeline) -> None:
 def test_evaluate_scores_generated_text(pipeline) -> None:
     workdir, _ = pipeline
     result = json.loads((workdir / "metrics/eval.json").read_text())
-    for key in ("sacrebleu", "chrf", "rouge1", "rouge2", "rougeL"):
+    for key in ("sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum"):
         assert 0.0 <= result[key] <= 100.0
+    # Figures you can cite: sacrebleu's own signature format (tests/test_metric_parity.py).
+    assert result["sacrebleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert result["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
     assert 0.0 <= result["exact_match"] <= 1.0
     assert result["target_perplexity"] > 1.0 and result["mean_generated_tokens"] > 0
     assert result["examples"] == 40
@@ -156,7 +159,7 @@ def test_mlflow_holds_the_text2text_runs_and_the_registered_model(pipeline) -> N
     assert finetune.data.tags["lmforge.objective"] == "best_val_loss"
     assert finetune.data.tags["lmforge.pretrain_checkpoint"].endswith("lm.pt")
     assert {"val/loss", "val/perplexity", "best_val_loss"} <= set(finetune.data.metrics)
-    assert {"test_sacrebleu", "test_chrf", "test_rougeL", "test_target_perplexity"} <= set(
+    assert {"test_sacrebleu", "test_chrf", "test_rougeL", "test_rougeLsum", "test_target_perplexity"} <= set(
         evaluate.data.metrics
     )
     artifacts = {a.path for a in client.list_artifacts(evaluate.info.run_id)}

@@ -430,7 +430,8 @@ def test_retrieval_baseline_wins_when_similar_sources_share_targets(tmp_path: Pa
     assert results["retrieval"]["exact_match"] == 1.0
     assert results["retrieval"]["rougeL"] == pytest.approx(100.0)
     assert results["lead"]["rougeL"] < 50
-    assert set(results["lead"]) >= {"sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "pairs"}
+    assert set(results["lead"]) >= {"sacrebleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "pairs"}
+    assert results["lead"]["sacrebleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,71 +1,185 @@
-"""Scores of generated text against references, from torchmetrics: BLEU, chrF, ROUGE, exact match.
+"""Scores of generated text against references: BLEU, chrF, ROUGE, exact match, each as its
+reference implementation computes it, so a figure reads like a published one.
 
-BLEU and chrF are corpus-level, ROUGE the mean of per-pair F-measures. Nothing needs downloaded
-data or nltk: SacreBLEU's
-``13a`` tokenizer and chrF are pure Python, and ROUGE runs without a stemmer and without
-``rougeLsum`` (the two options of torchmetrics' ROUGEScore that need nltk; nltk's sentence
-splitter would also need its ``punkt`` data downloaded at run time).
+- BLEU is SacreBLEU's default corpus BLEU (``13a`` tokenizer, cased, exponential smoothing):
+  torchmetrics' ``SacreBLEUScore`` tokenizes and counts the n-grams, and :func:`bleu_from_counts`
+  turns the counts into the score as ``sacrebleu.BLEU.compute_bleu`` does.
+- chrF is SacreBLEU's default chrF2 (:func:`chrf_score`).
+- ROUGE is Google's ``rouge-score`` package, the implementation Hugging Face's summarization
+  examples use: ``rouge1``, ``rouge2``, ``rougeL`` and ``rougeLsum`` with its Porter stemmer.
+
+tests/test_metric_parity.py checks BLEU and chrF against ``sacrebleu`` and ROUGE against
+``rouge-score`` on random texts (sacrebleu is a ``dev`` dependency only). Nothing downloads
+data at run time: the 13a tokenizer and chrF are pure Python, and nltk is used for its
+PorterStemmer only (code, no ``nltk_data``); no sentence splitter runs (see :func:`score_texts`
+on ``rougeLsum``).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
+
+from lmforge import __version__
 
 # Published figures print BLEU, chrF and ROUGE on a 0-100 scale; torchmetrics returns 0-1.
 PERCENT = 100.0
 CHRF_ORDER, CHRF_BETA = 6, 2.0
-_EPS = 1e-16
+BLEU_ORDER = 4
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+# sacrebleu's floor for log(0) (sacrebleu.utils.my_log): a BLEU with a zero precision is 0.
+_LOG_ZERO = -9999999999.0
+
+
+def _torchmetrics_version() -> str:
+    from importlib.metadata import version
+
+    return version("torchmetrics")
+
+
+def sacrebleu_signature() -> str:
+    """The signature of ``sacrebleu``'s default BLEU, formatted as ``sacrebleu`` formats it, for
+    the BLEU :func:`score_texts` computes. All fields but ``version`` are the settings sacrebleu
+    would print for the same figure (tests/test_metric_parity.py compares them with sacrebleu's
+    own signature). ``version`` names what computed it, not a sacrebleu release: sacrebleu is
+    not installed at run time, and claiming its version would say it ran.
+    """
+    return (
+        "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|"
+        f"version:torchmetrics-{_torchmetrics_version()}+lmforge-{__version__}"
+    )
+
+
+def chrf_signature() -> str:
+    """The signature of ``sacrebleu``'s default chrF, as :func:`sacrebleu_signature` is made."""
+    return f"nrefs:1|case:mixed|eff:yes|nc:{CHRF_ORDER}|nw:0|space:no|version:lmforge-{__version__}"
 
 
 def _char_ngrams(text: str) -> list[Counter]:
-    chars = text.strip().replace(" ", "")
+    # sacrebleu drops every whitespace character (space:no), tabs and newlines too.
+    chars = "".join(text.split())
     return [Counter(chars[i : i + n] for i in range(len(chars) - n + 1)) for n in range(1, CHRF_ORDER + 1)]
 
 
 def chrf_score(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF (character 1-6-grams without spaces, no word n-grams, beta 2), 0-1.
+    """Corpus chrF as ``sacrebleu.CHRF()`` computes it by default (chrF2: character 1-6-grams
+    without whitespace, no word n-grams, beta 2), 0-1.
 
-    torchmetrics' ``CHRFScore(n_word_order=0)`` formula (its default, n_word_order=2, is chrF++),
-    with one difference: a prediction that matches nothing of its reference still counts the
-    reference's n-grams, as sacrebleu counts them. CHRFScore keeps a sentence's reference counts
-    only when its F-score beats 0, so empty or wholly wrong outputs cost no recall there and the
-    corpus score is inflated. CHRFScore also keeps every n-gram count as a torch scalar: 24 s for
-    296 docstring pairs on this project's 2-core machine, against milliseconds here.
-    tests/test_text_metrics.py checks both agree where every prediction matches something.
+    Each order's matches and n-gram counts are summed over the corpus; precision and recall are
+    averaged over the orders that both sides have (sacrebleu's "effective order", ``eff:yes``)
+    and one F-beta is taken of the averages. That is not the mean of per-order F-scores
+    (chrF++.py's and torchmetrics' ``CHRFScore``, sacrebleu's ``eps_smoothing=True``): the two
+    differ by up to a few tenths of a point on real corpora. A prediction that matches nothing
+    of its reference still counts the reference's n-grams, as sacrebleu counts them, and a
+    reference too short for an order (a 3-letter reference has no 4-grams) leaves its
+    prediction's n-grams of that order uncounted, as sacrebleu leaves them.
+    Pure Python: torchmetrics' CHRFScore keeps every count as a torch scalar (24 s for 296
+    docstring pairs on a 2-core machine, against milliseconds here).
     """
     matches, hyp_totals, ref_totals = ([0] * CHRF_ORDER for _ in range(3))
     for prediction, reference in zip(predictions, references, strict=True):
         for n, (hyp, ref) in enumerate(zip(_char_ngrams(prediction), _char_ngrams(reference), strict=True)):
             matches[n] += sum((hyp & ref).values())
-            hyp_totals[n] += sum(hyp.values())
+            # sacrebleu counts no prediction n-gram of an order its reference is too short for.
+            hyp_totals[n] += sum(hyp.values()) if ref else 0
             ref_totals[n] += sum(ref.values())
-    factor = CHRF_BETA**2
-    total = 0.0
+    precision, recall, orders = 0.0, 0.0, 0
     for match, hyp_total, ref_total in zip(matches, hyp_totals, ref_totals, strict=True):
-        precision = match / hyp_total if hyp_total else 0.0
-        recall = match / ref_total if ref_total else 0.0
-        total += (1 + factor) * precision * recall / max(factor * precision + recall, _EPS)
-    return total / CHRF_ORDER
+        if hyp_total and ref_total:
+            precision += match / hyp_total
+            recall += match / ref_total
+            orders += 1
+    if not orders or not precision + recall:
+        return 0.0
+    precision, recall = precision / orders, recall / orders
+    factor = CHRF_BETA**2
+    return (1 + factor) * precision * recall / (factor * precision + recall)
 
 
-def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+def bleu_from_counts(
+    matches: Sequence[float], totals: Sequence[float], pred_len: float, ref_len: float
+) -> float:
+    """Corpus BLEU, 0-1, from the n-gram counts summed over the corpus, as sacrebleu's default
+    (``smooth:exp``, ``eff:no``) computes it: an order without any match gets precision
+    ``1 / (2^k total)`` for the k-th such order, and a corpus with no match at all scores 0.
+    torchmetrics' own ``SacreBLEUScore.compute`` scores 0 whenever one order has no match
+    (sacrebleu's ``smooth:none``); where every order matches the two agree.
+    """
+    if not any(matches):
+        return 0.0
+    penalty = 1.0
+    if pred_len < ref_len:
+        penalty = math.exp(1 - ref_len / pred_len) if pred_len > 0 else 0.0
+    logs = [_LOG_ZERO] * BLEU_ORDER
+    smooth = 1.0
+    for n in range(BLEU_ORDER):
+        if totals[n] == 0:
+            break
+        if matches[n] == 0:
+            smooth *= 2
+            logs[n] = math.log(1.0 / (smooth * totals[n]))
+        else:
+            logs[n] = math.log(matches[n] / totals[n])
+    return penalty * math.exp(sum(logs) / BLEU_ORDER)
+
+
+def _bleu(predictions: list[str], references: list[str]) -> float:
+    from torchmetrics.text import SacreBLEUScore
+
+    counts = SacreBLEUScore(n_gram=BLEU_ORDER, tokenize="13a", lowercase=False)
+    counts.update(predictions, [[reference] for reference in references])
+    return bleu_from_counts(
+        counts.numerator.tolist(),
+        counts.denominator.tolist(),
+        float(counts.preds_len),
+        float(counts.target_len),
+    )
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE F-measures (``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum``), 0-1, from
+    ``rouge_score.rouge_scorer.RougeScorer(ROUGE_KEYS, use_stemmer=True)``: texts lowercased,
+    cut to ``[a-z0-9]`` words, words over 3 letters Porter-stemmed.
+
+    ``rougeLsum`` takes the summary-level LCS over sentences separated by newlines, as
+    rouge-score does; a text without newlines is one sentence, and its rougeLsum equals its
+    rougeL. Hugging Face's summarization examples put a newline after every sentence with
+    nltk's ``sent_tokenize`` first, which needs the ``punkt`` data downloaded: lmforge does
+    not, so its rougeLsum matches theirs where the texts already hold one sentence a line.
+    The mean is plain and deterministic; ``evaluate``'s ``rouge`` reports by default the
+    median of 1,000 bootstrap means instead (``use_aggregator=True``, unseeded), which lies
+    within sampling noise of it.
+    """
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for prediction, reference in zip(predictions, references, strict=True):
+        scores = scorer.score(reference, prediction)  # (target, prediction)
+        for key in ROUGE_KEYS:
+            totals[key] += scores[key].fmeasure
+    return {key: total / max(len(predictions), 1) for key, total in totals.items()}
+
+
+def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float | str]:
     """Score ``predictions[i]`` against ``references[i]`` (one reference each).
 
-    Returns, all floats:
+    Returns:
 
-    - ``sacrebleu``: corpus BLEU of detokenized, cased text with SacreBLEU's ``13a`` tokenizer,
-      0-100 as ``sacrebleu`` prints it;
-    - ``chrf``: corpus chrF (character 1-6-grams, beta 2, sacrebleu's default chrF2; see
-      :func:`chrf_score`), 0-100;
-    - ``rouge1``, ``rouge2``, ``rougeL``: mean ROUGE F-measures, 0-100 (torchmetrics' ROUGE
-      lowercases and keeps ``[a-z0-9]`` words; no stemming);
+    - ``sacrebleu``: SacreBLEU's default corpus BLEU of detokenized, cased text (``13a``
+      tokenizer, exponential smoothing), 0-100 as ``sacrebleu`` prints it, and
+      ``sacrebleu_signature``, its signature (:func:`sacrebleu_signature`);
+    - ``chrf``: SacreBLEU's default corpus chrF2 (:func:`chrf_score`), 0-100, and
+      ``chrf_signature``;
+    - ``rouge1``, ``rouge2``, ``rougeL``, ``rougeLsum``: mean ROUGE F-measures, 0-100, as
+      ``rouge-score`` computes them with ``use_stemmer=True`` (:func:`rouge_scores`). ROUGE
+      used to be torchmetrics' without a stemmer: figures recorded that way are not comparable
+      with these (stemming matches more words, so they read higher now);
     - ``exact_match``: share of predictions equal to their reference after stripping outer
       whitespace, 0-1 (like accuracy);
     - ``mean_pred_words`` / ``mean_ref_words``: mean whitespace-separated words per text.
     """
-    from torchmetrics.text import ROUGEScore, SacreBLEUScore
-
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise ValueError(
@@ -74,16 +188,13 @@ def score_texts(predictions: Sequence[str], references: Sequence[str]) -> dict[s
         )
     if not predictions:
         raise ValueError("no predictions to score")
-    bleu = SacreBLEUScore(tokenize="13a", lowercase=False)
-    rouge = ROUGEScore(use_stemmer=False, rouge_keys=("rouge1", "rouge2", "rougeL"))
-    targets = [[reference] for reference in references]
-    scores = {
-        "sacrebleu": float(bleu(predictions, targets)) * PERCENT,
+    scores: dict[str, float | str] = {
+        "sacrebleu": _bleu(predictions, references) * PERCENT,
+        "sacrebleu_signature": sacrebleu_signature(),
         "chrf": chrf_score(predictions, references) * PERCENT,
+        "chrf_signature": chrf_signature(),
     }
-    rouge_scores = rouge(predictions, references)
-    for key in ("rouge1", "rouge2", "rougeL"):
-        scores[key] = float(rouge_scores[f"{key}_fmeasure"]) * PERCENT
+    scores.update({key: value * PERCENT for key, value in rouge_scores(predictions, references).items()})
     scores["exact_match"] = sum(
         p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)
     ) / len(predictions)
@@ -99,6 +210,7 @@ SCORE_NAMES = (
     ("rouge1", "ROUGE-1"),
     ("rouge2", "ROUGE-2"),
     ("rougeL", "ROUGE-L"),
+    ("rougeLsum", "ROUGE-Lsum"),
     ("exact_match", "exact match"),
     ("target_perplexity", "target perplexity"),
 )

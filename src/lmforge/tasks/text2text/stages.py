@@ -133,9 +133,9 @@ def baselines(cfg: Config) -> dict:
     results = text_to_text_baselines(Path(cfg.paths.prepared))
     for name, values in results.items():
         print(
-            f"baselines: {name}: ROUGE-1/2/L {values['rouge1']:.2f} / {values['rouge2']:.2f}"
-            f" / {values['rougeL']:.2f}, SacreBLEU {values['sacrebleu']:.2f}, "
-            f"chrF {values['chrf']:.2f} ({values['pairs']} test pairs)"
+            f"baselines: {name}: ROUGE-1/2/L/Lsum {values['rouge1']:.2f} / {values['rouge2']:.2f}"
+            f" / {values['rougeL']:.2f} / {values['rougeLsum']:.2f}, "
+            f"SacreBLEU {values['sacrebleu']:.2f}, chrF {values['chrf']:.2f} ({values['pairs']} test pairs)"
         )
     return results
 
