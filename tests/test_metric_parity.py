@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmforge.tasks.tagging.spans import span_scores
 from lmforge.metrics.text import chrf_score, chrf_signature, rouge_scores, sacrebleu_signature, score_texts
+from lmforge.tasks.tagging.spans import span_scores
 
 sacrebleu = pytest.importorskip("sacrebleu")
 

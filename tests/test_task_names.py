@@ -20,7 +20,14 @@ def checked_modules() -> list[Path]:
     """Every stage module (``python -m lmforge.<stage>``: a ``__main__`` guard), the core layer
     (config.py, the front door, ...) but the registry, and every export*.py."""
     stages = [p for p in SRC.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
-    return sorted({*stages, *(SRC / "core").glob("*.py"), *(p for p in SRC.rglob("export*.py") if TASKS not in p.parents)} - {REGISTRY})
+    return sorted(
+        {
+            *stages,
+            *(SRC / "core").glob("*.py"),
+            *(p for p in SRC.rglob("export*.py") if TASKS not in p.parents),
+        }
+        - {REGISTRY}
+    )
 
 
 def test_stages_config_and_export_name_no_task() -> None:
