@@ -1,0 +1,1 @@
+"""LightningModules, the Trainer factory, the fit loop pretrain and finetune share (``fit``) and what training stages read (``workspace``)."""

@@ -1,0 +1,1 @@
+"""Plain PyTorch models (no Lightning, MLflow or Hydra): the encoder, heads, the prefix-LM decoder and its decoding."""
