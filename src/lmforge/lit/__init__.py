@@ -1,1 +1,2 @@
-"""LightningModules, the Trainer factory, the fit loop pretrain and finetune share (``fit``) and what training stages read (``workspace``)."""
+"""LightningModules, the Trainer factory, the fit loop pretrain and finetune share (``fit``)
+and what the training stages read (``workspace``)."""

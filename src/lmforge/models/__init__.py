@@ -1,1 +1,2 @@
-"""Plain PyTorch models (no Lightning, MLflow or Hydra): the encoder, heads, the prefix-LM decoder and its decoding."""
+"""Plain PyTorch models (no Lightning, MLflow or Hydra): the encoder, heads, the prefix-LM
+decoder and its decoding."""
