@@ -126,29 +126,8 @@ def duplicated_defaults(
     return found
 
 
-# Groups whose default option still restates the schema, each with its reason. `task` is being
-# split into per-task dataclasses on another branch, which owns conf/task/: once merged, delete
-# its conf/task/classification.yaml copies and this entry (the strict xfail below then passes
-# and fails the suite, as a reminder).
-PENDING: dict[str, str] = {}
-
-
-def _in(group: str, line: str) -> bool:
-    return line.startswith(f"conf/{group}/")
-
-
-def _settled(found: list[str]) -> list[str]:
-    return [line for line in found if not any(_in(group, line) for group in PENDING)]
-
-
 def test_no_default_is_written_both_in_the_schema_and_in_a_default_option() -> None:
-    assert _settled(duplicated_defaults(ROOT / "conf")) == []
-
-
-@pytest.mark.parametrize("group", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="a group listed in PENDING")
-def test_pending_groups_are_still_pending(group: str) -> None:
-    assert not any(_in(group, line) for line in duplicated_defaults(ROOT / "conf"))
+    assert duplicated_defaults(ROOT / "conf") == []
 
 
 def test_the_defaults_list_names_every_schema_group_it_composes() -> None:
@@ -193,7 +172,7 @@ def test_an_option_may_set_what_it_changes(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "conf", conf)
     with open(conf / "logger" / "mlflow.yaml", "a") as out:
         out.write("\ntracking_uri: http://mlflow.internal:5000\nsystem_metrics: false\n")
-    assert _settled(duplicated_defaults(conf)) == []
+    assert duplicated_defaults(conf) == []
     # A bool is no number: `enabled: 0`-style values are not mistaken for the default False.
     assert not any("devices" in line for line in duplicated_defaults(conf, {"trainer": {"devices": True}}))
 
@@ -219,29 +198,6 @@ def test_promote_reads_the_composed_config_not_the_bare_schema(tmp_path: Path, m
     monkeypatch.chdir(tmp_path)
     assert main([]) == 2
     assert "logger.registered_model is null" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "answers",
-    [{"task": "text2text"}, {"task": "tagging", "data_path": "/data/treebank"}, {"task": "classification"}],
-    ids=["text2text", "tagging-local", "classification"],
-)
-def test_generated_projects_keep_one_home_for_every_default(tmp_path: Path, answers: dict) -> None:
-    """tools/make_project.py picks other default options (data=docsum, a written data=local) and
-    writes the logger's: what it writes, and what it picks, names only what it changes."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import make_project
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-    from test_project_template import copy_checkout
-
-    project = copy_checkout(tmp_path / "acme")
-    make_project.make_project(project, project_name="Acme", package="acme", python_version="3.11", **answers)
-    found = duplicated_defaults(project / "conf", schema_name="acme_schema")
-    assert _settled(found) == []
 
 
 def test_dvc_composes_the_schema_in_a_fresh_process(tmp_path: Path) -> None:

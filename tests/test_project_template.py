@@ -285,7 +285,7 @@ def test_copier_update_brings_a_template_change_and_keeps_a_local_edit(tmp_path:
     run_cmd(sys.executable, "-m", "copier", "update", "--trust", "--defaults", "--quiet", cwd=project)
 
     later = project / "src" / PACKAGE / "later.py"
-    assert later.read_text().count(f"from {PACKAGE}.io import write_json") == 1
+    assert later.read_text().count(f"from {PACKAGE}.core.io import write_json") == 1
     assert not (project / "src" / "lmforge").exists()
     readme_text = (project / "README.md").read_text()
     assert readme_text.startswith("# my-lm-project\n") and "\n## The pipeline, step by step\n" in readme_text
@@ -294,3 +294,20 @@ def test_copier_update_brings_a_template_change_and_keeps_a_local_edit(tmp_path:
     status = run_cmd("git", "status", "--porcelain", cwd=project)
     assert "UU " not in status and ".rej" not in status, status
     run_cmd(sys.executable, "-c", f"import {PACKAGE}.later", cwd=project, env=in_project(project))
+
+
+# One home for every default (tests/test_defaults_home.py), in the projects the tool writes.
+@pytest.mark.parametrize(
+    "answers",
+    [{"task": "text2text"}, {"task": "tagging", "data_path": "/data/treebank"}, {"task": "classification"}],
+    ids=["text2text", "tagging-local", "classification"],
+)
+def test_generated_projects_keep_one_home_for_every_default(tmp_path: Path, answers: dict) -> None:
+    """tools/make_project.py picks other default options (data=docsum, a written data=local) and
+    writes the logger's: what it writes, and what it picks, names only what it changes."""
+    from test_defaults_home import duplicated_defaults
+
+    project = copy_checkout(tmp_path / "acme")
+    make_project.make_project(project, project_name="Acme", package="acme", python_version="3.11", **answers)
+    found = duplicated_defaults(project / "conf", schema_name="acme_schema")
+    assert found == []
