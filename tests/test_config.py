@@ -85,6 +85,13 @@ def run_stage(*args: str) -> subprocess.CompletedProcess:
         (["nonsense=1"], "unknown config key 'nonsense'; valid keys at the top level"),
         (["model.d_model=wide"], "config key 'model.d_model'"),
         (["pretrain.mask_rate=0"], "config key 'pretrain.mask_rate'"),
+        # A config group's unknown option: one line listing conf/<group>/*.yaml (Hydra's own
+        # message spans 12 to 20 lines and exits 1).
+        (["experiment=nope"], "unknown experiment 'nope'; valid choices: experiment=builtin, docsum,"),
+        (["task=taggin"], "unknown task 'taggin'; valid choices: task=classification, tagging, text2text"),
+        (["-m", "model=tiny,bigg"], "unknown model 'bigg'; valid choices: model=hf, mini, small, tiny"),
+        # The experiment picks the task: another task's key is named against it.
+        (["experiment=ud_ewt", "task.max_target_len=4"], "'task.max_target_len' for task=tagging"),
     ],
 )
 def test_command_line_config_errors_are_one_line_without_traceback(args, expected) -> None:

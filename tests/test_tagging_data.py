@@ -150,6 +150,48 @@ def test_hf_rows_with_class_label_tags_become_tag_names(tmp_path) -> None:
             r"short.conll line 2: 1 column\(s\), expected a word "
             "and a tag",
         ),
+        # A CoNLL-2003 line without its NER column: its chunk tag (B-NP) is no entity tag.
+        (
+            "no_ner.conll",
+            "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nGerman JJ B-NP\n",
+            r"no_ner.conll line 4: 3 columns where line 1 has 4; the line lacks a column",
+        ),
+        (
+            "boundary.conllu",
+            "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n1\tGo\tgo\tVERB\tVB\t_\t0\troot\t_\t_\n",
+            r"boundary.conllu line 2: ID 1 starts a new sentence inside the one from line 1 "
+            "\\(after word 1\\); a blank line is missing",
+        ),
+        (
+            "order.conllu",
+            "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_\n",
+            r"order.conllu line 2: ID 3 does not follow word 1",
+        ),
+        (
+            "range.conllu",
+            "1\tI\tI\tPRON\tPRP\t_\t0\troot\t_\t_\n3-4\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n",
+            r"range.conllu line 2: ID 3-4 does not follow word 1",
+        ),
+        (
+            "mixed.jsonl",
+            '{"words": ["a", "b"], "tags": ["O", 3]}\n',
+            r"mixed.jsonl line 1: 'tags' mixes integer and string tags \(item 1 is 3, item 0 'O'\)",
+        ),
+        (
+            "empty_tag.jsonl",
+            '{"words": ["a", "b"], "tags": ["O", "O"]}\n{"words": ["a", "b"], "tags": ["O", ""]}\n',
+            r"empty_tag.jsonl line 2: 'tags' item 1 is an empty tag ''",
+        ),
+        (
+            "null_tag.jsonl",
+            '{"words": ["a", "b"], "tags": [null, "O"]}\n',
+            r"null_tag.jsonl line 1: 'tags' item 0 is null",
+        ),
+        (
+            "nested.jsonl",
+            '{"words": ["a", ["b"]], "tags": ["O", "O"]}\n',
+            r"nested.jsonl line 1: 'words' item 1 is list \['b'\]; items must be strings",
+        ),
     ],
 )
 def test_bad_tagged_input_names_file_and_line_and_writes_nothing(tmp_path, name, text, message) -> None:

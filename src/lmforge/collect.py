@@ -1,8 +1,8 @@
 """Stage 1, collect: gather raw text records from the configured source into ``data/raw/``.
 
 Output: ``records.jsonl`` (one ``{"text", "label", "source"}`` object a line, source order;
-text-to-text records carry ``target`` instead of a label) and ``meta.json`` (counts and the
-source config).
+text-to-text records carry ``target`` instead of a label) and ``meta.json`` (counts, the
+source config, and what the records were collected for: :mod:`lmforge.data.provenance`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lmforge.core.config import Config, SourceConfig
 from lmforge.core.errors import UserError
 from lmforge.core.io import atomic_dir, input_path, write_json
 from lmforge.core.task_registry import get_task
+from lmforge.data.provenance import MADE_FOR, collected_for
 
 # Evaluation splits are read first: when a text occurs in both, deduplication keeps the copy in
 # the held-out split and drops the training one, so the test set stays as published.
@@ -140,7 +141,13 @@ def run(cfg: Config) -> None:
                 f"data source '{source.kind}' ({source.path or source.name or ''}) "
                 "yielded no records; point data.source.path at non-empty data"
             )
-        meta = {"records": count, "labelled": tally.labelled, "source": asdict(source), **tally.meta()}
+        meta = {
+            "records": count,
+            "labelled": tally.labelled,
+            "source": asdict(source),
+            **tally.meta(),
+            MADE_FOR: collected_for(cfg),  # prepare checks it (lmforge.data.provenance)
+        }
         write_json(out / "meta.json", meta)
     print(f"collect: {count} records ({tally.summary()}) -> {Path(cfg.paths.raw) / 'records.jsonl'}")
 

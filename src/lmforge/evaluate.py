@@ -4,7 +4,9 @@ The model folder names its task (:mod:`lmforge.tasks`), which computes the figur
 classifier, accuracy, macro and per-class precision/recall/F1 and a confusion matrix
 (``plots/eval/confusion.{csv,png}``); for a text-to-text model, SacreBLEU, chrF, ROUGE, exact
 match and target perplexity, with a sample of predictions (``plots/eval/samples.csv``). Writes
-``metrics/eval.json`` and logs everything to an MLflow run. With ``eval.file=PATH`` it scores any
+``metrics/eval.json`` and logs everything to an MLflow run. The stage owns ``plots/eval/`` whole:
+it is written aside and replaces the previous one with ``metrics/eval.json`` at the end, so no
+figure of another run or task stays beside them. With ``eval.file=PATH`` it scores any
 labelled file instead (same readers and options as ``data.source``) and writes ``eval.output``
 (default ``metrics/eval_file.json``).
 """
@@ -12,6 +14,9 @@ labelled file instead (same readers and options as ``data.source``) and writes `
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from lmforge.core.cli import stage
@@ -34,24 +39,48 @@ def run(cfg: Config) -> None:
 
     from lmforge.tracking.runs import pipeline_id, stage_run
 
-    result = task.evaluate(cfg, folder)
+    # The stage owns plots/eval/ whole: the task writes a fresh one aside (its plots folder is
+    # ``<staging>/eval``), which replaces the previous one with metrics/eval.json at the end, so
+    # no figure of another run or task (a classifier's confusion matrix) stays beside them.
+    plots = Path(cfg.paths.plots)
     metrics_path = Path(cfg.paths.metrics) / "eval.json"
-    write_json(metrics_path, result["report"])
-    upstream = json.loads((folder / "meta.json").read_text())
-    with stage_run(
-        cfg,
-        "evaluate",
-        pipeline_id(folder / "meta.json"),
-        extra_tags={"lmforge.finetune_run_id": upstream["mlflow_run_id"], "lmforge.task": task.name},
-    ):
-        import mlflow
+    for stale in plots.glob(".evaluate.tmp-*"):  # of a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = plots / f".evaluate.tmp-{os.getpid()}"
+    staging.mkdir(parents=True)
+    try:
+        result = task.evaluate(replace(cfg, paths=replace(cfg.paths, plots=str(staging))), folder)
+        write_json(staging / "eval.json", result["report"])
+        upstream = json.loads((folder / "meta.json").read_text())
+        with stage_run(
+            cfg,
+            "evaluate",
+            pipeline_id(folder / "meta.json"),
+            extra_tags={"lmforge.finetune_run_id": upstream["mlflow_run_id"], "lmforge.task": task.name},
+        ):
+            import mlflow
 
-        mlflow.log_metrics(result["mlflow_metrics"])
-        for path in (metrics_path, *result["artifacts"]):
-            mlflow.log_artifact(str(path))
-        for name, table in result.get("tables", {}).items():
-            mlflow.log_table(table, artifact_file=name)
+            mlflow.log_metrics(result["mlflow_metrics"])
+            for path in (staging / "eval.json", *result["artifacts"]):
+                mlflow.log_artifact(str(path))
+            for name, table in result.get("tables", {}).items():
+                mlflow.log_table(table, artifact_file=name)
+        (staging / "eval").mkdir(exist_ok=True)
+        swap_in(staging / "eval", plots / "eval")
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / "eval.json", metrics_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"evaluate: {result['summary']} -> {metrics_path}")
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Replace the folder ``target`` with ``new`` (two renames; the old one is then removed)."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 main = stage(run)

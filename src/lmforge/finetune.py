@@ -6,19 +6,25 @@ stops early; this stage wires them to Lightning, checkpoints and MLflow. Starts 
 ``models/pretrained/`` unless pretraining was disabled; with ``model=hf``, from the checkpoint
 ``model.name_or_path``. Writes ``models/finetuned/`` (``model.pt``, or with ``model=hf`` the
 ``save_pretrained`` folder ``hf/``; ``config.json`` with the task and what it needs,
-``tokenizer.json``, ``meta.json``) and ``metrics/finetune.json``.
+``tokenizer.json``, ``meta.json``), ``metrics/finetune.json``, the task's validation reports
+(``metrics/val_per_class.json``...) and ``plots/finetune_curves.csv``: all written aside and put
+in place together at the end, the files of another task's run removed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
-from lmforge.core.io import atomic_dir, write_json
+from lmforge.core.io import atomic_dir, atomic_file, write_json
 from lmforge.lit.workspace import model_config, shard_meta, upstream_meta
+
+CURVES = "finetune_curves.csv"  # under paths.plots (dvc.yaml's finetune plot)
 
 
 def run(cfg: Config) -> float:
@@ -95,7 +101,8 @@ def run(cfg: Config) -> float:
             module,
             train_loader,
             val_loader,
-            curve=Path(cfg.paths.plots) / "finetune_curves.csv",
+            # Written beside the checkpoints while training; put in place with the model.
+            curve=training.plan.folder / "curves" / CURVES,
             per_step_curve=False,
             lr_key="optim.lr",
             callbacks=[checkpoints, stopper],
@@ -122,29 +129,61 @@ def run(cfg: Config) -> float:
             "loader_wait_fraction": training.loader_wait.fraction,
             **settled,
         }
-        with atomic_dir(cfg.paths.finetuned) as out:
-            task.save(module, cfg, meta, out)
-            shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
-            write_json(
-                out / "meta.json",
-                {
-                    "pipeline_id": training.pipeline,
-                    "mlflow_run_id": training.run_id,
-                    **tags,
-                    **metrics,
-                },
-            )
-        write_json(Path(cfg.paths.metrics) / "finetune.json", metrics)
-        mlflow.log_metrics({task.objective: score, **settled})
-        mlflow.log_artifact(str(Path(cfg.paths.metrics) / "finetune.json"))
-        log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
-        task.after_fit(module, val_loader, cfg, meta)
+        # Every output is written aside and put in place together once all are written: an
+        # interrupted run leaves the previous run's model, metrics and curve, never a mix.
+        for stale in Path(cfg.paths.metrics).glob(".finetune.tmp-*"):  # of a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(cfg.paths.metrics) / f".finetune.tmp-{os.getpid()}"
+        staging.mkdir(parents=True)
+        try:
+            with atomic_dir(cfg.paths.finetuned) as out:
+                task.save(module, cfg, meta, out)
+                shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
+                write_json(
+                    out / "meta.json",
+                    {
+                        "pipeline_id": training.pipeline,
+                        "mlflow_run_id": training.run_id,
+                        **tags,
+                        **metrics,
+                    },
+                )
+                write_json(staging / "finetune.json", metrics)
+                mlflow.log_metrics({task.objective: score, **settled})
+                mlflow.log_artifact(str(staging / "finetune.json"))
+                log_checkpoints(checkpoints.best_model_path, checkpoints.last_model_path)
+                staged = replace(cfg, paths=replace(cfg.paths, metrics=str(staging)))
+                task.after_fit(module, val_loader, staged, meta)
+            publish(cfg, staging, training.plan.folder / "curves")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         task.log_model(cfg, Path(cfg.paths.finetuned))
     print(
         f"finetune: {task.name}, best {task.monitor} {score:.3f} after {trainer.current_epoch} "
         f"epochs; MLflow run {training.run_id}"
     )
     return score
+
+
+def publish(cfg: Config, staging: Path, curves: Path) -> None:
+    """Put the run's metrics files (``staging``) and learning curve (``curves``) in place, and
+    remove the files of its kind a previous run of another task left (its per-class report)."""
+    from lmforge.core.task_registry import names, task_class
+
+    metrics, plots = Path(cfg.paths.metrics), Path(cfg.paths.plots)
+    owned = {"finetune.json", *(f for name in names() for f in task_class(name).finetune_metrics)}
+    for name in sorted(owned):
+        if not (staging / name).is_file():
+            (metrics / name).unlink(missing_ok=True)
+    for path in staging.iterdir():
+        os.replace(path, metrics / path.name)
+    for suffix in (".csv", ".png"):
+        curve = curves / Path(CURVES).with_suffix(suffix)
+        if curve.is_file():
+            with atomic_file(plots / curve.name) as tmp:
+                shutil.copyfile(curve, tmp)
+        else:
+            (plots / curve.name).unlink(missing_ok=True)
 
 
 main = stage(run)

@@ -1,9 +1,10 @@
 """Stage 2, prepare: clean, deduplicate and split the raw records into ``data/prepared/``.
 
 Outputs: ``{train,val,test}.jsonl``, ``labels.json`` (the class names, index = class id; ``[]``
-for records without labels) and ``cleaning.json`` (input rows, kept, dropped by reason, rows per
-split). The task (``task.name``; :meth:`lmforge.tasks.base.Task.prepare_tally`) counts and
-checks what its records hold besides, and may write files of its own (a tagger's ``tags.json``).
+for records without labels), ``cleaning.json`` (input rows, kept, dropped by reason, rows per
+split) and ``meta.json`` (what it was made for: :mod:`lmforge.data.provenance`). The task
+(``task.name``; :meth:`lmforge.tasks.base.Task.prepare_tally`) counts and checks what its
+records hold besides, and may write files of its own (a tagger's ``tags.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lmforge.core.config import Config
 from lmforge.core.errors import UserError
 from lmforge.core.io import atomic_dir, read_jsonl, write_json
 from lmforge.core.task_registry import get_task
+from lmforge.data.provenance import MADE_FOR, PREPARED_META, check_raw, prepared_for
 
 
 def label_names(labels: set) -> list:
@@ -65,7 +67,9 @@ def run(cfg: Config) -> None:
     raw = Path(cfg.paths.raw) / "records.jsonl"
     if not raw.is_file():
         raise UserError(f"{raw} is missing; run the collect stage first (dvc repro collect)")
+    check_raw(cfg)  # collected for this task and source, not left by another run
     total = json.loads((Path(cfg.paths.raw) / "meta.json").read_text())["records"]
+    made_for = prepared_for(cfg)
     report = CleaningReport()
     labels_seen: dict[str, set[str]] = {name: set() for name in SPLITS}
     tally = get_task(cfg.task.name).prepare_tally(cfg)
@@ -100,6 +104,7 @@ def run(cfg: Config) -> None:
         summary = report.as_dict()
         what = tally.finish(raw, out, names, summary)
         write_json(out / "cleaning.json", summary)
+        write_json(out / PREPARED_META, {MADE_FOR: made_for})  # tokenize checks it
     summary = report.as_dict()
     print(
         f"prepare: {summary['input_rows']} rows in = {summary['kept']} kept + "

@@ -24,6 +24,7 @@ from lmforge.core.errors import UserError
 from lmforge.core.io import atomic_dir, read_jsonl
 from lmforge.core.task_registry import get_task
 from lmforge.data.encode import corpus_split_counts, write_corpus_shards  # noqa: F401  (re-exported)
+from lmforge.data.provenance import check_prepared
 
 
 def run(cfg: Config) -> None:
@@ -32,6 +33,7 @@ def run(cfg: Config) -> None:
     prepared = Path(cfg.paths.prepared)
     if not (prepared / "labels.json").is_file():
         raise UserError(f"{prepared} is incomplete; run the prepare stage first (dvc repro prepare)")
+    check_prepared(cfg)  # made for this task, source and cleaning, from the data/raw there now
     counts = json.loads((prepared / "cleaning.json").read_text())["per_split"]
     if cfg.tokenizer.kind == "wordpiece" and not cfg.model.is_hf:
         print(

@@ -49,22 +49,92 @@ CONFIG_GROUPS = (
 )
 
 
-def check_overrides(argv: list[str]) -> None:
+def group_options(conf_dir: Path, group: str) -> list[str]:
+    """The options of config group ``group``: ``conf/<group>/**/*.yaml`` (``sub/name`` nested)."""
+    folder = conf_dir / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> None:
+    """Reject ``group=option`` naming no option of the group, in one line listing the valid ones
+    (Hydra's own message spans 12 to 20 lines and exits 1). Hydra's groups (``hydra/...``) have
+    options from plugins too and are left to it, as are functions and interpolations."""
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+    for arg in argv:
+        if arg.startswith(("-", "~")) or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+").split("@", 1)[0]
+        if group not in groups or any(c in value for c in "(${["):
+            continue
+        options = group_options(conf_dir, group)
+        for choice in value.split(","):
+            choice = choice.strip()
+            if choice in options or choice == "null":
+                continue
+            hint = ""
+            if group == "task":
+                from lmforge.core.task_registry import names
+
+                if choice in names():
+                    raise UserError(
+                        f"task '{choice}' is registered but has no conf/task/{choice}.yaml; "
+                        f"choose it with task.name={choice}"
+                    )
+                others = [n for n in names() if n not in options]
+                if others:
+                    hint = f" (registered, chosen with task.name=NAME: {', '.join(others)})"
+            raise UserError(
+                f"unknown {group} '{choice}'; valid choices: {group}={', '.join(options)}{hint} "
+                f"({conf_dir / group}/*.yaml)"
+            )
+
+
+def experiment_task(argv: list[str], conf_dir: Path | None) -> str | None:
+    """The task the ``experiment=NAME`` given picks (its ``override /task: X`` default, or its
+    ``task.name``); ``""`` when it picks none (the default task's keys apply); None when there is
+    no single experiment file to read."""
+    from omegaconf import OmegaConf
+
+    names = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("experiment=")]
+    if conf_dir is None or not names or "," in names[-1]:
+        return None
+    path = conf_dir / "experiment" / f"{names[-1]}.yaml"
+    if not path.is_file():
+        return None
+    content = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(content, dict):
+        return None
+    for entry in content.get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if str(key).replace("override", "").strip().lstrip("/") == "task":
+                    return str(value)
+    task = content.get("task")
+    return str(task.get("name") or "") if isinstance(task, dict) else ""
+
+
+def check_overrides(argv: list[str], conf_dir: Path | None = None) -> None:
     """Reject an override of an unknown key, or of a value its key's type cannot hold, in one
     line and before Hydra starts (its own messages span several lines and arrive seconds later).
     Values that only Hydra understands (sweeps, functions, interpolations) are left to it.
+    With ``conf_dir``, a config group's unknown option too (:func:`check_group_choices`).
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    if conf_dir is not None:
+        check_group_choices(argv, conf_dir)
     # task.* keys are the chosen task's: any registered task's here (an experiment may pick the
-    # task), typed by the task=NAME given, else by the default task (validate checks the rest).
+    # task), typed by the task=NAME given, else the experiment's, else the default task's
+    # (validate checks the rest).
     known = schema_keys(task=None)
     sweep = "-m" in argv or "--multirun" in argv
     chosen = [
         a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(("task=", "task.name=")) and "," not in a
     ]
-    typed = structured(chosen[-1] if chosen else None)
+    picked = experiment_task(argv, conf_dir)
+    typed = structured(chosen[-1] if chosen else picked)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -89,7 +159,7 @@ def check_overrides(argv: list[str]) -> None:
         if OmegaConf.is_config(node) or "*" in key:
             continue
         if key.startswith("task.") and key.split(".", 1)[1] not in typed.task:
-            if any(a.startswith("experiment=") for a in argv):
+            if not chosen and picked is None and any(a.startswith("experiment=") for a in argv):
                 continue  # the experiment may pick the task: validate checks the composed one
             valid = ", ".join(sorted(typed.task))
             raise UserError(
@@ -255,7 +325,7 @@ def stage(run: Callable[[Config], object]) -> Callable[[], None]:
         interrupts.install()  # Ctrl-C and SIGTERM become Interrupted (see lmforge.core.interrupts)
         try:
             conf_dir = find_root() / "conf"
-            check_overrides(sys.argv[1:])
+            check_overrides(sys.argv[1:], conf_dir)
             check_plugins(sys.argv[1:])
         except UserError as exc:
             _fail(str(exc))

@@ -49,6 +49,7 @@ def read_conllu(
     words: list[str] = []
     tags: list[str] = []
     start: int | None = None  # first line of the current sentence (comments included)
+    last = 0  # the last word ID of the current sentence (a range's end once its words are read)
     for number, raw in lines:
         line = raw.rstrip("\r\n")
         if not line.strip():
@@ -59,7 +60,7 @@ def read_conllu(
                         "ID is an integer); add its token lines or remove it"
                     )
                 yield tagged_record(words, tags, f"{path}:{start}")
-            words, tags, start = [], [], None
+            words, tags, start, last = [], [], None, 0
             continue
         if start is None:
             start = number
@@ -77,6 +78,11 @@ def read_conllu(
             # A multiword range (its words follow as lines of their own) or an empty node.
             parts = token_id.replace("-", ".").split(".")
             if len(parts) == 2 and all(p.isdigit() for p in parts):
+                first = int(parts[0])
+                # A range starts at the next word; an empty node n.k follows word n (0.k: first).
+                expected = last + 1 if "-" in token_id else last
+                if first != expected:
+                    raise UserError(_out_of_sequence(path, number, token_id, last, start))
                 continue
             raise UserError(
                 f"{path} line {number}: ID {token_id!r} is neither an integer, a "
@@ -87,6 +93,9 @@ def read_conllu(
                 f"{path} line {number}: ID {token_id!r} is not an integer; CoNLL-U "
                 "token lines start with the word's index (1, 2, ...)"
             )
+        if int(token_id) != last + 1:
+            raise UserError(_out_of_sequence(path, number, token_id, last, start))
+        last = int(token_id)
         tag = fields[column]
         if tag in ("", "_"):
             raise UserError(
@@ -105,6 +114,19 @@ def read_conllu(
         yield tagged_record(words, tags, f"{path}:{start}")
 
 
+def _out_of_sequence(path: Path, number: int, token_id: str, last: int, start: int | None) -> str:
+    """The one line for a CoNLL-U ID that does not follow the previous word's."""
+    if token_id.split("-")[0].split(".")[0] == "1" and last > 0:
+        return (
+            f"{path} line {number}: ID {token_id} starts a new sentence inside the one from "
+            f"line {start} (after word {last}); a blank line is missing before it"
+        )
+    return (
+        f"{path} line {number}: ID {token_id} does not follow word {last} (IDs run 1, 2, 3 in "
+        f"each sentence, from line {start}); a token line is missing, repeated or out of order"
+    )
+
+
 def read_conll(
     path: Path, lines: Iterator[tuple[int, str]], tags_column: str | None = None
 ) -> Iterator[dict]:
@@ -121,6 +143,9 @@ def read_conll(
     words: list[str] = []
     tags: list[str] = []
     start: int | None = None
+    # The columns of the file's first token line: a line with fewer lacks one (the tag), and
+    # reading its last column would take another column's value (a chunk tag) as the tag.
+    width: tuple[int, int] | None = None  # (columns, line)
     for number, raw in lines:
         fields = raw.split()
         if not fields:
@@ -136,6 +161,14 @@ def read_conll(
             raise UserError(
                 f"{path} line {number}: {len(fields)} column(s), expected {wanted}; "
                 "fix the line or set data.source.tags_column"
+            )
+        if width is None:
+            width = (len(fields), number)
+        elif len(fields) != width[0]:
+            what = "lacks a column (the tag?)" if len(fields) < width[0] else "has an extra column"
+            raise UserError(
+                f"{path} line {number}: {len(fields)} columns where line {width[1]} has "
+                f"{width[0]}; the line {what}; give every token line the same columns"
             )
         if start is None:
             start = number
@@ -153,14 +186,12 @@ def tagged_row(row: Any, where: str, source: str, words_column: str, tags_column
         value = row[column]
         if hasattr(value, "tolist"):  # numpy arrays from parquet/pandas
             value = value.tolist()
-        if not isinstance(value, list) or not all(
-            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
-        ):
+        if not isinstance(value, list):
             raise UserError(
-                f"{where}: {column!r} must be a list of strings, got "
-                f"{type(value).__name__}; point data.source.words_column/"
-                "tags_column at list columns"
+                f"{where}: {column!r} must be a list, got {type(value).__name__}; point "
+                "data.source.words_column/tags_column at list columns"
             )
+        check_items(value, column, where, tags=column == tags_column)
         values.append([str(v) for v in value])
     words, tags = values
     if len(words) != len(tags):
@@ -169,6 +200,36 @@ def tagged_row(row: Any, where: str, source: str, words_column: str, tags_column
             f"has {len(tags)} tags; give one tag per word"
         )
     return tagged_record(words, tags, source)
+
+
+def check_items(values: list, column: str, where: str, *, tags: bool) -> None:
+    """Each item a string or an integer (tag ids); a tag list is one or the other, never empty
+    or null: a null or ``""`` tag would become a class of its own, and mixing ``3`` with
+    ``"B-PER"`` two names for what may be one class."""
+    for i, v in enumerate(values):
+        if v is None:
+            raise UserError(f"{where}: {column!r} item {i} is null; give every word a {_kind(tags)}")
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise UserError(
+                f"{where}: {column!r} item {i} is {type(v).__name__} {v!r}; items must be "
+                f"strings{' or integer tag ids' if tags else ''}"
+            )
+        if tags and isinstance(v, str) and not v.strip():
+            raise UserError(f"{where}: {column!r} item {i} is an empty tag {v!r}; give every word a tag")
+    if tags and values:
+        kinds = {type(v) for v in values}
+        if len(kinds) > 1:
+            first_int = next(i for i, v in enumerate(values) if isinstance(v, int))
+            first_str = next(i for i, v in enumerate(values) if isinstance(v, str))
+            raise UserError(
+                f"{where}: {column!r} mixes integer and string tags (item {first_int} is "
+                f"{values[first_int]!r}, item {first_str} {values[first_str]!r}); use tag names "
+                "or tag ids, not both"
+            )
+
+
+def _kind(tags: bool) -> str:
+    return "tag" if tags else "word"
 
 
 def read_tagged_jsonl(

@@ -106,6 +106,9 @@ class Task:
     generates: bool = False
     # How many texts of a train record the tokenizer learns from (see :meth:`tokenizer_texts`).
     texts_per_record: int = 1
+    # Files :meth:`after_fit` writes under ``paths.metrics``: the finetune stage owns them, and
+    # removes every task's when it publishes its outputs, so none of another task's stays.
+    finetune_metrics: tuple[str, ...] = ()
 
     # --- config -------------------------------------------------------------------------------
 
@@ -233,7 +236,8 @@ class Task:
         return {}
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
-        """Extra validation figures logged to the finetune run (per-class reports, samples)."""
+        """Extra validation figures logged to the finetune run (per-class reports, samples);
+        files it writes under ``cfg.paths.metrics`` are named in :attr:`finetune_metrics`."""
         return {}
 
     def log_model(self, cfg: Config, folder: Path) -> Any:

@@ -24,6 +24,7 @@ class ClassificationTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    finetune_metrics = ("val_per_class.json",)  # after_fit's per-class report
     config_class = ClassificationConfig
     supports_word_vectors = True
     supports_fusion = True

@@ -39,6 +39,7 @@ class TaggingTask(Task):
     objective = "best_val_f1"
     monitor = "val/f1"
     mode = "max"
+    finetune_metrics = ("val_per_tag.json",)  # after_fit's per-tag report
     config_class = TaggingConfig
     supports_word_vectors = True
 
