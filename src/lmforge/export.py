@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import UserError
+from lmforge.data.pairing import check_model_folder
 from lmforge.models.export_plan import Target, plan
 
 
@@ -110,6 +111,9 @@ def export(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pick another output folder or pass --overwrite")
     target = plan(folder, token_logits)  # before importing transformers (seconds): a refusal answers at once
+    # Its tokenizer copy is the one it was trained with (a folder that records none: unchecked).
+    finetuned = "task" in json.loads((Path(folder) / "config.json").read_text())
+    check_model_folder(Path(folder), "finetune" if finetuned else "pretrain")
     try:
         import transformers
     except ImportError:

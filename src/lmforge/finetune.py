@@ -11,6 +11,7 @@ stops early; this stage wires them to Lightning, checkpoints and MLflow. Starts 
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.io import atomic_dir, write_json
-from lmforge.lit.workspace import model_config, shard_meta, upstream_meta
+from lmforge.data.pairing import KEY as TOKENIZER_KEY
+from lmforge.data.pairing import check_tokenizer_file
+from lmforge.lit.workspace import check_model_shards, model_config, shard_meta, upstream_meta
 
 
 def run(cfg: Config) -> float:
@@ -33,6 +36,8 @@ def run(cfg: Config) -> float:
     check_hf_shards(cfg, meta)
     pretrained = Path(cfg.paths.pretrained)
     upstream = upstream_meta(pretrained, "pretrain")
+    if upstream.get("enabled"):  # the encoder's embeddings are those of the shards' tokenizer
+        check_model_shards(pretrained, meta, cfg, "pretrain")
     data = task.data(cfg, meta)
 
     import torch
@@ -125,6 +130,14 @@ def run(cfg: Config) -> float:
         with atomic_dir(cfg.paths.finetuned) as out:
             task.save(module, cfg, meta, out)
             shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
+            # The tokenizer it was trained with, which its copy beside it must be
+            # (lmforge.data.pairing: evaluate, generate and export check it); data/tokenizer
+            # replaced while this ran is refused here, before anything is written.
+            check_tokenizer_file(
+                out / "tokenizer.json", meta[TOKENIZER_KEY], Path(cfg.paths.shards) / "meta.json", "tokenize"
+            )
+            config = json.loads((out / "config.json").read_text())
+            write_json(out / "config.json", {**config, TOKENIZER_KEY: meta[TOKENIZER_KEY]})
             write_json(
                 out / "meta.json",
                 {
