@@ -110,10 +110,9 @@ def export(
         raise UserError(f"{out} would overwrite the model folder {folder}; write the export elsewhere")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pick another output folder or pass --overwrite")
-    target = plan(folder, token_logits)  # before importing transformers (seconds): a refusal answers at once
     # Its tokenizer copy is the one it was trained with (a folder that records none: unchecked).
-    finetuned = "task" in json.loads((Path(folder) / "config.json").read_text())
-    check_model_folder(Path(folder), "finetune" if finetuned else "pretrain")
+    check_model_folder(Path(folder), "pretrain" if (Path(folder) / "encoder.pt").is_file() else "finetune")
+    target = plan(folder, token_logits)  # before importing transformers (seconds): a refusal answers at once
     try:
         import transformers
     except ImportError:
