@@ -25,10 +25,17 @@ from lmforge.core.io import write_json
 
 
 def run(cfg: Config) -> None:
+    from lmforge.data.pairing import check_model_folder
+    from lmforge.lit.workspace import check_model_shards, shard_meta
     from lmforge.tasks.base import finetuned_task
 
     folder = Path(cfg.paths.finetuned)
     task = finetuned_task(folder)
+    # The model's tokenizer copy is the one it was trained with, and (on the test split) the
+    # one that encoded the shards.
+    check_model_folder(folder, "finetune")
+    if not cfg.eval.file:
+        check_model_shards(folder, shard_meta(cfg), cfg, "finetune")
     if cfg.eval.file:
         path = Path(cfg.eval.file)
         result = task.evaluate_file(cfg, folder, path)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import UserError
+from lmforge.data.pairing import check_model_folder
 from lmforge.models.export_plan import Target, plan
 
 
@@ -109,6 +110,8 @@ def export(
         raise UserError(f"{out} would overwrite the model folder {folder}; write the export elsewhere")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"{out} exists and is not empty; pick another output folder or pass --overwrite")
+    # Its tokenizer copy is the one it was trained with (a folder that records none: unchecked).
+    check_model_folder(Path(folder), "pretrain" if (Path(folder) / "encoder.pt").is_file() else "finetune")
     target = plan(folder, token_logits)  # before importing transformers (seconds): a refusal answers at once
     try:
         import transformers

@@ -13,6 +13,7 @@ in place together at the end, the files of another task's run removed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -22,7 +23,9 @@ from pathlib import Path
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.io import atomic_dir, atomic_file, write_json
-from lmforge.lit.workspace import model_config, shard_meta, upstream_meta
+from lmforge.data.pairing import KEY as TOKENIZER_KEY
+from lmforge.data.pairing import check_tokenizer_file
+from lmforge.lit.workspace import check_model_shards, model_config, shard_meta, upstream_meta
 
 CURVES = "finetune_curves.csv"  # under paths.plots (dvc.yaml's finetune plot)
 
@@ -39,6 +42,8 @@ def run(cfg: Config) -> float:
     check_hf_shards(cfg, meta)
     pretrained = Path(cfg.paths.pretrained)
     upstream = upstream_meta(pretrained, "pretrain")
+    if upstream.get("enabled"):  # the encoder's embeddings are those of the shards' tokenizer
+        check_model_shards(pretrained, meta, cfg, "pretrain")
     data = task.data(cfg, meta)
 
     import torch
@@ -139,6 +144,14 @@ def run(cfg: Config) -> float:
             with atomic_dir(cfg.paths.finetuned) as out:
                 task.save(module, cfg, meta, out)
                 shutil.copy(Path(cfg.paths.tokenizer) / "tokenizer.json", out / "tokenizer.json")
+                # The tokenizer it was trained with, which its copy beside it must be
+                # (lmforge.data.pairing: evaluate, generate and export check it); data/tokenizer
+                # replaced while this ran is refused here, before anything is written.
+                check_tokenizer_file(
+                    out / "tokenizer.json", meta[TOKENIZER_KEY], Path(cfg.paths.shards) / "meta.json", "tokenize"
+                )
+                config = json.loads((out / "config.json").read_text())
+                write_json(out / "config.json", {**config, TOKENIZER_KEY: meta[TOKENIZER_KEY]})
                 write_json(
                     out / "meta.json",
                     {

@@ -63,7 +63,11 @@ def default_model(cfg: Config) -> Path:
 def load_generator(cfg: Config, folder: Path) -> Any:
     """The folder's model as its task's generator; a pretrained causal LM (no task) is run by
     the generator of a task that generates (it continues prompts)."""
+    from lmforge.data.pairing import check_model_folder
+
     task = folder_task(folder)
+    # Its tokenizer copy is the one it was trained with (a folder that records none: unchecked).
+    check_model_folder(folder, "pretrain" if task is None else "finetune")
     if task is None:
         task = get_task(tasks_that("generates")[0])
     return task.generator(folder, cfg.data.clean)

@@ -19,6 +19,7 @@ from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
 from lmforge.core.io import atomic_dir, write_json
+from lmforge.data.pairing import KEY as TOKENIZER_KEY
 from lmforge.lit.workspace import model_config, shard_meta
 
 
@@ -62,10 +63,17 @@ def continued_model(cfg: Config, meta: dict):
 
 
 def save_lmforge_model(
-    cfg: Config, module, objective: str, pipeline: str, run_id: str | None, metrics: dict
+    cfg: Config,
+    module,
+    objective: str,
+    pipeline: str,
+    run_id: str | None,
+    metrics: dict,
+    tokenizer_sha256: str | None = None,
 ) -> None:
     """lmforge's own pretrained model: ``encoder.pt`` (what finetuning loads), ``lm.pt`` (the
-    whole LM, where text-to-text and generation start), the tokenizer, sizes and metrics."""
+    whole LM, where text-to-text and generation start), the tokenizer, sizes and metrics, and
+    the digest of the tokenizer it was trained with (``meta.json``; :mod:`lmforge.data.pairing`)."""
     import torch
 
     with atomic_dir(cfg.paths.pretrained) as out:
@@ -77,7 +85,13 @@ def save_lmforge_model(
         write_json(out / "config.json", asdict(module.model_cfg))
         write_json(
             out / "meta.json",
-            {"enabled": True, "pipeline_id": pipeline, "mlflow_run_id": run_id, **metrics},
+            {
+                "enabled": True,
+                "pipeline_id": pipeline,
+                "mlflow_run_id": run_id,
+                TOKENIZER_KEY: tokenizer_sha256,
+                **metrics,
+            },
         )
 
 
@@ -198,11 +212,14 @@ def run(cfg: Config) -> None:
                         "pipeline_id": training.pipeline,
                         "mlflow_run_id": training.run_id,
                         "hf": {"name_or_path": cfg.model.name_or_path, "folder": HF_FOLDER},
+                        TOKENIZER_KEY: meta[TOKENIZER_KEY],
                         **metrics,
                     },
                 )
         else:
-            save_lmforge_model(cfg, module, p.objective, training.pipeline, training.run_id, metrics)
+            save_lmforge_model(
+                cfg, module, p.objective, training.pipeline, training.run_id, metrics, meta[TOKENIZER_KEY]
+            )
         write_json(Path(cfg.paths.metrics) / "pretrain.json", metrics)
         mlflow.log_artifact(str(Path(cfg.paths.metrics) / "pretrain.json"))
     shown = ", ".join(

@@ -8,12 +8,18 @@ on and how the shards are written: text and label id by default, with target sha
 tags where its records hold them. With ``model=hf`` no tokenizer is trained: the checkpoint's
 own (``AutoTokenizer``) is saved to ``data/tokenizer/`` and encodes the shards, and its special
 tokens fill ``meta.json``'s ``special_ids``.
+
+The two folders are one unit (:func:`lmforge.core.unit.atomic_dirs`): both are written aside and
+swapped in together, so an interrupted run leaves the old pair and a finished one the new pair,
+and ``meta.json`` records the sha256 of the ``tokenizer.json`` that encoded the shards
+(``tokenizer_sha256``), which every stage reading them checks (:mod:`lmforge.data.pairing`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -21,8 +27,9 @@ from typing import Any
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
-from lmforge.core.io import atomic_dir, read_jsonl
+from lmforge.core.io import read_jsonl, write_json
 from lmforge.core.task_registry import get_task
+from lmforge.core.unit import atomic_dirs
 from lmforge.data.encode import corpus_split_counts, write_corpus_shards  # noqa: F401  (re-exported)
 from lmforge.data.provenance import check_prepared
 
@@ -42,19 +49,35 @@ def run(cfg: Config) -> None:
             file=sys.stderr,
         )
 
+    from lmforge.data.pairing import KEY, tokenizer_digest
+
     task = get_task(cfg.task.name)
-    if cfg.model.is_hf:
-        # model=hf: the checkpoint's own tokenizer, never retrained (its ids are the model's).
-        tokenizer, specials, checkpoint = checkpoint_tokenizer(cfg)
-    else:
-        tokenizer, specials, checkpoint = (
-            trained_tokenizer(cfg, prepared, counts, task),
-            special_ids(),
-            None,
+    with atomic_dirs(cfg.paths.tokenizer, cfg.paths.shards) as (tokenizer_out, shards_out):
+        if cfg.model.is_hf:
+            # model=hf: the checkpoint's own tokenizer, never retrained (its ids are the model's).
+            tokenizer, specials, checkpoint = checkpoint_tokenizer(cfg, tokenizer_out)
+        else:
+            tokenizer, specials, checkpoint = (
+                trained_tokenizer(cfg, prepared, counts, task),
+                special_ids(),
+                None,
+            )
+            tokenizer.save(str(tokenizer_out / "tokenizer.json"))
+        # The task writes the shards where it is told (cfg.paths.shards): here, the unit's
+        # temporary, which its own atomic_dir replaces in one piece.
+        task.write_shards(
+            replace(cfg, paths=replace(cfg.paths, shards=str(shards_out))),
+            tokenizer,
+            prepared,
+            specials,
+            checkpoint,
         )
-        with atomic_dir(cfg.paths.tokenizer) as out:
-            tokenizer.save(str(out / "tokenizer.json"))
-    task.write_shards(cfg, tokenizer, prepared, specials, checkpoint)
+        meta_path = shards_out / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"task {task.name}: write_shards wrote no {cfg.paths.shards}/meta.json")
+        meta = json.loads(meta_path.read_text())
+        meta[KEY] = tokenizer_digest(tokenizer_out / "tokenizer.json")
+        write_json(meta_path, meta)
 
 
 def trained_tokenizer(cfg: Config, prepared: Path, counts: dict, task: Any) -> Any:
@@ -97,9 +120,9 @@ def trained_tokenizer(cfg: Config, prepared: Path, counts: dict, task: Any) -> A
     )
 
 
-def checkpoint_tokenizer(cfg: Config) -> tuple[Any, dict, dict]:
+def checkpoint_tokenizer(cfg: Config, out: Path) -> tuple[Any, dict, dict]:
     """``model=hf``: the checkpoint's tokenizer (its ``tokenizers`` backend encodes the shards),
-    saved whole in ``data/tokenizer/`` (``save_pretrained``), its special ids, and what the
+    saved whole in ``out`` (``save_pretrained``), its special ids, and what the
     shards record of it (``meta.json``'s ``tokenizer``: finetune checks it names the model)."""
     from lmforge.models.hf import Checkpoint, load_tokenizer, tokenizer_special_ids
 
@@ -112,8 +135,12 @@ def checkpoint_tokenizer(cfg: Config) -> tuple[Any, dict, dict]:
             f"model.name_or_path={m.name_or_path}: its tokenizer has no separator/end-of-text "
             "token, which framing a text needs; pick a checkpoint whose tokenizer has sep or eos"
         )
-    with atomic_dir(cfg.paths.tokenizer) as out:
-        hf_tokenizer.save_pretrained(str(out))
+    hf_tokenizer.save_pretrained(str(out))
+    if not (out / "tokenizer.json").is_file():
+        raise UserError(
+            f"model.name_or_path={m.name_or_path}: its tokenizer saves no tokenizer.json; pick a "
+            "checkpoint with a fast (tokenizers) tokenizer"
+        )
     print(f"tokenize: {m.name_or_path}'s own tokenizer ({len(hf_tokenizer)} tokens), not retrained")
     record = {"kind": "hf", "name_or_path": m.name_or_path, "revision": m.revision}
     return hf_tokenizer.backend_tokenizer, specials, record

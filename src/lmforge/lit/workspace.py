@@ -14,10 +14,40 @@ from lmforge.core.errors import UserError
 
 
 def shard_meta(cfg: Config) -> dict:
+    """``data/shards/meta.json``, once the shards are known to be ``data/tokenizer``'s: written
+    by it as one unit (:mod:`lmforge.core.unit`) and recording its digest
+    (:mod:`lmforge.data.pairing`); else one line saying to re-run tokenize."""
+    from lmforge.core.unit import interrupted_commit
+    from lmforge.data.pairing import KEY, check_tokenizer_file
+
     path = Path(cfg.paths.shards) / "meta.json"
+    if interrupted_commit(cfg.paths.tokenizer, cfg.paths.shards):
+        raise UserError(
+            f"{cfg.paths.tokenizer} and {cfg.paths.shards} are half replaced (tokenize was killed "
+            "while swapping them in); run the tokenize stage again (dvc repro tokenize)"
+        )
     if not path.is_file():
         raise UserError(f"{path} is missing; run the tokenize stage first (dvc repro tokenize)")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    tokenizer = Path(cfg.paths.tokenizer) / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise UserError(f"{tokenizer} is missing; run the tokenize stage again (dvc repro tokenize)")
+    if not meta.get(KEY):
+        raise UserError(
+            f"{path} records no tokenizer digest (written by an older lmforge), so nothing says it "
+            f"belongs with {tokenizer}; run the tokenize stage again (dvc repro tokenize)"
+        )
+    check_tokenizer_file(tokenizer, meta[KEY], path, "tokenize", "says encoded the shards")
+    return meta
+
+
+def check_model_shards(folder: Path, meta: dict, cfg: Config, rerun: str) -> None:
+    """The model in ``folder`` was trained with the tokenizer that encoded the shards (``meta``);
+    a model folder written before digests existed is not checked."""
+    from lmforge.data.pairing import KEY, check_same, folder_digest
+
+    record, recorded = folder_digest(folder)
+    check_same(record, recorded, Path(cfg.paths.shards) / "meta.json", meta.get(KEY), rerun)
 
 
 def model_config(cfg: Config, vocab_size: int) -> Any:
