@@ -11,18 +11,19 @@ labelled file instead (same readers and options as ``data.source``) and writes `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
-from lmforge.core.io import write_json
+from lmforge.core.io import load_json, output_file, write_json
 
 
 def run(cfg: Config) -> None:
     from lmforge.tasks.base import finetuned_task
 
     folder = Path(cfg.paths.finetuned)
+    if cfg.eval.file and cfg.eval.output:
+        output_file(cfg.eval.output, "eval.output")
     task = finetuned_task(folder)
     if cfg.eval.file:
         path = Path(cfg.eval.file)
@@ -37,7 +38,7 @@ def run(cfg: Config) -> None:
     result = task.evaluate(cfg, folder)
     metrics_path = Path(cfg.paths.metrics) / "eval.json"
     write_json(metrics_path, result["report"])
-    upstream = json.loads((folder / "meta.json").read_text())
+    upstream = load_json(folder / "meta.json", "finetune")
     with stage_run(
         cfg,
         "evaluate",
