@@ -144,7 +144,7 @@ def test_checkpoints_refuse_to_run_code(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.ckpt"
     torch.save({"x": Payload()}, path, pickle_module=pickle)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UserError, match="holds objects other than tensors and was not loaded"):
         AtomicCheckpointIO().load_checkpoint(path)
 
 

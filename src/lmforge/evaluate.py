@@ -13,7 +13,6 @@ labelled file instead (same readers and options as ``data.source``) and writes `
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import replace
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
-from lmforge.core.io import write_json
+from lmforge.core.io import load_json, output_file, write_json
 
 
 def run(cfg: Config) -> None:
@@ -30,6 +29,8 @@ def run(cfg: Config) -> None:
     from lmforge.tasks.base import finetuned_task
 
     folder = Path(cfg.paths.finetuned)
+    if cfg.eval.file and cfg.eval.output:
+        output_file(cfg.eval.output, "eval.output")
     task = finetuned_task(folder)
     # The model's tokenizer copy is the one it was trained with, and (on the test split) the
     # one that encoded the shards.
@@ -58,7 +59,7 @@ def run(cfg: Config) -> None:
     try:
         result = task.evaluate(replace(cfg, paths=replace(cfg.paths, plots=str(staging))), folder)
         write_json(staging / "eval.json", result["report"])
-        upstream = json.loads((folder / "meta.json").read_text())
+        upstream = load_json(folder / "meta.json", "finetune")
         with stage_run(
             cfg,
             "evaluate",

@@ -148,7 +148,10 @@ def run(cfg: Config) -> float:
                 # (lmforge.data.pairing: evaluate, generate and export check it); data/tokenizer
                 # replaced while this ran is refused here, before anything is written.
                 check_tokenizer_file(
-                    out / "tokenizer.json", meta[TOKENIZER_KEY], Path(cfg.paths.shards) / "meta.json", "tokenize"
+                    out / "tokenizer.json",
+                    meta[TOKENIZER_KEY],
+                    Path(cfg.paths.shards) / "meta.json",
+                    "tokenize",
                 )
                 config = json.loads((out / "config.json").read_text())
                 write_json(out / "config.json", {**config, TOKENIZER_KEY: meta[TOKENIZER_KEY]})

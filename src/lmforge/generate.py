@@ -30,14 +30,15 @@ from typing import Any
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
-from lmforge.core.io import atomic_file
+from lmforge.core.io import atomic_file, load_json, output_file
 from lmforge.core.task_registry import get_task, tasks_that
 
 
 def folder_task(folder: Path) -> Any:
     """The task recorded in a model folder's ``config.json`` (None: no task, e.g. a pretrained LM)."""
     config = folder / "config.json"
-    name = json.loads(config.read_text()).get("task") if config.is_file() else None
+    stage = "pretrain" if folder.name == "pretrained" else "finetune"
+    name = load_json(config, stage).get("task") if config.exists() else None
     return None if name is None else get_task(name)
 
 
@@ -92,6 +93,8 @@ def run(cfg: Config) -> None:
     g = cfg.generate
     if g.prompt is None and not g.input:
         raise UserError("nothing to generate from: give generate.prompt=TEXT or generate.input=FILE")
+    if g.output:
+        output_file(g.output, "generate.output")
     folder = Path(g.model) if g.model else default_model(cfg)
 
     from tqdm import tqdm

@@ -299,16 +299,27 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _interrupted_message(name: str) -> str:
-    return (
-        f"interrupted by {name}; outputs were left unchanged; run the same command again to "
-        "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)"
-    )
+    return interrupts.message(name)
 
 
 def stage(run: Callable[[Config], object]) -> Callable[[], None]:
     """Wrap a stage's ``run`` into a Hydra command-line entry point."""
 
     def main() -> None:
+        # A signal before the stage's run (while Hydra composes the config, or imports) or
+        # after it: one line and exit 128 + signal too.
+        try:
+            _main()
+        except interrupts.Interrupted as exc:
+            if os.environ.get(VERBOSE_ENV) == "1":
+                raise
+            _fail(_interrupted_message(str(exc)), 128 + exc.signum)
+        except KeyboardInterrupt:
+            if os.environ.get(VERBOSE_ENV) == "1":
+                raise
+            _fail(_interrupted_message("SIGINT"), 128 + signal.SIGINT)
+
+    def _main() -> None:
         if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
             module = sys.modules[run.__module__]
             spec = getattr(module, "__spec__", None)

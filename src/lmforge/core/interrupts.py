@@ -11,6 +11,7 @@ pending raises at once, for a user who insists. Standard library only.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,33 @@ def handler(signum: int, frame: object) -> None:
         return
     _pending = None
     raise Interrupted(signum)
+
+
+def message(name: str) -> str:
+    """What the stage commands print, after ``lmforge: error:``, when a signal stopped them."""
+    return (
+        f"interrupted by {name}; outputs were left unchanged; run the same command again to "
+        "resume pretrain/finetune from their last checkpoint (resume=false starts afresh)"
+    )
+
+
+def _exit_at_start(signum: int, frame: object) -> None:
+    # Nothing is open or written yet: say so in one line and leave at once (no unwinding through
+    # a half-done import, which could print a traceback or be swallowed by a library).
+    name = signal.Signals(signum).name
+    os.write(2, f"lmforge: error: {message(name)}\n".encode())
+    os._exit(128 + signum)
+
+
+def early() -> None:
+    """Ctrl-C and SIGTERM during start-up (the imports before a stage's front door runs) exit
+    130/143 with one line. Installed by ``lmforge/__init__`` for ``python -m lmforge.<stage>``;
+    the front door replaces it with :func:`install`."""
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _exit_at_start)
+    except ValueError:  # not the main thread: leave signals to the program that imported us
+        pass
 
 
 def install() -> None:

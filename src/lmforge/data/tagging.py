@@ -191,21 +191,23 @@ class TaggedSentence:
 
 def shard_sentences(shard_dir: str | Path, split: str) -> list[TaggedSentence]:
     """Every sentence of a split's tagging shards, in order."""
-    import json
+    from lmforge.core.io import load_json, load_npy
+    from lmforge.data.tokenization import check_index
 
     shard_dir = Path(shard_dir)
-    meta = json.loads((shard_dir / "meta.json").read_text())
+    meta = load_json(shard_dir / "meta.json", "tokenize")
     path = shard_dir / f"{split}.ids.bin"
     ids = (
         np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
         if path.stat().st_size
         else np.zeros(0, dtype=np.dtype(meta["dtype"]))
     )
-    offsets = np.load(shard_dir / f"{split}.offsets.npy")
-    word_offsets = np.load(shard_dir / f"{split}.word_offsets.npy")
-    starts = np.load(shard_dir / f"{split}.word_starts.npy")
-    tags = np.load(shard_dir / f"{split}.tag_ids.npy")
-    features = np.load(shard_dir / f"{split}.word_features.npy")
+    offsets, word_offsets, starts, tags, features = (
+        load_npy(shard_dir / f"{split}.{name}.npy", "tokenize")
+        for name in ("offsets", "word_offsets", "word_starts", "tag_ids", "word_features")
+    )
+    check_index(shard_dir / f"{split}.offsets.npy", offsets, len(ids), len(word_offsets) - 1)
+    check_index(shard_dir / f"{split}.word_offsets.npy", word_offsets, len(tags), len(offsets) - 1)
     return [
         TaggedSentence(
             np.asarray(ids[offsets[i] : offsets[i + 1]], dtype=np.int64),

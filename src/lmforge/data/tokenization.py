@@ -19,7 +19,6 @@ per-record classification.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from array import array
 from collections.abc import Iterable, Iterator
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.core.config import TokenizerConfig
+from lmforge.core.errors import UserError
+from lmforge.core.io import load_json, load_npy
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
@@ -222,17 +223,30 @@ def encode_texts(
     return total
 
 
+def check_index(path: Path, offsets: np.ndarray, tokens: int, records: int) -> None:
+    """A split's offsets fit its ids and records (cheap: the ends only): a truncated or garbled
+    index, or ids file, is one line naming the file."""
+    ends = (int(offsets[0]), int(offsets[-1])) if offsets.ndim == 1 and len(offsets) else None
+    if ends != (0, tokens) or len(offsets) != records + 1:
+        raise UserError(
+            f"{path} does not fit its shard ({len(offsets) - 1} records ending at token "
+            f"{ends[1] if ends else '?'}; the shard holds {records} records of {tokens} "
+            "tokens): truncated or corrupt; rerun the tokenize stage (dvc repro tokenize)"
+        )
+
+
 class TokenShards:
     """Read-only view of one split's shards (memory-mapped, nothing loaded up front)."""
 
     def __init__(self, shard_dir: str | Path, split: str) -> None:
         shard_dir = Path(shard_dir)
         self.path = shard_dir / f"{split}.ids.bin"
-        meta = json.loads((shard_dir / "meta.json").read_text())
+        meta = load_json(shard_dir / "meta.json", "tokenize")
         self.meta = meta
         self.ids = np.memmap(shard_dir / f"{split}.ids.bin", dtype=np.dtype(meta["dtype"]), mode="r")
-        self.offsets = np.load(shard_dir / f"{split}.offsets.npy")
-        self.labels = np.load(shard_dir / f"{split}.labels.npy")
+        self.offsets = load_npy(shard_dir / f"{split}.offsets.npy", "tokenize")
+        self.labels = load_npy(shard_dir / f"{split}.labels.npy", "tokenize")
+        check_index(shard_dir / f"{split}.offsets.npy", self.offsets, len(self.ids), len(self.labels))
         self.has_targets = bool(meta.get("targets", False))
         if self.has_targets:
             target_path = shard_dir / f"{split}.target_ids.bin"
@@ -242,7 +256,9 @@ class TokenShards:
                 if target_path.stat().st_size
                 else np.zeros(0, dtype=np.dtype(meta["dtype"]))
             )
-            self.target_offsets = np.load(shard_dir / f"{split}.target_offsets.npy")
+            self.target_offsets = load_npy(shard_dir / f"{split}.target_offsets.npy", "tokenize")
+            targets = shard_dir / f"{split}.target_offsets.npy"
+            check_index(targets, self.target_offsets, len(self.target_ids), len(self))
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -16,7 +16,10 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lmforge.core import interrupts
 from lmforge.core.errors import UserError
-from lmforge.core.io import atomic_file
+from lmforge.core.io import atomic_file, torch_load
+
+# What a damaged checkpoint's error says to do (the stage's command line is the user's own).
+START_AFRESH = "run the same command with resume=false to start afresh (this discards the checkpoint)"
 
 
 class StopOnNonFiniteLoss(Callback):
@@ -104,7 +107,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+        # A truncated or corrupt checkpoint fails the same way on every rerun: say how to start
+        # afresh instead of a traceback.
+        return torch_load(path, "", fix=START_AFRESH, map_location=map_location or "cpu")
 
 
 def logged_steps(tracking_uri: str, run_id: str) -> dict[str, int]:

@@ -107,6 +107,18 @@ class ResumePlan:
             self.run_id = None
 
 
+def check_checkpoint(path: Path) -> None:
+    """Cheap, before anything starts: a checkpoint is a zip archive whose directory sits at its
+    end, so a truncated one (a crash while copying, a full disk) is found without reading it.
+    Damage further in surfaces when Lightning loads it (:class:`AtomicCheckpointIO`)."""
+    import zipfile
+
+    from lmforge.lit.callbacks import START_AFRESH
+
+    if path.stat().st_size == 0 or not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is truncated or corrupt (not a complete checkpoint archive); {START_AFRESH}")
+
+
 def plan_resume(cfg: Config, stage: str) -> ResumePlan:
     """Decide whether ``stage`` continues an interrupted run, following ``cfg.resume``.
 
@@ -137,6 +149,8 @@ def plan_resume(cfg: Config, stage: str) -> ResumePlan:
     if state and state.get("config_hash") == plan.config_hash:
         plan.run_id, plan.pipeline_id = state.get("mlflow_run_id"), state.get("pipeline_id")
         plan.ckpt_path = last if last.is_file() else None
+        if plan.ckpt_path is not None:
+            check_checkpoint(last)
         where = f"from {last}" if plan.ckpt_path else "from the start (no checkpoint was saved yet)"
         say(f"{stage}: resuming the interrupted run (MLflow run {plan.run_id}) {where}")
         return plan

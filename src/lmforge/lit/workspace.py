@@ -4,13 +4,13 @@ stages never import each other."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
+from lmforge.core.io import load_json
 
 
 def shard_meta(cfg: Config) -> dict:
@@ -26,9 +26,8 @@ def shard_meta(cfg: Config) -> dict:
             f"{cfg.paths.tokenizer} and {cfg.paths.shards} are half replaced (tokenize was killed "
             "while swapping them in); run the tokenize stage again (dvc repro tokenize)"
         )
-    if not path.is_file():
-        raise UserError(f"{path} is missing; run the tokenize stage first (dvc repro tokenize)")
-    meta = json.loads(path.read_text())
+    first = None if path.exists() else "run the tokenize stage first (dvc repro tokenize)"
+    meta = load_json(path, "tokenize", first)
     tokenizer = Path(cfg.paths.tokenizer) / "tokenizer.json"
     if not tokenizer.is_file():
         raise UserError(f"{tokenizer} is missing; run the tokenize stage again (dvc repro tokenize)")
@@ -62,10 +61,7 @@ def model_config(cfg: Config, vocab_size: int) -> Any:
 
 def upstream_meta(folder: Path, stage: str) -> dict:
     """``folder/meta.json`` written by ``stage``, or a one-line error saying to run it."""
-    path = Path(folder) / "meta.json"
-    if not path.is_file():
-        raise UserError(f"{path} is missing; run the {stage} stage first")
-    return json.loads(path.read_text())
+    return load_json(Path(folder) / "meta.json", stage)
 
 
 # model=hf: the finetuned checkpoint's folder within models/finetuned/ (save_pretrained layout).
@@ -135,7 +131,6 @@ def hf_checkpoint(cfg: Config, start: bool = True) -> tuple[Any, Any]:
 def continued_checkpoint(cfg: Config) -> Path | None:
     """The pretrain stage's continued-pretrained copy of ``model.name_or_path``, if it made one
     (``meta.json`` enabled); a one-line error when it pretrained another model."""
-    import json
 
     from lmforge.core.errors import UserError
 
@@ -143,7 +138,7 @@ def continued_checkpoint(cfg: Config) -> Path | None:
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
+    meta = load_json(meta_path, "pretrain")
     if not meta.get("enabled"):
         return None
     origin = meta.get("hf", {}).get("name_or_path")
@@ -159,7 +154,6 @@ def continued_checkpoint(cfg: Config) -> Path | None:
 
 def check_hf_shards(cfg: Config, meta: dict) -> None:
     """The shards were encoded by the tokenizer of the model about to train (either way)."""
-    from lmforge.core.errors import UserError
 
     tokenizer = meta.get("tokenizer", {})
     encoded = tokenizer.get("name_or_path") if tokenizer.get("kind") == "hf" else None

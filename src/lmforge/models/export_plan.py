@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import UserError
+from lmforge.core.io import torch_load
 
 # tanh(x) = x (1 - x^2/3 + ...): with |x| <= this the relative error is ~3e-7, below float32's
 # rounding of a logit's sum, while the classifier weights (divided by the pooler's scale) stay
@@ -155,7 +156,7 @@ def plan(folder: Path, token_logits: bool = False) -> Target:
         path = folder / name
         if not path.is_file():
             raise UserError(f"{path} is missing; re-run the stage that wrote {folder}")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch_load(path, "finetune" if "task" in config else "pretrain")
 
     if "task" not in config:  # models/pretrained: config.json is the TransformerConfig itself
         base = _base_config(config, pad_id=config["pad_id"], special=special)

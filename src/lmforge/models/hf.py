@@ -50,6 +50,20 @@ class Lora:
     target_modules: list[str] | None = field(default=None)
 
 
+def saved(auto: Any, folder: Path, trust_remote_code: bool) -> Any:
+    """``auto.from_pretrained(folder)`` of a folder a stage saved (``models/finetuned/hf``,
+    ``models/pretrained/hf``): a missing, truncated or corrupt ``config.json`` or weights file
+    is one line naming the folder and the stage to rerun."""
+    from lmforge.core.io import damaged, rerun
+
+    stage = "pretrain" if Path(folder).parent.name == "pretrained" else "finetune"
+    try:
+        return auto.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # OSError, ValueError, safetensors' SafetensorError, JSON errors, ...
+        what = "not a loadable Hugging Face model folder (truncated or corrupt)"
+        raise damaged(folder, what, exc, rerun(stage)) from None
+
+
 def load_tokenizer(checkpoint: Checkpoint) -> Any:
     """The checkpoint's own fast tokenizer (through the hub's cache; ``HF_HUB_OFFLINE`` holds).
     A slow (Python) tokenizer is refused: the shards are encoded by its ``tokenizers`` backend."""
@@ -154,11 +168,7 @@ class HFClassifier(HFModel):
     def load(cls, folder: Path, trust_remote_code: bool = False) -> HFClassifier:
         from transformers import AutoModelForSequenceClassification
 
-        return cls(
-            AutoModelForSequenceClassification.from_pretrained(
-                str(folder), trust_remote_code=trust_remote_code
-            )
-        )
+        return cls(saved(AutoModelForSequenceClassification, folder, trust_remote_code))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids, attention_mask=attention_mask.long()).logits
@@ -181,9 +191,7 @@ class HFTagger(HFModel):
     def load(cls, folder: Path, trust_remote_code: bool = False) -> HFTagger:
         from transformers import AutoModelForTokenClassification
 
-        return cls(
-            AutoModelForTokenClassification.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        )
+        return cls(saved(AutoModelForTokenClassification, folder, trust_remote_code))
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: Any = None
@@ -216,10 +224,10 @@ class HFTextToText(HFModel):
     def load(cls, folder: Path, trust_remote_code: bool = False) -> HFTextToText:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        config = saved(AutoConfig, folder, trust_remote_code)
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
-        return cls(auto.from_pretrained(str(folder), trust_remote_code=trust_remote_code), encoder_decoder)
+        return cls(saved(auto, folder, trust_remote_code), encoder_decoder)
 
     def _scored_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor

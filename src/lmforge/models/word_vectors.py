@@ -149,16 +149,23 @@ def load_word_vectors(cfg: Any) -> tuple[list[str], Any]:
     when it has not written them."""
     from pathlib import Path
 
-    import numpy as np
-
     from lmforge.core.errors import UserError
+    from lmforge.core.io import load_json, load_npy
 
     folder = Path(cfg.paths.word_vectors)
     meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = load_json(meta_path, "word_vectors") if meta_path.exists() else {}
     if not meta.get("enabled"):
         raise UserError(
             f"{folder} holds no word vectors but vectors.enabled=true; run the word_vectors stage "
             "first (dvc repro word_vectors)"
         )
-    return json.loads((folder / "vocab.json").read_text()), np.load(folder / "vectors.npy")
+    words = load_json(folder / "vocab.json", "word_vectors")
+    vectors = load_npy(folder / "vectors.npy", "word_vectors")
+    if list(vectors.shape) != [len(words), meta.get("dim")] or len(words) != meta.get("words"):
+        raise UserError(
+            f"{folder / 'vectors.npy'} holds {'x'.join(map(str, vectors.shape))} vectors but meta.json and "
+            f"vocab.json say {meta.get('words')} words of {meta.get('dim')}; rerun the word_vectors stage "
+            "(dvc repro word_vectors)"
+        )
+    return words, vectors

@@ -195,13 +195,13 @@ class Task:
 
     def load_pretrained(self, module: Any, folder: Path) -> str:
         """Load the pretrain stage's weights into ``module``; return the file it read."""
-        import torch
+        from lmforge.core.io import load_weights, torch_load
 
         path = folder / "encoder.pt"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, "pretrain")
         # An ensemble (finetune.ensemble) starts every member from the pretrained encoder.
         for member in getattr(module.model, "members", [module.model]):
-            member.encoder.load_state_dict(state)
+            load_weights(member.encoder, path, "pretrain", state=state)
         return str(path)
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
@@ -259,9 +259,9 @@ def word_vectors_shape(cfg: Config) -> list[int] | None:
     (stored in a finetuned model's ``config.json`` to rebuild it)."""
     if not cfg.vectors.enabled:
         return None
-    import json
+    from lmforge.core.io import load_json
 
-    meta = json.loads((Path(cfg.paths.word_vectors) / "meta.json").read_text())
+    meta = load_json(Path(cfg.paths.word_vectors) / "meta.json", "word_vectors")
     return [meta["words"], meta["dim"]]
 
 
@@ -282,8 +282,7 @@ def exportable_tasks() -> str:
 def finetuned_task(folder: Path) -> Any:
     """The task a finetuned model folder was trained for (``config.json``'s ``task``; folders
     written before tasks existed are :data:`DEFAULT`)."""
-    import json
-
+    from lmforge.core.io import load_json
     from lmforge.core.task_registry import DEFAULT, get_task
     from lmforge.lit.workspace import HF_FOLDER
 
@@ -294,4 +293,4 @@ def finetuned_task(folder: Path) -> Any:
         if not path.is_file():
             raise UserError(f"{path} is missing; run the finetune stage first")
     config = Path(folder) / "config.json"
-    return get_task(json.loads(config.read_text()).get("task", DEFAULT))
+    return get_task(load_json(config, "finetune").get("task", DEFAULT))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config, find_root
-from lmforge.tracking.safety import check_store, redact
+from lmforge.tracking.safety import check_store, damaged_store, redact, sqlite_damage
 
 PIPELINE_TAG = "lmforge.pipeline_id"
 DVC_EXPERIMENT_TAG = "lmforge.dvc_experiment"
@@ -224,6 +224,27 @@ def stage_run(
     """
     uri = tracking_uri(cfg)
     check_store(uri)
+    try:
+        with _stage_run(cfg, stage, pipeline, uri, run_name, extra_tags, run_id) as run:
+            yield run
+    except Exception as exc:
+        damage = sqlite_damage(exc) if uri.startswith("sqlite:///") else None
+        if damage is None:
+            raise
+        path = Path(uri.removeprefix("sqlite:///"))
+        raise damaged_store(redact(uri), path, damage) from None
+
+
+@contextmanager
+def _stage_run(
+    cfg: Config,
+    stage: str,
+    pipeline: str,
+    uri: str,
+    run_name: str | None,
+    extra_tags: dict[str, str] | None,
+    run_id: str | None,
+) -> Iterator[Any]:
     import mlflow
     from omegaconf import OmegaConf
 

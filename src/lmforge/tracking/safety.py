@@ -66,24 +66,66 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         if not path.is_file():
             return  # MLflow creates it
         try:
-            # BEGIN IMMEDIATE takes the write lock MLflow will need, then gives it back.
+            # BEGIN IMMEDIATE takes the write lock MLflow will need, then gives it back; reading
+            # the schema reads the header; a store of modest size is checked page by page.
             connection = sqlite3.connect(path, timeout=timeout)
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 connection.rollback()
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                if path.stat().st_size <= QUICK_CHECK_BYTES:
+                    verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+                    if verdict != "ok":
+                        raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
             finally:
                 connection.close()
         except sqlite3.Error as exc:
-            raise UserError(
-                f"MLflow store {shown}: {exc} (another process holds it); wait for "
-                "it to finish, or set logger.tracking_uri to another store"
-            ) from None
+            if _locked(exc):
+                raise UserError(
+                    f"MLflow store {shown}: {exc} (another process holds it); wait for "
+                    "it to finish, or set logger.tracking_uri to another store"
+                ) from None
+            raise damaged_store(shown, path, exc) from None
     elif uri.startswith("file:") or "://" not in uri:
         folder = Path(uri.removeprefix("file://").removeprefix("file:"))
         if folder.exists() and not os.access(folder, os.W_OK):
             raise UserError(
                 f"MLflow store {shown} is not writable; fix its permissions or set logger.tracking_uri"
             )
+
+
+# PRAGMA quick_check reads every page (about 0.3 s for 100 MB): done up to this size at start;
+# damage in a bigger store is named when MLflow reads it (damaged_store via tracking.runs).
+QUICK_CHECK_BYTES = 64 * 2**20
+
+
+def _locked(exc: BaseException) -> bool:
+    return any(word in str(exc).lower() for word in ("locked", "busy"))
+
+
+def damaged_store(shown: str, path: Path, exc: BaseException) -> UserError:
+    """The one line for a SQLite store whose header or pages are damaged."""
+    reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    path = Path(redact(str(path)))
+    return UserError(
+        f"MLflow store {shown} is damaged ({reason}); restore {path.name} from a backup, or move it "
+        f"aside (mv {path} {path}.damaged) to start a new store, or set logger.tracking_uri to "
+        "another store"
+    )
+
+
+def sqlite_damage(exc: BaseException) -> BaseException | None:
+    """The SQLite error behind ``exc`` (through SQLAlchemy's and MLflow's wrappers) when it says
+    the file is damaged, not merely locked; else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if ("malformed" in text or "not a database" in text) and not _locked(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _auth_header() -> tuple[str | None, str | None]:

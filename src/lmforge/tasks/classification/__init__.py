@@ -8,13 +8,12 @@ matrix; registered as a pyfunc model that returns a label and class probabilitie
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
-from lmforge.core.io import write_json
+from lmforge.core.io import load_json, write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 from lmforge.tasks.classification.config import ClassificationConfig
 
@@ -224,7 +223,7 @@ class ClassificationTask(Task):
         from lmforge.tasks.classification.pyfunc import EXAMPLE_TEXTS, TextClassifier
         from lmforge.tracking.registry import log_pyfunc
 
-        config = json.loads((folder / "config.json").read_text())
+        config = load_json(folder / "config.json", "finetune")
         return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS, extra={"labels": config["labels"]})
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
@@ -280,7 +279,7 @@ class ClassificationTask(Task):
         model, labels, tokenizer, max_len = load_classifier(folder)
         records, empty = read_labelled_file(cfg, path, labels)
         index = {str(name): i for i, name in enumerate(labels)}
-        special = model_special_ids(json.loads((folder / "config.json").read_text()))
+        special = model_special_ids(load_json(folder / "config.json", "finetune"))
         batches = file_batches(records, tokenizer, index, max_len, cfg.eval.batch_size, special)
         overall, per_class, matrix, _, _ = score(model, batches, len(labels))
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())

@@ -3,32 +3,28 @@ the confusion matrix; on a split's batches or on any labelled file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
+from lmforge.core.io import load_json, load_weights
 
 
 def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     """The finetuned model (eval mode), its label names, tokenizer and max length."""
-    import torch
     from tokenizers import Tokenizer
 
     from lmforge.models.transformer import classifier_from_config
 
-    config = json.loads((folder / "config.json").read_text())
+    config = load_json(folder / "config.json", "finetune")
     if "hf" in config:
         from lmforge.lit.workspace import HF_FOLDER
         from lmforge.models.hf import HFClassifier
 
         model = HFClassifier.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:
-        if not (folder / "model.pt").is_file():
-            raise UserError(f"{folder}/model.pt is missing; run the finetune stage first")
-        model = classifier_from_config(config)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        model = load_weights(classifier_from_config(config), folder / "model.pt", "finetune")
     model.eval()
     return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]
 

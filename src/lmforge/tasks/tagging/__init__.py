@@ -14,13 +14,12 @@ raw sentences (whitespace-separated words) or pre-split word lists.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
-from lmforge.core.io import write_json
+from lmforge.core.io import load_json, write_json
 from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
 from lmforge.tasks.tagging.config import TaggingConfig
 
@@ -207,7 +206,7 @@ class TaggingTask(Task):
         from lmforge.tasks.tagging.pyfunc import EXAMPLE_SENTENCES, TextTagger
         from lmforge.tracking.registry import log_pyfunc
 
-        config = json.loads((folder / "config.json").read_text())
+        config = load_json(folder / "config.json", "finetune")
         return log_pyfunc(
             cfg, folder, TextTagger(), EXAMPLE_SENTENCES, extra={"tags": config["tags"]}, free_input=True
         )
@@ -217,7 +216,7 @@ class TaggingTask(Task):
         from lmforge.tasks.tagging.scoring import load_tagger
 
         model, config, _ = load_tagger(folder)
-        meta = json.loads((Path(cfg.paths.shards) / "meta.json").read_text())
+        meta = load_json(Path(cfg.paths.shards) / "meta.json", "tokenize")
         tagging = _tagging_meta(meta, cfg.paths.shards)
         # Shard tag ids -> the model's tag ids by name (tags the model lacks go after its own).
         names = list(config["tags"])

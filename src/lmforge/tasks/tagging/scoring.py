@@ -8,31 +8,29 @@ their own: every word carrying one is scored wrong, and they are counted (``unse
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
+from lmforge.core.io import load_json, load_weights
 
 
 def load_tagger(folder: Path) -> tuple[Any, dict, Any]:
     """The finetuned tagger (eval mode), its config.json and its tokenizer."""
-    import torch
     from tokenizers import Tokenizer
 
     from lmforge.models.tagger import tagger_from_config
 
-    config = json.loads((folder / "config.json").read_text())
+    config = load_json(folder / "config.json", "finetune")
     if "hf" in config:
         from lmforge.lit.workspace import HF_FOLDER
         from lmforge.models.hf import HFTagger
 
         model = HFTagger.load(folder / HF_FOLDER, config["hf"]["trust_remote_code"])
     else:
-        model = tagger_from_config(config)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        model = load_weights(tagger_from_config(config), folder / "model.pt", "finetune")
     model.eval()
     return model, config, Tokenizer.from_file(str(folder / "tokenizer.json"))
 

@@ -157,12 +157,12 @@ class TextToTextTask(Task):
     def load_pretrained(self, module: Any, folder: Path) -> str:
         """The whole pretrained LM (encoder and head) where pretraining kept it, else the
         encoder alone (ELECTRA's discriminator has no LM head)."""
-        import torch
+        from lmforge.core.io import load_weights
 
         path = folder / "lm.pt"
         if not path.is_file():
             return super().load_pretrained(module, folder)
-        module.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_weights(module.model, path, "pretrain")
         return str(path)
 
     def model_options(self, cfg: Config, meta: dict) -> dict:

@@ -6,13 +6,13 @@ all three encode, truncate and decode alike. No MLflow or Lightning here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.config import CleanConfig, GenerateConfig
 from lmforge.core.errors import UserError
+from lmforge.core.io import load_json, load_weights
 from lmforge.tasks.text2text.generated import Generated
 
 
@@ -70,7 +70,6 @@ class TextToTextModel:
         """A finetuned text-to-text folder (``model.pt``, ``config.json``, ``tokenizer.json``),
         or a causal-LM pretrained folder (``lm.pt``) for continuation; a ``model=hf`` folder
         gives a :class:`~lmforge.tasks.text2text.hf_runtime.HFTextToTextModel`."""
-        import torch
         from tokenizers import Tokenizer
 
         from lmforge.models.decoder import PrefixLM
@@ -83,7 +82,8 @@ class TextToTextModel:
                 f"{config_path} is missing; point at a finetuned text-to-text model "
                 "or a pretrained causal LM folder"
             )
-        config = json.loads(config_path.read_text())
+        stage = "pretrain" if folder.name == "pretrained" else "finetune"
+        config = load_json(config_path, stage)
         if "hf" in config and config.get("task") == "text2text":  # model=hf: transformers decodes
             from lmforge.tasks.text2text.hf_runtime import HFTextToTextModel
 
@@ -119,8 +119,7 @@ class TextToTextModel:
                     f"{path} is missing; run the finetune stage (task=text2text) or "
                     "pretrain with pretrain=clm first"
                 )
-        model = PrefixLM(TransformerConfig(**model_cfg))
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model = load_weights(PrefixLM(TransformerConfig(**model_cfg)), weights, stage)
         return cls(model, Tokenizer.from_file(str(tokenizer_path)), clean=clean, **options)
 
     def encode_inputs(self, texts: Sequence[str], room: int) -> tuple[list[list[int]], int]:
@@ -288,5 +287,5 @@ def load_retrieval(folder: Path) -> Any:
             f"{path} is missing: the model was finetuned with task.retrieval=true and reads each "
             "source with its nearest training pair; rerun the finetune stage to write it"
         )
-    pairs = json.loads(path.read_text())
+    pairs = load_json(path, "finetune")
     return NearestPairs(pairs["sources"], pairs["targets"])
