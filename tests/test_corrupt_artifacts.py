@@ -223,8 +223,11 @@ def workspace(tmp_path_factory) -> Path:
 
     root = scratch(tmp_path_factory.mktemp("corrupt"))
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = validate(compose("config", overrides=["experiment=tiny", "finetune.max_epochs=1"]))
-        vectors = validate(compose("config", overrides=["experiment=tiny", "vectors.enabled=true"]))
+        # The store named outright: an earlier test in this process may have left MLflow's
+        # tracking URI (and MLFLOW_TRACKING_URI) pointing at its own.
+        store = f"logger.tracking_uri=sqlite:///{root}/mlflow.db"
+        cfg = validate(compose("config", overrides=["experiment=tiny", "finetune.max_epochs=1", store]))
+        vectors = validate(compose("config", overrides=["experiment=tiny", "vectors.enabled=true", store]))
     previous = Path.cwd()
     os.chdir(root)
     try:

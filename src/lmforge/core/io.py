@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lmforge.core import interrupts
 from lmforge.core.errors import UserError
 
 
@@ -56,9 +57,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
+    # A Ctrl-C between the two renames would leave neither folder in place: it waits for both
+    # (interrupts.deferred; the stage raises it at its next check).
+    with interrupts.deferred():
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
 
 
