@@ -67,7 +67,7 @@ def test_prepare_and_tokenize_twice_from_scratch_are_byte_identical(
     in_dir(first, prepare, tokenize)
     in_dir(second, prepare, tokenize)
     want = digests(first)
-    assert len(want) == 16  # 3 splits, labels, cleaning; tokenizer; 3 x 3 shard files + meta
+    assert len(want) == 17  # 3 splits, labels, cleaning, meta; tokenizer; 3 x 3 shard files + meta
     assert digests(second) == want
 
     # A crash half-way through tokenize (after the tokenizer folder, inside the shards) leaves
