@@ -212,6 +212,38 @@ def test_runs_hold_the_learning_rate_f1_bars_and_the_wrong_examples(pipeline, tm
         assert [r["text"] for r in csv.DictReader(handle)] == [r["text"] for r in rows]
 
 
+@pytest.mark.slow
+@pytest.mark.ci
+def test_a_binary_classifier_logs_its_precision_recall_curve(tmp_path) -> None:
+    """Issue 33, two classes (the built-in corpus's two largest modules; ~55 s): evaluate draws
+    the test precision-recall curve of the second label (PNG, and the CSV dvc.yaml plots) and
+    logs its average precision, the area under that curve's steps."""
+    import csv
+
+    import mlflow
+
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    cfg = tiny_config(tmp_path, "data.source.top_k=2", "pretrain.enabled=false", "finetune.max_epochs=1")
+    with working_dir(tmp_path):
+        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
+            stage.run(cfg)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-evaluate").experiment_id])
+    assert {"pr.png", "pr.csv", "f1.png", "test_errors.json"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    average = run.data.metrics["test_average_precision"]
+    assert 0 < average <= 1
+    with open(tmp_path / "plots/eval/pr.csv", newline="") as handle:
+        points = [(float(r["recall"]), float(r["precision"])) for r in csv.DictReader(handle)]
+    recall = [r for r, _ in points]
+    assert recall == sorted(recall, reverse=True) and recall[0] == 1.0 and recall[-1] == 0.0
+    # Average precision: the precisions weighted by each step's gain in recall.
+    steps = sum((r0 - r1) * p0 for (r0, p0), (r1, _) in zip(points, points[1:], strict=False))
+    assert steps == pytest.approx(average, abs=1e-4)
+    assert (tmp_path / "plots/eval/pr.png").stat().st_size > 1000
+
+
 def test_summary_names_the_figures_and_the_store(pipeline) -> None:
     workdir, _ = pipeline
     text = (workdir / "reports/summary.txt").read_text()
