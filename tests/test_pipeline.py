@@ -157,6 +157,93 @@ def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:
     assert "tokenizer.json" in {a.path for a in client.list_artifacts(runs["pretrain"].info.run_id)}
 
 
+def logged_table(client, run_id: str, name: str, folder: Path) -> list[dict]:
+    """The rows of an ``mlflow.log_table`` artifact (``{"columns": [...], "data": [[...]]}``)."""
+    table = json.loads(Path(client.download_artifacts(run_id, name, str(folder))).read_text())
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def test_runs_hold_the_learning_rate_f1_bars_and_the_wrong_examples(pipeline, tmp_path) -> None:
+    """Issue 33: both training runs log ``train/lr`` along the schedule; finetune logs the
+    validation F1 per class as a chart; evaluate logs the test F1 bars (PNG, and the CSV dvc.yaml
+    plots) and the test examples it got wrong as a table (and plots/eval/errors.csv)."""
+    import csv
+
+    import mlflow
+
+    workdir, cfg = pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    runs = {
+        stage: client.search_runs([client.get_experiment_by_name(f"lmforge-{stage}").experiment_id])[0]
+        for stage in ("pretrain", "finetune", "evaluate")
+    }
+    for stage in ("pretrain", "finetune"):
+        history = client.get_metric_history(runs[stage].info.run_id, "train/lr")
+        rates = [m.value for m in sorted(history, key=lambda m: m.step)]
+        assert len(rates) >= 2, stage
+        # No warmup in the tiny experiment: linear decay from its lr (the stage's own for pretrain).
+        assert all(0 < b < a for a, b in zip(rates, rates[1:], strict=False)), (stage, rates)
+    assert rates[0] <= cfg.optim.lr
+    finetune_files = {a.path for a in client.list_artifacts(runs["finetune"].info.run_id)}
+    assert "val_f1.png" in finetune_files
+    evaluate_id = runs["evaluate"].info.run_id
+    assert {"f1.png", "f1.csv", "errors.csv", "test_errors.json"} <= {
+        a.path for a in client.list_artifacts(evaluate_id)
+    }
+    result = json.loads((workdir / "metrics/eval.json").read_text())
+    with open(workdir / "plots/eval/f1.csv", newline="") as handle:
+        bars = {r["label"]: float(r["f1"]) for r in csv.DictReader(handle)}
+    assert bars == pytest.approx({k: v["f1"] for k, v in result["per_class"].items()}, abs=1e-6)
+    assert (workdir / "plots/eval/f1.png").stat().st_size > 1000
+    # Four classes: no precision-recall curve.
+    assert not (workdir / "plots/eval/pr.csv").exists()
+    assert "test_average_precision" not in runs["evaluate"].data.metrics
+    rows = logged_table(client, evaluate_id, "test_errors.json", tmp_path)
+    with open(workdir / "plots/eval/confusion.csv", newline="") as handle:
+        wrong = sum(r["actual"] != r["predicted"] for r in csv.DictReader(handle))
+    assert len(rows) == wrong > 0
+    tests = {r["text"].split()[0] for r in read_jsonl(workdir / "data/prepared/test.jsonl")}
+    for row in rows:
+        assert row["gold"] != row["predicted"] and row["gold"] in result["per_class"]
+        assert 0 <= row["gold_probability"] <= row["probability"] <= 1
+        assert row["text"].split()[0] in tests  # the test text, decoded
+    assert [r["probability"] for r in rows] == sorted((r["probability"] for r in rows), reverse=True)
+    with open(workdir / "plots/eval/errors.csv", newline="") as handle:
+        assert [r["text"] for r in csv.DictReader(handle)] == [r["text"] for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_a_binary_classifier_logs_its_precision_recall_curve(tmp_path) -> None:
+    """Issue 33, two classes (the built-in corpus's two largest modules; ~55 s): evaluate draws
+    the test precision-recall curve of the second label (PNG, and the CSV dvc.yaml plots) and
+    logs its average precision, the area under that curve's steps."""
+    import csv
+
+    import mlflow
+
+    (tmp_path / "conf").symlink_to(ROOT / "conf")
+    cfg = tiny_config(tmp_path, "data.source.top_k=2", "pretrain.enabled=false", "finetune.max_epochs=1")
+    with working_dir(tmp_path):
+        for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate):
+            stage.run(cfg)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("lmforge-evaluate").experiment_id])
+    assert {"pr.png", "pr.csv", "f1.png", "test_errors.json"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    average = run.data.metrics["test_average_precision"]
+    assert 0 < average <= 1
+    with open(tmp_path / "plots/eval/pr.csv", newline="") as handle:
+        points = [(float(r["recall"]), float(r["precision"])) for r in csv.DictReader(handle)]
+    recall = [r for r, _ in points]
+    assert recall == sorted(recall, reverse=True) and recall[0] == 1.0 and recall[-1] == 0.0
+    # Average precision: the precisions weighted by each step's gain in recall.
+    steps = sum((r0 - r1) * p0 for (r0, p0), (r1, _) in zip(points, points[1:], strict=False))
+    assert steps == pytest.approx(average, abs=1e-4)
+    assert (tmp_path / "plots/eval/pr.png").stat().st_size > 1000
+
+
 def test_summary_names_the_figures_and_the_store(pipeline) -> None:
     workdir, _ = pipeline
     text = (workdir / "reports/summary.txt").read_text()

@@ -132,13 +132,13 @@ def test_three_tasks_in_one_workspace_leave_only_their_own_outputs(tmp_path: Pat
         ],
     }
     # What each task's run leaves under plots/, metrics/ and models/, and nothing else.
+    labelled = {
+        f"plots/eval/{name}" for name in ("confusion.csv", "confusion.png", "f1.csv", "f1.png", "errors.csv")
+    }
     own = {
-        "classification": {
-            "plots/eval/confusion.csv",
-            "plots/eval/confusion.png",
-            "metrics/val_per_class.json",
-        },
-        "tagging": {"plots/eval/confusion.csv", "plots/eval/confusion.png", "metrics/val_per_tag.json"},
+        # Two classes: a precision-recall curve too.
+        "classification": {*labelled, "plots/eval/pr.csv", "plots/eval/pr.png", "metrics/val_per_class.json"},
+        "tagging": {*labelled, "metrics/val_per_tag.json"},
         "text2text": {"plots/eval/samples.csv"},
     }
     shared = {

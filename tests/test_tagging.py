@@ -145,6 +145,43 @@ def test_finetune_and_evaluate_score_every_word(pipeline) -> None:
     assert baselines["most_frequent_tag"]["words"] == report["words"]
 
 
+def test_runs_hold_the_tag_f1_bars_and_the_wrongly_tagged_sentences(pipeline, tmp_path) -> None:
+    """Issue 33: finetune logs the validation F1 per tag as a chart, evaluate the test F1 bars
+    (PNG, and the CSV dvc.yaml plots) and the sentences with a word tagged wrong as a table,
+    each wrong word with its gold and its predicted tag."""
+    import mlflow
+
+    from test_pipeline import logged_table
+
+    workdir, _ = pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    runs = {
+        stage: client.search_runs([client.get_experiment_by_name(f"lmforge-{stage}").experiment_id])[0]
+        for stage in ("finetune", "evaluate")
+    }
+    assert "val_f1.png" in {a.path for a in client.list_artifacts(runs["finetune"].info.run_id)}
+    assert client.get_metric_history(runs["finetune"].info.run_id, "train/lr")
+    evaluate_id = runs["evaluate"].info.run_id
+    assert {"f1.png", "f1.csv", "errors.csv", "test_errors.json"} <= {
+        a.path for a in client.list_artifacts(evaluate_id)
+    }
+    report = json.loads((workdir / "metrics/eval.json").read_text())
+    with open(workdir / "plots/eval/f1.csv", newline="") as handle:
+        bars = {r["label"]: float(r["f1"]) for r in csv.DictReader(handle)}
+    assert bars == pytest.approx({k: v["f1"] for k, v in report["per_tag"].items()}, abs=1e-6)
+    rows = logged_table(client, evaluate_id, "test_errors.json", tmp_path)
+    assert sum(r["errors"] for r in rows) == round((1 - report["accuracy"]) * report["words"])
+    for row in rows:
+        gold, predicted = row["gold"].split(), row["predicted"].split()
+        assert len(gold) == len(predicted) == row["errors"] > 0
+        for g, p in zip(gold, predicted, strict=True):
+            word, tag = g.rsplit("/", 1)
+            assert p.rsplit("/", 1) != [word, tag] and p.startswith(f"{word}/") and word in row["text"]
+    # The unseen tag (NUM, on "twice") is always wrong.
+    assert any("/NUM" in r["gold"] for r in rows)
+    assert not any("/NUM" in r["predicted"] for r in rows)
+
+
 def test_eval_file_scores_any_tagged_file_and_counts_unseen_tags(pipeline, tmp_path, capsys) -> None:
     from lmforge import evaluate
 

@@ -1,9 +1,12 @@
 """Stage 6, evaluate: score the finetuned model on the test split with torchmetrics.
 
 The model folder names its task (:mod:`lmforge.tasks`), which computes the figures: for a
-classifier, accuracy, macro and per-class precision/recall/F1 and a confusion matrix
-(``plots/eval/confusion.{csv,png}``); for a text-to-text model, SacreBLEU, chrF, ROUGE, exact
-match and target perplexity, with a sample of predictions (``plots/eval/samples.csv``). Writes
+classifier, accuracy, macro and per-class precision/recall/F1, a confusion matrix
+(``plots/eval/confusion.{csv,png}``), per-class F1 bars (``f1.{csv,png}``), the examples it got
+wrong (``errors.csv``, and the MLflow table ``test_errors.json``) and, for two classes, a
+precision-recall curve (``pr.{csv,png}``); a tagger's alike, per tag; for a text-to-text
+model, SacreBLEU, chrF, ROUGE, exact match and target perplexity, with a sample of predictions
+(``plots/eval/samples.csv``). Writes
 ``metrics/eval.json`` and logs everything to an MLflow run. The stage owns ``plots/eval/`` whole:
 it is written aside and replaces the previous one with ``metrics/eval.json`` at the end, so no
 figure of another run or task stays beside them. With ``eval.file=PATH`` it scores any

@@ -194,3 +194,17 @@ class LoaderWait(Callback):
         if self.steps % self.window == 0:
             pl_module.log("perf/loader_wait_fraction", self._window[0] / self._window[1])
             self._window = [0.0, 0.0]
+
+
+class LearningRate(Callback):
+    """Logs ``train/lr``: the learning rate the optimizer steps with, at the steps Lightning logs
+    (every ``trainer.log_every_n_steps``, as ``train/loss``). The largest of its parameter groups
+    (with ``optim.layer_decay`` the top layers'), read before the step. Named apart from
+    Lightning's ``LearningRateMonitor`` (``lr-AdamW``), which may run beside it."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        groups = [g for optimizer in trainer.optimizers for g in optimizer.param_groups]
+        if groups:
+            pl_module.log("train/lr", max(float(g["lr"]) for g in groups), on_step=True, batch_size=1)

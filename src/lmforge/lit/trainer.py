@@ -39,7 +39,12 @@ def set_threads(cfg: Config) -> None:
 def build_trainer(
     cfg: Config, run_id: str | None, tracking_uri: str, callbacks: list | None = None, **overrides: Any
 ) -> L.Trainer:
-    from lmforge.lit.callbacks import AtomicCheckpointIO, InterruptAtBatchEnd, ResumableMLFlowLogger
+    from lmforge.lit.callbacks import (
+        AtomicCheckpointIO,
+        InterruptAtBatchEnd,
+        LearningRate,
+        ResumableMLFlowLogger,
+    )
 
     quiet_lightning()
 
@@ -60,7 +65,8 @@ def build_trainer(
         "log_every_n_steps": cfg.trainer.log_every_n_steps,
         "fast_dev_run": cfg.trainer.fast_dev_run,
         "logger": logger,
-        "callbacks": [*(callbacks or []), InterruptAtBatchEnd()],
+        # train/lr for every training stage (pretrain and finetune alike).
+        "callbacks": [*(callbacks or []), LearningRate(), InterruptAtBatchEnd()],
         "enable_model_summary": os.environ.get("LMFORGE_VERBOSE") == "1",
         "default_root_dir": "outputs/lightning",
         # Checkpoints written by rename (never half-written) and loaded with weights_only=True.

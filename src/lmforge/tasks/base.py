@@ -272,6 +272,20 @@ def eval_plots(cfg: Config) -> Path:
     return folder
 
 
+def log_f1_chart(per_class: dict, title: str) -> None:
+    """Log per-class (or per-tag) F1 bars to the active MLflow run as ``val_f1.png``."""
+    import tempfile
+
+    import mlflow
+
+    from lmforge.metrics.figures import f1_png
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "val_f1.png"
+        f1_png(per_class, path, title)
+        mlflow.log_artifact(str(path))
+
+
 def exportable_tasks() -> str:
     """``"a, b or c"``: the tasks that implement ``export_target``."""
     from lmforge.core.task_registry import choices, names, task_class

@@ -14,7 +14,7 @@ from typing import Any
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
 from lmforge.core.io import load_json, write_json
-from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, log_f1_chart, word_vectors_shape
 from lmforge.tasks.classification.config import ClassificationConfig
 
 
@@ -217,6 +217,7 @@ class ClassificationTask(Task):
         write_json(path, result)
         mlflow.log_artifact(str(path))
         mlflow.log_metrics({f"val_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
+        log_f1_chart(result["per_class"], f"validation F1 per class (macro {overall['f1']:.3f})")
         return result
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
@@ -227,14 +228,15 @@ class ClassificationTask(Task):
         return log_pyfunc(cfg, folder, TextClassifier(), EXAMPLE_TEXTS, extra={"labels": config["labels"]})
 
     def evaluate(self, cfg: Config, folder: Path) -> dict:
+        import torch
         from torch.utils.data import DataLoader
 
         from lmforge.data.datasets import LabelledRecords, pad_batch
         from lmforge.data.tokenization import TokenShards
-        from lmforge.metrics.figures import confusion_csv, confusion_png
-        from lmforge.tasks.classification.scoring import load_classifier, report, score
+        from lmforge.metrics.figures import confusion_csv, confusion_png, f1_csv, f1_png, pr_curve, table_csv
+        from lmforge.tasks.classification.scoring import errors_table, load_classifier, report, score
 
-        model, labels, _, max_len = load_classifier(folder)
+        model, labels, tokenizer, max_len = load_classifier(folder)
         shards = TokenShards(cfg.paths.shards, "test")
         test = LabelledRecords(shards, max_len)
         if len(test) == 0:
@@ -243,7 +245,8 @@ class ClassificationTask(Task):
         loader = DataLoader(
             test, batch_size=cfg.eval.batch_size, collate_fn=lambda items: pad_batch(items, pad)
         )
-        overall, per_class, matrix, actual, predicted = score(model, loader, len(labels))
+        batches: list = []
+        overall, per_class, matrix, actual, predicted = score(model, loader, len(labels), batches)
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
         plots = eval_plots(cfg)
         confusion_csv(
@@ -257,10 +260,29 @@ class ClassificationTask(Task):
         )
         metrics = {f"test_{k}": v for k, v in overall.items()}
         metrics.update({f"test_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
+        f1_csv(result["per_class"], plots / "f1.csv")
+        f1_png(result["per_class"], plots / "f1.png", f"test F1 per class (macro {overall['f1']:.3f})")
+        figures = [plots / "f1.png", plots / "f1.csv"]
+        probabilities = torch.cat(batches)
+
+        def text(i: int) -> str:  # the test text as the model read it (decoded, untruncated)
+            return tokenizer.decode(shards.record(test.rows[i]).tolist())
+
+        errors = errors_table(text, labels, actual, predicted, probabilities)
+        table_csv(errors, plots / "errors.csv")
+        figures.append(plots / "errors.csv")
+        if len(labels) == 2:  # a binary task: the second label is the positive class
+            positives = [int(a == 1) for a in actual]
+            if 0 < sum(positives) < len(positives):
+                metrics["test_average_precision"] = pr_curve(
+                    probabilities[:, 1].numpy(), positives, labels[1], plots / "pr.csv", plots / "pr.png"
+                )
+                figures += [plots / "pr.png", plots / "pr.csv"]
         return {
             "report": result,
             "mlflow_metrics": metrics,
-            "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
+            "artifacts": [plots / "confusion.png", plots / "confusion.csv", *figures],
+            "tables": {"test_errors.json": errors},
             "summary": f"test accuracy {overall['accuracy']:.4f}, macro P/R/F1 "
             f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
             f"on {len(test)} examples",

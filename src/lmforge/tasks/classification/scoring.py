@@ -29,8 +29,12 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]
 
 
-def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, list, list]:
-    """Run the model over ``(input_ids, attention_mask, labels)`` batches; return metrics."""
+def score(
+    model: Any, batches: Any, num_classes: int, probabilities: list | None = None
+) -> tuple[dict, dict, Any, list, list]:
+    """Run the model over ``(input_ids, attention_mask, labels)`` batches; return metrics.
+    ``probabilities``: a list that receives each example's class probabilities (tensors, one
+    per batch), for the tables and curves drawn from them."""
     import torch
     from torchmetrics.classification import (
         MulticlassConfusionMatrix,
@@ -58,6 +62,8 @@ def score(model: Any, batches: Any, num_classes: int) -> tuple[dict, dict, Any, 
             confusion.update(logits, batch["labels"])
             predictions.append(logits.argmax(-1))
             targets.append(batch["labels"])
+            if probabilities is not None:
+                probabilities.append(logits.float().softmax(-1))
     return (
         {k: float(v) for k, v in overall.compute().items()},
         {k: v.compute().tolist() for k, v in per_class.items()},
@@ -132,3 +138,25 @@ def read_labelled_file(cfg: Config, path: Path, labels: list) -> tuple[list[dict
     if not records:
         raise UserError(f"{path}: no row with text; check data.source.text_columns")
     return records, empty
+
+
+# The most examples the wrong-predictions table holds (the most confident mistakes first).
+MAX_ERRORS = 1000
+
+
+def errors_table(
+    texts: Any, labels: list, actual: list[int], predicted: list[int], probabilities: Any
+) -> dict[str, list]:
+    """The examples the model got wrong, most confident first: ``text``, ``gold``,
+    ``predicted``, ``probability`` (of the prediction) and ``gold_probability``, as columns
+    (``mlflow.log_table``). ``texts(i)``: the text of example ``i``."""
+    wrong = [i for i, (a, p) in enumerate(zip(actual, predicted, strict=True)) if a != p]
+    wrong.sort(key=lambda i: -float(probabilities[i, predicted[i]]))
+    wrong = wrong[:MAX_ERRORS]
+    return {
+        "text": [texts(i) for i in wrong],
+        "gold": [str(labels[actual[i]]) for i in wrong],
+        "predicted": [str(labels[predicted[i]]) for i in wrong],
+        "probability": [round(float(probabilities[i, predicted[i]]), 4) for i in wrong],
+        "gold_probability": [round(float(probabilities[i, actual[i]]), 4) for i in wrong],
+    }

@@ -20,7 +20,7 @@ from typing import Any
 from lmforge.core.config import Config
 from lmforge.core.errors import UserError
 from lmforge.core.io import load_json, write_json
-from lmforge.tasks.base import Task, TaskData, eval_plots, word_vectors_shape
+from lmforge.tasks.base import Task, TaskData, eval_plots, log_f1_chart, word_vectors_shape
 from lmforge.tasks.tagging.config import TaggingConfig
 
 
@@ -200,6 +200,7 @@ class TaggingTask(Task):
                 if k.startswith(("val_f1_tag_", "val_entity_"))
             }
         )
+        log_f1_chart(report["per_tag"], f"validation F1 per tag (macro {report['f1']:.3f})")
         return report
 
     def log_model(self, cfg: Config, folder: Path) -> Any:
@@ -215,7 +216,7 @@ class TaggingTask(Task):
         from lmforge.data.tagging import TaggedWindows, shard_sentences
         from lmforge.tasks.tagging.scoring import load_tagger
 
-        model, config, _ = load_tagger(folder)
+        model, config, tokenizer = load_tagger(folder)
         meta = load_json(Path(cfg.paths.shards) / "meta.json", "tokenize")
         tagging = _tagging_meta(meta, cfg.paths.shards)
         # Shard tag ids -> the model's tag ids by name (tags the model lacks go after its own).
@@ -235,7 +236,7 @@ class TaggingTask(Task):
             sentence.tags = remap_ids[sentence.tags]
         special = meta["special_ids"]
         test = TaggedWindows(sentences, config["max_len"], special["cls"], special["sep"])
-        return self._scored(cfg, model, config, names, test, "test")
+        return self._scored(cfg, model, config, names, test, "test", tokenizer=tokenizer)
 
     def _scored(
         self,
@@ -246,10 +247,18 @@ class TaggingTask(Task):
         data: Any,
         prefix: str,
         where: str | None = None,
+        tokenizer: Any = None,
     ) -> dict:
         from lmforge.lit.workspace import model_special_ids
-        from lmforge.metrics.figures import confusion_csv, confusion_png
-        from lmforge.tasks.tagging.scoring import loader, mlflow_metrics, predict_words, score, summary
+        from lmforge.metrics.figures import confusion_csv, confusion_png, f1_csv, f1_png, table_csv
+        from lmforge.tasks.tagging.scoring import (
+            errors_table,
+            loader,
+            mlflow_metrics,
+            predict_words,
+            score,
+            summary,
+        )
 
         pad = model_special_ids(config)["pad"]
         predicted, gold = predict_words(model, loader(data, cfg.eval.batch_size, pad))
@@ -268,10 +277,21 @@ class TaggingTask(Task):
             plots / "confusion.png",
             f"{prefix}: accuracy {report['accuracy']:.3f}, macro F1 {report['f1']:.3f}",
         )
+        f1_csv(report["per_tag"], plots / "f1.csv")
+        f1_png(report["per_tag"], plots / "f1.png", f"{prefix} F1 per tag (macro {report['f1']:.3f})")
+        errors = errors_table(tokenizer, data.sentences, names, gold, predicted)
+        table_csv(errors, plots / "errors.csv")
         return {
             "report": report,
             "mlflow_metrics": mlflow_metrics(report, prefix),
-            "artifacts": [plots / "confusion.png", plots / "confusion.csv"],
+            "artifacts": [
+                plots / "confusion.png",
+                plots / "confusion.csv",
+                plots / "f1.png",
+                plots / "f1.csv",
+                plots / "errors.csv",
+            ],
+            "tables": {f"{prefix}_errors.json": errors},
             "summary": summary(report, prefix),
         }
 

@@ -120,6 +120,37 @@ def score(
     return report, matrix
 
 
+# The most sentences the wrong-predictions table holds (those with the most wrong words first).
+MAX_ERRORS = 1000
+
+
+def errors_table(
+    tokenizer: Any, sentences: list, names: list[str], gold: list[int], predicted: list[int]
+) -> dict[str, list]:
+    """The sentences with a word tagged wrong, those with the most wrong words first: ``text``
+    (the words as the model read them), ``errors`` (how many), ``gold`` and ``predicted`` (each
+    wrong word as ``word/TAG``), as columns (``mlflow.log_table``). ``gold`` and ``predicted``:
+    every word's tag id, sentence after sentence (:func:`predict_words`)."""
+    rows, start = [], 0
+    for sentence in sentences:
+        count = len(sentence.starts)
+        wrong = [i for i in range(count) if gold[start + i] != predicted[start + i]]
+        if wrong:
+            rows.append((sentence, start, wrong))
+        start += count
+    rows.sort(key=lambda row: -len(row[2]))
+    table: dict[str, list] = {"text": [], "errors": [], "gold": [], "predicted": []}
+    for sentence, start, wrong in rows[:MAX_ERRORS]:
+        ids = sentence.ids.tolist()
+        ends = [*sentence.starts[1:].tolist(), len(ids)]
+        words = [tokenizer.decode(ids[b:e]) for b, e in zip(sentence.starts.tolist(), ends, strict=True)]
+        table["text"].append(" ".join(words))
+        table["errors"].append(len(wrong))
+        table["gold"].append(" ".join(f"{words[i]}/{names[gold[start + i]]}" for i in wrong))
+        table["predicted"].append(" ".join(f"{words[i]}/{names[predicted[start + i]]}" for i in wrong))
+    return table
+
+
 def mlflow_metrics(report: dict, prefix: str) -> dict[str, float]:
     metrics = {f"{prefix}_{k}": report[k] for k in ("accuracy", "precision", "recall", "f1")}
     metrics[f"{prefix}_unseen_tag_words"] = report["unseen_tag_words"]
