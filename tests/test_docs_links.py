@@ -122,3 +122,26 @@ def test_slugs_match_github() -> None:
         "tasks-classification-text-to-text-and-tagging"
     )
     assert slug("Start from a `model=hf` [checkpoint](x.md)") == "start-from-a-modelhf-checkpoint"
+
+
+def test_the_site_hook_turns_links_to_repository_files_into_host_links_or_text() -> None:
+    """tools/mkdocs_hooks.py: what mkdocs --strict would refuse (a page linking ../src/...)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "tools" / "mkdocs_hooks.py")
+    assert spec and spec.loader
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    docs = ROOT / "docs"
+    line = (
+        "[the schema](../src/lmforge/core/config.py#L1), [`Makefile`](../Makefile), "
+        "`[code](../Makefile)`, [a page](tasks.md), [gone](../src/nope.py)"
+    )
+    assert hooks.rewrite_line(line, docs, docs, ROOT, "") == (
+        "the schema (`src/lmforge/core/config.py`), `Makefile`, "
+        "`[code](../Makefile)`, [a page](tasks.md), [gone](../src/nope.py)"
+    )
+    assert hooks.rewrite_line(line, docs, docs, ROOT, "https://example.org/me/lmforge/").startswith(
+        "[the schema](https://example.org/me/lmforge/blob/HEAD/src/lmforge/core/config.py#L1), "
+        "[`Makefile`](https://example.org/me/lmforge/blob/HEAD/Makefile), "
+    )
