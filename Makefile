@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
 	@touch $(STAMP)
 
-.PHONY: help install run test test-all lint params deps mlflow-ui bench clean
+.PHONY: help install run test test-all lint docs params deps mlflow-ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports), configured
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+docs: $(STAMP) ## build the documentation site into site/, offline; any warning fails (mkdocs.yml)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 params: $(STAMP) ## rewrite params.yaml from conf/ (after editing conf/)
 	$(BIN)/python -m lmforge.params
 
@@ -47,7 +50,7 @@ deps: $(STAMP) ## rewrite dvc.yaml's code deps from what each stage imports (aft
 mlflow-ui: $(STAMP) ## open the MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
 
-bench: $(STAMP) ## benchmarks against peers measured in the same run (see README)
+bench: $(STAMP) ## benchmarks against peers measured in the same run (docs/benchmarks.md)
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
 	$(BIN)/python bench/pretrain_throughput.py
 	$(BIN)/python bench/generate_throughput.py
@@ -55,4 +58,4 @@ bench: $(STAMP) ## benchmarks against peers measured in the same run (see README
 	$(BIN)/python bench/startup.py
 
 clean: ## remove pipeline outputs (keeps .venv, mlflow.db and the DVC cache)
-	rm -rf data/raw data/prepared data/tokenizer data/shards models metrics plots reports outputs multirun
+	rm -rf data/raw data/prepared data/tokenizer data/shards models metrics plots reports outputs multirun site

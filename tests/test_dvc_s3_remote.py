@@ -1,7 +1,7 @@
 """A team's DVC data remote over S3: push, lose everything local, pull back byte for byte.
 
 The remote is an S3-compatible server (moto) the test starts on 127.0.0.1; DVC talks to it through
-dvc-s3 with the README's commands (``dvc remote add``, ``dvc remote modify ... endpointurl``), the
+dvc-s3 with docs/scaling-out.md's commands (``dvc remote add``, ``dvc remote modify ... endpointurl``), the
 credentials coming from the environment only (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``):
 ``.dvc/config`` never holds them, and without them ``dvc push`` is refused.
 """
@@ -124,7 +124,7 @@ def test_push_and_pull_through_s3_restore_the_pipeline_data_byte_for_byte(
     anonymous = base_env(home)
     member = {**anonymous, **CREDENTIALS}
 
-    # The README's commands: the remote (no secret in them) is committed for the whole team.
+    # docs/scaling-out.md's commands: the remote (no secret in them) is committed for the whole team.
     dvc("remote", "add", "-d", "team", f"s3://{BUCKET}/lmforge", cwd=repo, env=anonymous)
     dvc("remote", "modify", "team", "endpointurl", url, cwd=repo, env=anonymous)
     expected = tree_digest(repo, OUTPUTS)

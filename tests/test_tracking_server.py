@@ -1,6 +1,6 @@
 """A team's shared MLflow server: database store, proxied artifacts, basic auth, over HTTP.
 
-The test starts ``mlflow server`` on 127.0.0.1 the way the README's "Scaling out" section says
+The test starts ``mlflow server`` on 127.0.0.1 the way docs/scaling-out.md says
 (SQLite store, ``--serve-artifacts`` into a folder of its own, ``--app-name basic-auth``), creates
 two users through the auth API, and runs the project against it with credentials from the
 environment only: a 2-job finetuning sweep (each job registers its model) as one user,
@@ -33,7 +33,7 @@ ADMIN_PASSWORD = "admin-pass-0d8f3a"  # MLflow wants 12 characters or more
 USERS = {"ana": "ana-pass-5be1c97e", "ben": "ben-pass-92c4e0aa"}
 EXPERIMENT = "team"
 MODEL = "lmforge-classifier"
-# What the README tells the admin to write: an auth database beside the tracking one, and a
+# What docs/scaling.md tells the admin to write: an auth database beside the tracking one, and a
 # default permission that lets every user log to and promote in the team's shared experiments.
 AUTH_INI = """[mlflow]
 default_permission = EDIT

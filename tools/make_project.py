@@ -36,7 +36,17 @@ TEMPLATE_PACKAGE = "lmforge"
 TEMPLATE_ROOT = Path(__file__).resolve().parents[1]
 # Folders of a working tree that copier never copies (copier.yml's _exclude): a template used
 # from a plain folder, not a git repository, is listed by walking it without these.
-UNLISTED_DIRS = {".git", ".venv", "__pycache__", ".dvc/cache", ".dvc/tmp", "models", "outputs", "multirun"}
+UNLISTED_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".dvc/cache",
+    ".dvc/tmp",
+    "models",
+    "outputs",
+    "multirun",
+    "site",
+}
 # The README part that speaks to lmforge's own readers (how to start a project from it): in a
 # generated project it becomes the note below.
 TEMPLATE_ONLY_START = "<!-- template-only:start -->"

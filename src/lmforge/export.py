@@ -13,7 +13,7 @@ positions, exact GELU, and BERT's LM head (dense, GELU, LayerNorm, tied decoder 
 which our causal and masked LMs share. GPT-2 is pre-LN too but has no such head (its LM head is
 the bare tied embedding, no bias), so it cannot reproduce our language models' logits.
 
-What maps to what (README, "Export to Hugging Face"):
+What maps to what (docs/huggingface.md, "Export to Hugging Face"):
 
 - classifier (``finetune.pooling=cls``) -> ``MegatronBertForSequenceClassification``. Its pooler
   (dense + tanh on the first token) becomes an identity to float32 precision: dense = ``s * I``
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "--token-logits",
         action="store_true",
         help="a mean-pooled classifier: export a token classifier whose logits, averaged over the "
-        "real tokens, are the classifier's (README: Export to Hugging Face)",
+        "real tokens, are the classifier's (docs/huggingface.md: Export to Hugging Face)",
     )
     args = parser.parse_args(argv)
     try:

@@ -191,7 +191,7 @@ def print_help(module_doc: str | None, prog: str, conf_dir: Path) -> None:
     print("Print the composed config with --cfg job; Hydra's own help with --hydra-help.")
     print("-m runs a sweep over comma-separated values (Hydra multirun), one job after another;")
     print("hydra/launcher=joblib runs them in parallel here, submitit_local in subprocesses,")
-    print("slurm (or submitit_slurm) as SLURM array jobs; see README 'Scaling out'.")
+    print("slurm (or submitit_slurm) as SLURM array jobs; see docs/scaling-out.md.")
     print("--verbose shows the libraries' INFO lines and warnings, and a traceback on error.")
 
 

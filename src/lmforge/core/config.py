@@ -381,7 +381,7 @@ class ModelConfig:
     dropout: float = 0.1
     causal: bool = False  # true: GPT-style attention, each token sees only those before it
     # true: dropout masks drawn 16 bits a time on the CPU (a 1.2x faster MLM training step,
-    # README "Benchmarks"); same distribution, other random stream, so figures change with it.
+    # docs/benchmarks.md); same distribution, other random stream, so figures change with it.
     fast_dropout: bool = False
     # model=hf: a Hugging Face hub id or local folder to start from instead of lmforge's own
     # Transformer (the sizes above are then the checkpoint's; max_len bounds the budgets).

@@ -88,7 +88,7 @@ class NgramLogits(nn.Module):
         fits, for three classes or more. With two classes scikit-learn fits one binomial vector
         ``v`` under ``|v|^2 / (2 C n)``; the two rows here settle at ``w1 = -w0 = v / 2`` and pay
         half of that, so the fit is scikit-learn's ``LogisticRegression(C=2c)``. Kept so
-        deliberately: the SST-2 fusion figures (README, docs/sst2.md) were measured with it, and
+        deliberately: the SST-2 fusion figures (docs/sst2-results.md, docs/sst2.md) were measured with it, and
         the weaker penalty is what the fusion's validation-chosen mix was tuned against.
         tests/test_ngrams.py checks the fitted probabilities against scikit-learn's at C=2c for
         two classes and C=c for three. Returns the train accuracy, the number of n-grams in use
