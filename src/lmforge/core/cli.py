@@ -46,6 +46,10 @@ CONFIG_GROUPS = (
     "eval",
     "experiment",
     "hparams_search",
+    "paths",
+    "callbacks",
+    "local",
+    "debug",
 )
 
 
