@@ -187,6 +187,11 @@ def test_tags_and_callbacks_are_checked_in_one_line() -> None:
     )
     with pytest.raises(UserError, match=r"^unknown debug 'fast'; valid choices: debug=default, fdr, few"):
         check_overrides(["debug=fast"], ROOT / "conf")
+    # A list of group options is checked option by option; a list key wants a list.
+    with pytest.raises(UserError, match=r"^unknown callbacks 'nope'; valid choices: callbacks=default, lr_"):
+        check_overrides(["callbacks=[default,nope]"], ROOT / "conf")
+    with pytest.raises(UserError, match=r"^config key 'tags': takes a list, e.g. tags=\[a\]$"):
+        check_overrides(["tags=a"], ROOT / "conf")
 
 
 def test_callbacks_are_added_to_the_stages_own() -> None:
