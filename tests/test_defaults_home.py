@@ -82,7 +82,8 @@ def _leaves(values: dict, schema: Any, prefix: str) -> list[tuple[str, Any, Any]
 
 def default_options(conf: Path, schema_name: str = SCHEMA_NAME) -> list[tuple[str, str | None]]:
     """``(group, option)`` for each entry of ``conf/config.yaml``'s defaults list; group
-    ``None`` is the file's own keys (``_self_``). The schema entry and null options are left out."""
+    ``None`` is the file's own keys (``_self_``). The schema entry, null options and optional
+    options whose file is absent are left out."""
     data = yaml.safe_load((conf / "config.yaml").read_text())
     picked: list[tuple[str, str | None]] = []
     for entry in data.get("defaults", []):
@@ -90,8 +91,11 @@ def default_options(conf: Path, schema_name: str = SCHEMA_NAME) -> list[tuple[st
             picked.append(("", None))
         elif isinstance(entry, dict):
             ((group, option),) = entry.items()
+            optional = group.startswith("optional ")
             group = group.removeprefix("optional ").removeprefix("override ").strip()
-            if option is not None and not group.startswith("hydra/"):
+            # An optional entry (conf/local/, a machine's own) is checked where it is present.
+            missing = optional and not (conf / group / f"{option}.yaml").is_file()
+            if option is not None and not group.startswith("hydra/") and not missing:
                 picked.append((group, str(option)))
         elif entry != schema_name:
             raise AssertionError(f"conf/config.yaml: defaults entry {entry!r} is not a group option")

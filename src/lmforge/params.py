@@ -3,6 +3,7 @@
 ``dvc exp run`` recomposes ``conf/`` into ``params.yaml`` itself; plain ``dvc repro`` reads the
 file as it is. ``python -m lmforge.params`` rewrites it after a change to ``conf/``;
 ``--check`` exits 1 when it has drifted. DVC's own composer is used, so both agree byte for byte.
+A machine's own ``conf/local/`` is left out: the committed file is the same on every machine.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from lmforge.core.config import find_root
 def compose(output: Path, root: Path, overrides: list[str] | None = None) -> None:
     from dvc.utils.hydra import compose_and_dump
 
+    # Hydra refuses to delete the optional entry when the file is absent.
+    local = ["~local"] if (root / "conf" / "local" / "default.yaml").is_file() else []
     compose_and_dump(
-        output, str(root / "conf"), None, "config", str(root / ".dvc" / "hydra"), overrides or []
+        output, str(root / "conf"), None, "config", str(root / ".dvc" / "hydra"), [*local, *(overrides or [])]
     )
 
 

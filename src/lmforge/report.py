@@ -17,6 +17,7 @@ def _load(path: Path) -> dict:
 
 def summary(cfg: Config) -> str:
     from lmforge.tracking.runs import tracking_uri
+    from lmforge.tracking.ui import finetune_runs_link, is_server
 
     metrics = Path(cfg.paths.metrics)
     pretrain, finetune = _load(metrics / "pretrain.json"), _load(metrics / "finetune.json")
@@ -38,13 +39,17 @@ def summary(cfg: Config) -> str:
         lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f}, {accuracy}")
     lines += get_task(cfg.task.name).report_lines(finetune, evaluation, baselines)
     uri = tracking_uri(cfg)
+    link = finetune_runs_link(uri, cfg.logger.experiment)
     lines += [
         "",
         f"metrics   {metrics}/*.json   plots: {cfg.paths.plots}/eval/ (dvc plots show)",
         f"MLflow    {uri}",
         f"          mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
-        "=" * 72,
     ]
+    if link:
+        serve = "" if is_server(uri) else "   (lmforge ui serves it)"
+        lines.append(f"runs      {link}{serve}")
+    lines.append("=" * 72)
     return "\n".join(lines)
 
 

@@ -46,6 +46,10 @@ CONFIG_GROUPS = (
     "eval",
     "experiment",
     "hparams_search",
+    "paths",
+    "callbacks",
+    "local",
+    "debug",
 )
 
 
@@ -65,7 +69,10 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
             continue
         key, value = arg.split("=", 1)
         group = key.lstrip("+").split("@", 1)[0]
-        if group not in groups or any(c in value for c in "(${["):
+        # A list of options ('callbacks=[default,lr_monitor]') is checked option by option.
+        if value.startswith("[") and value.endswith("]"):
+            value = value[1:-1]
+        if group not in groups or any(c in value for c in "(${[]"):
             continue
         options = group_options(conf_dir, group)
         for choice in value.split(","):
@@ -156,6 +163,8 @@ def check_overrides(argv: list[str], conf_dir: Path | None = None) -> None:
         if sweep or arg.startswith("~") or any(c in value for c in "(${[,"):
             continue
         node = OmegaConf.select(typed, key, default=None)
+        if OmegaConf.is_list(node) and not value.startswith("[") and value != "null":
+            raise UserError(f"config key '{key}': takes a list, e.g. {key}=[{value}]")
         if OmegaConf.is_config(node) or "*" in key:
             continue
         if key.startswith("task.") and key.split(".", 1)[1] not in typed.task:

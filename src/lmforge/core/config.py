@@ -17,12 +17,15 @@ or any heavy library is imported. This module imports only the standard library 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from lmforge.core.errors import UserError
 
+# A tag of `tags`: what MLflow accepts as a tag key.
+TAG_NAME = re.compile(r"[\w./ -]+")
 SOURCE_KINDS = ("stdlib", "local", "hf", "url")
 DECODING_STRATEGIES = ("greedy", "beam", "sample")
 
@@ -642,6 +645,14 @@ class TrainerConfig:
     deterministic: bool = True
     log_every_n_steps: int = 10
     fast_dev_run: bool = False
+    # Debugging (conf/debug/): train on this many batches per epoch (an int) or this share of
+    # them (a float); validate on as many; train and validate on the same few batches again and
+    # again (overfit_batches); time every hook and write the report (profiler: simple or
+    # advanced) under outputs/profiler/, logged with the run. null: Lightning's default.
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    overfit_batches: Any = None
+    profiler: str | None = None
     pin_memory: bool = False
     compile: bool = False
     # Periodic checkpoints of pretraining and finetuning (0 turns either trigger off); an
@@ -663,6 +674,21 @@ class TrainerConfig:
             "must be positive (null uses every core)",
         )
         _check(self.log_every_n_steps > 0, "trainer.log_every_n_steps", "must be positive")
+        for key in ("limit_train_batches", "limit_val_batches", "overfit_batches"):
+            value = getattr(self, key)
+            _check(
+                value is None
+                or (type(value) is int and value >= 0)
+                or (type(value) is float and 0 <= value <= 1),
+                f"trainer.{key}",
+                f"{value!r} is neither a number of batches (an int) nor a share of them (a float "
+                "in [0, 1]); null leaves it to Lightning",
+            )
+        _check(
+            self.profiler in (None, "simple", "advanced"),
+            "trainer.profiler",
+            f"'{self.profiler}' is not one of simple, advanced (null: no profiler)",
+        )
         _check(
             self.checkpoint_every_n_steps >= 0,
             "trainer.checkpoint_every_n_steps",
@@ -755,12 +781,32 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # Extra Lightning callbacks of pretrain and finetune, added to their own: name -> a mapping
+    # with `_target_` (the class) and its arguments, built by hydra.utils.instantiate. Picked
+    # from conf/callbacks/ (`callbacks=[default,lr_monitor]`); `callbacks.NAME=null` drops one.
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    # Labels of the run: each becomes an MLflow tag NAME=true on every stage's run (tags=[a,b]).
+    tags: list[str] = field(default_factory=list)
     # null: resume an interrupted pretrain/finetune run when its checkpoint and config hash match,
     # else start fresh; true: resume or fail; false: always start fresh (checkpoints discarded).
     resume: bool | None = None
 
     def __post_init__(self) -> None:
         self.optim.check("optim")
+        for name, spec in self.callbacks.items():
+            _check(
+                spec is None or isinstance(spec, dict) and bool(spec.get("_target_")),
+                f"callbacks.{name}",
+                "must be a mapping with _target_ (the callback's class) and its arguments, "
+                "or null to drop it",
+            )
+        for tag in self.tags:
+            _check(
+                bool(TAG_NAME.fullmatch(str(tag))) and not str(tag).startswith(("mlflow.", "lmforge.")),
+                "tags",
+                f"{tag!r} is no MLflow tag name: letters, digits and _ - . / space, not starting "
+                "with mlflow. or lmforge.",
+            )
         # Cross-group checks: caught here at start-up instead of after data loading.
         _check(
             not (self.model.is_hf and self.pretrain.enabled and self.pretrain.objective == "electra"),

@@ -156,19 +156,83 @@ class FitRun:
 
             # Swapped in for validation, so the best checkpoint holds (and scores) the average.
             every.append(WeightAveraging(avg_fn=get_ema_avg_fn(ema_decay)))
+        every += configured_callbacks(self.cfg)  # conf/callbacks/: added to the stage's own
         # Without a checkpoint callback of ours Lightning would add its own.
         checkpointing = any(isinstance(c, ModelCheckpoint) for c in every)
+        options = {**trainer_options, **debug_options(self.cfg, self.stage, trainer_options)}
         trainer = lit_trainer.build_trainer(
             self.cfg,
             self.run_id,
             tracking_uri(self.cfg),
             callbacks=every,
             enable_checkpointing=checkpointing,
-            **trainer_options,
+            **options,
         )
         trainer.fit(module, train_loader, val_loader, ckpt_path=plan.ckpt_path, weights_only=True)
         end_process_group()
+        if "profiler" in options and self.leader:
+            log_profile(Path(PROFILER_DIR), self.stage)
         return trainer
+
+
+def configured_callbacks(cfg: Config) -> list[Callback]:
+    """The callbacks of ``cfg.callbacks`` (conf/callbacks/), built by ``hydra.utils.instantiate``;
+    one that cannot be built is a one-line error naming its key."""
+    from hydra.utils import instantiate
+
+    from lmforge.core.errors import UserError
+
+    built = []
+    for name, spec in cfg.callbacks.items():
+        if spec is None:
+            continue
+        try:
+            callback = instantiate(spec)
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise UserError(
+                f"config key 'callbacks.{name}': cannot build {spec['_target_']}: {reason}"
+            ) from None
+        if not isinstance(callback, Callback):
+            raise UserError(f"config key 'callbacks.{name}': {spec['_target_']} is no Lightning Callback")
+        built.append(callback)
+    return built
+
+
+# Where trainer.profiler writes its report: <stage>-profile files, logged with the stage's run.
+PROFILER_DIR = "outputs/profiler"
+
+
+def debug_options(cfg: Config, stage: str, stage_options: dict[str, Any]) -> dict[str, Any]:
+    """The trainer.* debugging keys that are set (conf/debug/), over the stage's own options (a
+    stage's limit_val_batches, pretrain's); an int val_check_interval is held within the
+    limited epoch."""
+    t = cfg.trainer
+    options: dict[str, Any] = {}
+    for key in ("limit_train_batches", "limit_val_batches", "overfit_batches"):
+        if getattr(t, key) is not None:
+            options[key] = getattr(t, key)
+    interval = stage_options.get("val_check_interval")
+    batches = options.get("overfit_batches") or options.get("limit_train_batches")
+    if type(interval) is int and type(batches) is int and batches > 0:
+        options["val_check_interval"] = min(interval, batches)
+    if t.profiler is not None:
+        from lightning.pytorch.profilers import AdvancedProfiler, SimpleProfiler
+
+        kind = SimpleProfiler if t.profiler == "simple" else AdvancedProfiler
+        options["profiler"] = kind(dirpath=PROFILER_DIR, filename=f"{stage}-profile")
+    return options
+
+
+def log_profile(folder: Path, stage: str) -> None:
+    """Log the profiler's report (``fit-<stage>-profile.txt``) with the active run, and say where."""
+    import mlflow
+
+    for report in sorted(folder.glob(f"*{stage}-profile*")):
+        if mlflow.active_run() is not None:
+            mlflow.log_artifact(str(report), "profiler")
+        print(f"{stage}: profiler report {report}")
 
 
 @contextmanager

@@ -272,6 +272,8 @@ def _stage_run(
         **git_state(),
         **lineage_tags(cfg, stage),
         **(extra_tags or {}),
+        # The user's labels (tags=[a,b]): searchable as tags.a = 'true'.
+        **dict.fromkeys(cfg.tags, "true"),
     }
     with mlflow.start_run(
         experiment_id=experiment_id,

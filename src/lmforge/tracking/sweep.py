@@ -105,6 +105,7 @@ class MlflowSweep(Callback):
                 "lmforge.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
                 "lmforge.sweeper": sweeper.rsplit(".", 1)[-1],
                 "lmforge.launcher": launcher.rsplit(".", 1)[-1],
+                **dict.fromkeys(cfg.tags, "true"),  # the user's labels (tags=[a,b]), as on its jobs
             },
         )
         client.log_param(run.info.run_id, "sweep.overrides", " ".join(given)[:6000])
