@@ -78,7 +78,7 @@ def test_rename_touches_whole_names_only() -> None:
     "answers, expected",
     [
         (
-            {"task": "text2text", "python_version": "3.12", "tracking_uri": "http://127.0.0.1:5999"},
+            {"task": "text2text", "python_version": "3.11", "tracking_uri": "http://127.0.0.1:5999"},
             {
                 "task.name": "text2text",
                 "data.source.target_column": "summary",
@@ -88,7 +88,7 @@ def test_rename_touches_whole_names_only() -> None:
             },
         ),
         (
-            {"task": "tagging", "python_version": "3.10", "data_path": "/data/treebank"},
+            {"task": "tagging", "python_version": "3.11", "data_path": "/data/treebank"},
             {
                 "task.name": "tagging",
                 "data.source.kind": "local",
@@ -118,7 +118,7 @@ def test_answers_land_in_conf_and_params_match_dvcs_composition(tmp_path: Path, 
     assert not (project / "src" / "lmforge").exists() and (project / "src" / "acme" / "finetune.py").is_file()
     assert (project / "README.md").read_text().startswith("# Acme LM\n\nOurs.\n")
     pyproject = (project / "pyproject.toml").read_text()
-    assert 'name = "acme"' in pyproject and f'requires-python = ">={answers["python_version"]}"' in pyproject
+    assert 'name = "acme"' in pyproject and f'requires-python = ">={answers["python_version"]},<' in pyproject
     assert f"PYTHON ?= python{answers['python_version']}" in (project / "Makefile").read_text()
     # DVC's composition of the new conf/ is byte for byte the params.yaml the task wrote.
     out = run_cmd(sys.executable, "-m", "acme.params", "--check", cwd=project, env=in_project(project))

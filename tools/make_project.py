@@ -65,7 +65,9 @@ TASK_GROUPS = {
 }
 # The data group a local path starts from: its columns and cleaning suit the task.
 LOCAL_DATA_BASE = {"classification": "stdlib", "text2text": "docsum", "tagging": "ud_ewt"}
-PYTHON_VERSIONS = ("3.10", "3.11", "3.12", "3.13")
+# The Pythons requirements.lock installs on (pyproject's requires-python; copier.yml offers the same,
+# tests/test_install.py checks they agree).
+PYTHON_VERSIONS = ("3.11",)
 
 
 class ProjectError(Exception):
@@ -220,7 +222,9 @@ def set_python_version(dest: Path, version: str) -> None:
         raise ProjectError(f"Python {version} is not offered; use one of {', '.join(PYTHON_VERSIONS)}")
     compact = version.replace(".", "")
     pyproject = dest / "pyproject.toml"
-    replace_line(pyproject, r'requires-python = ".*"', f'requires-python = ">={version}"')
+    major, minor = version.split(".")
+    below = f"{major}.{int(minor) + 1}"  # one Python, as the template's (the lock is that Python's)
+    replace_line(pyproject, r'requires-python = ".*"', f'requires-python = ">={version},<{below}"')
     replace_line(pyproject, r'target-version = "py3\d+"', f'target-version = "py{compact}"')
     replace_line(pyproject, r'python_version = "3\.\d+"', f'python_version = "{version}"')
     replace_line(dest / "Makefile", r"PYTHON \?= python3(\.\d+)?", f"PYTHON ?= python{version}")
