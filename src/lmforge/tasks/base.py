@@ -79,6 +79,26 @@ class PrepareTally:
         return f"{len(names)} classes"
 
 
+class TargetCountingTally(PrepareTally):
+    """:class:`PrepareTally` that also counts records carrying a ``target`` and refuses records
+    that hold both targets and labels (the classification and text-to-text tasks share it)."""
+
+    def __init__(self) -> None:
+        self.pairs = 0
+
+    def add(self, split: str, record: dict) -> None:
+        self.pairs += "target" in record
+
+    def check(self, raw: Path, names: list) -> None:
+        if self.pairs and names:
+            raise UserError(
+                f"{raw}: records mix targets (text-to-text) and labels "
+                "(classification); give data.source.target_column or "
+                "data.source.label_column, not both"
+            )
+        super().check(raw, names)
+
+
 class Task:
     """The interface every task implements (see the module docstring).
 

@@ -7,28 +7,12 @@ import json
 from pathlib import Path
 
 from lmforge.core.config import Config
-from lmforge.core.errors import UserError
 from lmforge.core.io import read_jsonl
-from lmforge.tasks.base import PrepareTally
+from lmforge.tasks.base import TargetCountingTally
 
 
-class LabelTally(PrepareTally):
-    """Labels are counted by the prepare stage; here: records that carry a target as well."""
-
-    def __init__(self) -> None:
-        self.pairs = 0
-
-    def add(self, split: str, record: dict) -> None:
-        self.pairs += "target" in record
-
-    def check(self, raw: Path, names: list) -> None:
-        if self.pairs and names:
-            raise UserError(
-                f"{raw}: records mix targets (text-to-text) and labels "
-                "(classification); give data.source.target_column or "
-                "data.source.label_column, not both"
-            )
-        super().check(raw, names)
+class LabelTally(TargetCountingTally):
+    """Labels are counted by the prepare stage; a target beside them is refused."""
 
 
 def labelled(path: Path) -> tuple[list[str], list[str]]:

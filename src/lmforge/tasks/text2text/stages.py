@@ -11,7 +11,7 @@ from lmforge.core.config import Config
 from lmforge.core.errors import UserError
 from lmforge.core.io import read_jsonl
 from lmforge.metrics.text import format_scores
-from lmforge.tasks.base import CollectTally, PrepareTally
+from lmforge.tasks.base import CollectTally, TargetCountingTally
 
 
 class PairCount(CollectTally):
@@ -30,21 +30,8 @@ class PairCount(CollectTally):
         return f"{self.pairs} source/target pairs" if self.pairs else super().summary()
 
 
-class PairTally(PrepareTally):
-    def __init__(self) -> None:
-        self.pairs = 0
-
-    def add(self, split: str, record: dict) -> None:
-        self.pairs += "target" in record
-
-    def check(self, raw: Path, names: list) -> None:
-        if self.pairs and names:
-            raise UserError(
-                f"{raw}: records mix targets (text-to-text) and labels "
-                "(classification); give data.source.target_column or "
-                "data.source.label_column, not both"
-            )
-        super().check(raw, names)
+class PairTally(TargetCountingTally):
+    """Counts the source/target pairs (the summary line says how many)."""
 
     def finish(self, raw: Path, out: Path, names: list, summary: dict) -> str:
         return f"{self.pairs} source/target pairs" if self.pairs else super().finish(raw, out, names, summary)
