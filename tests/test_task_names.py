@@ -41,3 +41,20 @@ def test_stages_config_and_export_name_no_task() -> None:
         if TASK_NAMES.search(line)
     ]
     assert not hits, "task names outside src/lmforge/tasks/:\n" + "\n".join(hits)
+
+
+def test_classification_and_text2text_refuse_records_that_mix_targets_and_labels(tmp_path: Path) -> None:
+    import pytest
+
+    from lmforge.core.errors import UserError
+    from lmforge.core.task_registry import get_task
+
+    for name in ("classification", "text2text"):
+        tally = get_task(name).prepare_tally(None)
+        tally.add("train", {"text": "a", "label": "x"})
+        tally.add("train", {"text": "b", "target": "y"})
+        with pytest.raises(UserError, match="records mix targets"):
+            tally.check(tmp_path / "raw", ["x", "z"])
+        fine = get_task(name).prepare_tally(None)
+        fine.add("train", {"text": "a", "label": "x"})
+        fine.check(tmp_path / "raw", ["x", "z"])
