@@ -565,3 +565,24 @@ def test_finetune_refuses_a_pretrained_folder_of_another_model(tmp_path) -> None
         (folder / "hf" / "config.json").write_text("{}")
         assert hf_checkpoint(cfg)[0].name_or_path == str(Path(cfg.paths.pretrained) / "hf")
         assert hf_checkpoint(cfg, start=False)[0].name_or_path == "/models/a"
+
+
+def test_two_copies_of_the_import_guard_do_not_ask_each_other_for_ever() -> None:
+    """A project made from this template holds its own copy of the guard; with both packages on
+    the path (Hydra imports every hydra_plugins module, the template's too) both are installed."""
+    code = (
+        "import importlib.util, sys\n"
+        "import lmforge.core.import_guard as ours\n"
+        "spec = importlib.util.spec_from_file_location('other_guard', ours.__file__)\n"
+        "other = importlib.util.module_from_spec(spec); spec.loader.exec_module(other)\n"
+        "sys.meta_path.insert(0, other._Finder())\n"
+        "ours.install(); other.install()\n"
+        "print(sum(getattr(f, 'guards_transformers', False) for f in sys.meta_path))\n"
+        "print(importlib.util.find_spec('transformers') is not None)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop("LMFORGE_TORCHMETRICS_TRANSFORMERS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    guards, found = done.stdout.split()
+    assert guards == "2" and found in ("True", "False")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lmforge.metrics.text import chrf_score, chrf_signature, rouge_scores, sacrebleu_signature, score_texts
@@ -38,6 +38,8 @@ PARITY = settings(max_examples=150, deadline=None, suppress_health_check=[Health
 
 @PARITY
 @given(corpus)
+# Found by CI: sacrebleu strips a segment's trailing white space before 13a joins "-\n".
+@example([("A A A -\n", "A A A -\n")])
 def test_bleu_and_chrf_equal_sacrebleu_defaults(pairs) -> None:
     predictions, references = [p for p, _ in pairs], [r for _, r in pairs]
     scores = score_texts(predictions, references)

@@ -49,11 +49,15 @@ class _Loader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
+    # Marks every copy of this guard, whatever package holds it (a project made from this
+    # template has its own): two on sys.meta_path would ask each other for ever.
+    guards_transformers = True
+
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001
         if fullname != TARGET:
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "guards_transformers", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -67,5 +71,5 @@ def install() -> None:
     """Add the hook once, first on ``sys.meta_path`` (a no-op when the variable opts out)."""
     if os.environ.get(ENV, "") in {"1", "true", "yes"}:
         return
-    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+    if not any(getattr(finder, "guards_transformers", False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

@@ -128,7 +128,12 @@ def _bleu(predictions: list[str], references: list[str]) -> float:
     from torchmetrics.text import SacreBLEUScore
 
     counts = SacreBLEUScore(n_gram=BLEU_ORDER, tokenize="13a", lowercase=False)
-    counts.update(predictions, [[reference] for reference in references])
+    # sacrebleu strips each segment's trailing white space before tokenizing; 13a would
+    # otherwise join a final "-\n" to nothing and drop the hyphen.
+    counts.update(
+        [prediction.rstrip() for prediction in predictions],
+        [[reference.rstrip()] for reference in references],
+    )
     return bleu_from_counts(
         counts.numerator.tolist(),
         counts.denominator.tolist(),
