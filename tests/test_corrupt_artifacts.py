@@ -183,7 +183,9 @@ def test_generate_output_that_is_a_folder_fails_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60  # no model was loaded, nothing generated
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0])
+# Not earlier than 0.3 s: before lmforge is imported (~40 ms idle, several times that on a busy
+# machine) the signal meets Python's own handler, which no package can replace.
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
 @pytest.mark.parametrize("stage", ["prepare", "tokenize"])
 def test_an_interrupt_at_start_up_is_one_line_and_exit_130(tmp_path: Path, stage: str, delay: float) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
