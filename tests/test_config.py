@@ -44,6 +44,29 @@ def test_the_built_in_recipe_is_the_default_and_any_experiment_replaces_it() -> 
         assert preset.pretrain.enabled and not preset.vectors.enabled
 
 
+def test_the_default_recipe_fuses_an_n_gram_model_wherever_it_can_and_each_lever_switches() -> None:
+    """Issue 34: the default fuses the n-gram model (null: wherever it can be) and bounds its
+    epochs by a budget of examples; the other tasks, an ensemble and the presets that measured
+    their figures without it get none; each lever switches by config."""
+    from lmforge.core.config import compose
+
+    default = compose([])
+    assert default.finetune.ngram_fusion is True and default.vectors.enabled
+    assert default.finetune.input_len() == 1024 > default.finetune.max_len
+    assert compose(["finetune.ngram_fusion=false"]).finetune.input_len() == default.finetune.max_len
+    assert compose(["task=tagging"]).finetune.ngram_fusion is False
+    assert compose(["finetune.ensemble=2"]).finetune.ngram_fusion is False
+    assert compose(["experiment=sst2"]).finetune.ngram_fusion is False
+    assert compose(["experiment=sst2_fusion"]).finetune.ngram_fusion is True
+    with pytest.raises(UserError, match="finetune.ngram_fusion"):
+        compose(["task=tagging", "finetune.ngram_fusion=true"])
+    # The budget: whole epochs within 50,000 examples, at least one, at most max_epochs.
+    f = default.finetune
+    assert (f.budget_examples, f.max_epochs) == (50000, 6)
+    assert [f.epochs(n) for n in (2803, 10000, 24000, 40000, 67000)] == [6, 5, 2, 1, 1]
+    assert compose(["finetune.budget_examples=null"]).finetune.epochs(40000) == 6
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from lmforge.core.config import TokenizerConfig
 from lmforge.data.tokenization import special_ids, train_tokenizer
+from lmforge.data.datasets import frame_record
 from lmforge.models.ngrams import NgramLogits
 from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
 from lmforge.models.word_vectors import token_kinds
@@ -170,3 +171,65 @@ def test_the_fit_is_scikit_learns_logistic_regression_on_the_same_features(
             ours = model(batch).softmax(-1).double().numpy()
         theirs = reference.predict_proba(_feature_matrix(model, batch))
         assert abs(ours - theirs).max() < 2e-3
+
+
+def _pairwise_ngrams(model: NgramLogits, input_ids: torch.Tensor):
+    """The counting the sort replaced: every pair of n-grams of a row compared (M^2)."""
+    keys = model.word_keys(input_ids)
+    order = (keys == 0).to(torch.int8).argsort(dim=1, stable=True)
+    words = keys.gather(1, order)
+    pairs = (words[:, :-1] * 1_000_003 + words[:, 1:]) * 2_654_435_761
+    pairs = torch.where((words[:, :-1] > 0) & (words[:, 1:] > 0), pairs, 0)
+    grams = torch.cat([words, pairs], dim=1)
+    present = grams != 0
+    same = (grams.unsqueeze(2) == grams.unsqueeze(1)) & present.unsqueeze(1) & present.unsqueeze(2)
+    earlier = torch.ones(same.shape[1:], dtype=torch.bool).tril(-1)
+    first = present & ~(same & earlier).any(-1)
+    return grams.remainder(model.buckets) * present, same.sum(-1).to(torch.float32), first
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), words=st.integers(1, 40), rows=st.integers(1, 5))
+def test_counting_ngrams_by_sorting_equals_comparing_every_pair(tokenizer, seed, words, rows) -> None:
+    """Texts of a few repeated words (so n-grams repeat), ragged rows: the same buckets, counts
+    and first occurrences as the pairwise count, element by element."""
+    rng = random.Random(seed)
+    vocab = ["good", "bad", "movie", "not", "the"][: rng.randint(1, 5)]
+    batch = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, words))) for _ in range(rows)]
+    model, ids = model_for(tokenizer, buckets=97), encode(tokenizer, batch)
+    for got, expected in zip(model.ngrams(ids), _pairwise_ngrams(model, ids), strict=True):
+        assert torch.equal(got, expected)
+
+
+def test_a_text_longer_than_the_encoder_reaches_it_cut_and_the_n_gram_model_whole(tokenizer) -> None:
+    """finetune.ngram_max_len: the classifier reads up to 1,024 tokens of a text; its encoder
+    sees `[CLS] ids [SEP]` cut to max_len, exactly as a text framed at max_len, and the n-gram
+    model every word, the tail's included (a review's verdict is often in its last lines)."""
+    cfg = TransformerConfig(
+        vocab_size=tokenizer.get_vocab_size(), d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=16, dropout=0.0
+    )
+    specials = special_ids()
+    torch.manual_seed(0)
+    cut = SequenceClassifier(cfg, 2, ngram_buckets=4096, encoder_len=16, sep_id=specials["sep"])
+    plain = SequenceClassifier(cfg, 2, ngram_buckets=4096)
+    plain.load_state_dict(cut.state_dict())
+    cut.eval(), plain.eval()
+    texts_ = ["the movie was good " * 8 + "but the end was awful", "good film"]
+    long = [tokenizer.encode(t).ids for t in texts_]
+    wide = torch.nn.utils.rnn.pad_sequence(
+        [frame_record(ids, 64, specials["cls"], specials["sep"]) for ids in long],
+        batch_first=True,
+        padding_value=specials["pad"],
+    )
+    framed = torch.nn.utils.rnn.pad_sequence(
+        [frame_record(ids, 16, specials["cls"], specials["sep"]) for ids in long],
+        batch_first=True,
+        padding_value=specials["pad"],
+    )
+    assert wide.shape[1] > 16 == framed.shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(cut(wide), plain(framed))
+    cut.ngrams.set_word_starts(token_kinds(tokenizer, specials.values()))
+    whole, head = cut.ngrams.ngrams(wide)[0], cut.ngrams.ngrams(framed)[0]
+    assert (whole[0] > 0).sum() > (head[0] > 0).sum()  # "awful" and the tail's pairs
+    assert torch.equal(whole[1][whole[1] > 0].sort().values, head[1][head[1] > 0].sort().values)

@@ -65,7 +65,13 @@ def run(cfg: Config) -> float:
         lengths=data.train_lengths if f.group_by_length else None,
     )
     model_cfg = model_config(cfg, meta["vocab_size"])
-    total_steps = f.max_epochs * math.ceil(len(data.train) / f.batch_size)
+    epochs = f.epochs(len(data.train))  # max_epochs, within finetune.budget_examples
+    if epochs < f.max_epochs:
+        print(
+            f"finetune: {epochs} epoch(s) of {len(data.train)} train examples "
+            f"(finetune.budget_examples={f.budget_examples}; max_epochs={f.max_epochs})"
+        )
+    total_steps = epochs * math.ceil(len(data.train) / f.batch_size)
     module = task.module(cfg, model_cfg, meta, total_steps)
     task.before_fit(module, data, cfg, meta)
     if cfg.trainer.compile:
@@ -112,7 +118,7 @@ def run(cfg: Config) -> float:
             lr_key="optim.lr",
             callbacks=[checkpoints, stopper],
             ema_decay=f.ema_decay,
-            max_epochs=f.max_epochs,
+            max_epochs=epochs,
             val_check_interval=f.val_check_interval,
             gradient_clip_val=cfg.optim.grad_clip or None,
         )

@@ -127,14 +127,18 @@ class PackedSequences(Dataset):
 
 
 class LabelledRecords(Dataset):
-    """Each labelled record as ``[CLS] ids [SEP]``, truncated to ``max_len``, with its class."""
+    """Each labelled record as ``[CLS] ids [SEP]``, truncated to ``max_len``, with its class.
+    ``input_len`` (longer than ``max_len``): the records are cut there instead, for a model that
+    reads more of a text than its encoder (an n-gram model beside it); ``lengths`` and
+    ``truncated`` still count against ``max_len``, what the encoder reads."""
 
-    def __init__(self, shards: TokenShards, max_len: int) -> None:
+    def __init__(self, shards: TokenShards, max_len: int, input_len: int | None = None) -> None:
         self.shards = shards
         self.rows = np.flatnonzero(shards.labels >= 0)
         special = shards.meta["special_ids"]
         self.cls, self.sep, self.pad = special["cls"], special["sep"], special["pad"]
         self.max_len = max_len
+        self.input_len = max(max_len, input_len or 0)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -152,7 +156,7 @@ class LabelledRecords(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.rows[index]
-        return frame_record(self.shards.record(row), self.max_len, self.cls, self.sep), int(
+        return frame_record(self.shards.record(row), self.input_len, self.cls, self.sep), int(
             self.shards.labels[row]
         )
 

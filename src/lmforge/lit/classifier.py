@@ -43,6 +43,8 @@ class LitClassifier(L.LightningModule):
         word_vectors: tuple[int, int] | None = None,
         ensemble: int = 1,
         ngram_buckets: int = 0,
+        encoder_len: int | None = None,
+        sep_id: int | None = None,
     ) -> None:
         super().__init__()
         # `model`: a pretrained classifier with the same call (model=hf), else lmforge's own:
@@ -54,6 +56,8 @@ class LitClassifier(L.LightningModule):
             word_vectors=word_vectors,
             ensemble=ensemble,
             ngram_buckets=ngram_buckets,
+            encoder_len=encoder_len,
+            sep_id=sep_id,
         )
         self.optim = optim
         self.total_steps = total_steps

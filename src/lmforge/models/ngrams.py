@@ -47,7 +47,8 @@ class NgramLogits(nn.Module):
 
     def ngrams(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ``[B, M]`` buckets, how often each occurrence's n-gram occurs in its text
-        (0: no n-gram here) and whether it is that n-gram's first occurrence."""
+        (0: no n-gram here) and whether it is that n-gram's first occurrence. Counted by sorting
+        each row (time and memory ``M log M``, not ``M^2``: a text may be a whole review)."""
         keys = self.word_keys(input_ids)
         # The words, left-aligned in text order (zeros after the last).
         order = (keys == 0).to(torch.int8).argsort(dim=1, stable=True)
@@ -56,10 +57,16 @@ class NgramLogits(nn.Module):
         pairs = torch.where((words[:, :-1] > 0) & (words[:, 1:] > 0), pairs, 0)
         grams = torch.cat([words, pairs], dim=1)
         present = grams != 0
-        same = (grams.unsqueeze(2) == grams.unsqueeze(1)) & present.unsqueeze(1) & present.unsqueeze(2)
-        count = same.sum(-1).to(torch.float32)
-        earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=same.device).tril(-1)
-        first = present & ~(same & earlier).any(-1)
+        # Equal n-grams of a row sorted next to each other, in text order (a stable sort): a run
+        # of equal values is one n-gram, its length the count, its first element the first one.
+        ordered, where = grams.sort(dim=1, stable=True)
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        run = starts.long().cumsum(dim=1) - 1
+        sizes = torch.zeros(ordered.shape, dtype=torch.float32, device=grams.device)
+        sizes.scatter_add_(1, run, torch.ones_like(sizes))
+        count = torch.empty_like(sizes).scatter_(1, where, sizes.gather(1, run)) * present
+        first = torch.empty_like(starts).scatter_(1, where, starts) & present
         return grams.remainder(self.buckets) * present, count, first
 
     def values(self, buckets: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -93,27 +100,31 @@ class NgramLogits(nn.Module):
         tests/test_ngrams.py checks the fitted probabilities against scikit-learn's at C=2c for
         two classes and C=c for three. Returns the train accuracy, the number of n-grams in use
         and the number of L-BFGS steps."""
-        found: list[tuple[torch.Tensor, ...]] = []
+        # Each batch's n-grams; the IDF needs all of them before any value can be computed.
+        found = []
+        n = 0
+        df = torch.zeros(self.buckets)
         for ids, y in batches:
-            found.append((*self.ngrams(ids), y))
-        width = max(item[0].shape[1] for item in found)
-
-        def stack(i: int) -> torch.Tensor:
-            return torch.cat([nn.functional.pad(item[i], (0, width - item[i].shape[1])) for item in found])
-
-        bucket, count, first = stack(0), stack(1), stack(2)
-        label = torch.cat([item[3] for item in found])
-        n = len(label)
-        df = torch.zeros(self.buckets).index_add_(0, bucket[first], torch.ones(int(first.sum())))
+            bucket, count, first = self.ngrams(ids)
+            df.index_add_(0, bucket[first], torch.ones(int(first.sum())))
+            found.append((bucket, count, y))
+            n += len(y)
         # scikit-learn's smoothed IDF; n-grams in fewer than 2 train texts get none (min_df=2).
         self.idf.copy_(torch.where(df >= 2, torch.log(torch.tensor(1.0 + n)) - torch.log1p(df) + 1, 0.0))
-        values = self.values(bucket, count)
-        kept = values > 0
-        used, column = torch.unique(bucket[kept], return_inverse=True)
-        rows = torch.arange(n).unsqueeze(1).expand_as(bucket)[kept]
-        # One row per text over the n-grams in use: occurrences of one n-gram add up.
+        # One sparse row per text over the n-grams kept, batch by batch (no padding to the
+        # longest text of the split): occurrences of one n-gram add up.
+        rows, buckets, entries, start = [], [], [], 0
+        for bucket, count, y in found:
+            values = self.values(bucket, count)
+            kept = values > 0
+            rows.append(torch.arange(start, start + len(y)).unsqueeze(1).expand_as(bucket)[kept])
+            buckets.append(bucket[kept])
+            entries.append(values[kept])
+            start += len(y)
+        label = torch.cat([y for _, _, y in found])
+        used, column = torch.unique(torch.cat(buckets), return_inverse=True)
         matrix = torch.sparse_coo_tensor(
-            torch.stack([rows, column]), values[kept], (n, len(used)), check_invariants=True
+            torch.stack([torch.cat(rows), column]), torch.cat(entries), (n, len(used)), check_invariants=True
         ).coalesce()
         classes = self.weight.shape[1]
         weight = torch.zeros(len(used), classes, requires_grad=True)

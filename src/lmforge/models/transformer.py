@@ -458,6 +458,8 @@ class SequenceClassifier(nn.Module):
         pooling: Literal["mean", "cls"] = "mean",
         word_vectors: tuple[int, int] | None = None,
         ngram_buckets: int = 0,
+        encoder_len: int | None = None,
+        sep_id: int | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -484,6 +486,13 @@ class SequenceClassifier(nn.Module):
         # Optional n-gram model to fuse with (finetune.ngram_fusion, :mod:`lmforge.models.ngrams`):
         # fitted before finetuning, mixed in with `ngram_weight`, chosen on validation after it.
         self.ngram_buckets = ngram_buckets
+        # Inputs longer than encoder_len (the n-gram model reads more of a text than the
+        # encoder, finetune.ngram_max_len) reach the encoder as `[CLS] ids [SEP]` cut to
+        # encoder_len, as the data framed them before: the cut row's last token becomes [SEP].
+        self.encoder_len = encoder_len
+        self.sep_id = sep_id
+        if encoder_len is not None and sep_id is None:
+            raise ValueError("encoder_len needs sep_id, the [SEP] that ends a cut text")
         if ngram_buckets:
             from lmforge.models.ngrams import NgramLogits
 
@@ -508,14 +517,18 @@ class SequenceClassifier(nn.Module):
         if attention_mask is None:
             attention_mask = input_ids != self.cfg.pad_id
         attention_mask = attention_mask.to(torch.bool)
+        ids, mask = input_ids, attention_mask
+        if self.encoder_len is not None and input_ids.shape[1] > self.encoder_len:
+            ids, mask = input_ids[:, : self.encoder_len].clone(), attention_mask[:, : self.encoder_len]
+            ids[attention_mask[:, self.encoder_len :].any(dim=1), -1] = self.sep_id
         extra = None
         if self.word_vectors:
-            extra = self.vector_proj(self.vectors(self.word_keys(input_ids)))
-        hidden = self.encoder(input_ids, attention_mask, extra_embeddings=extra)
+            extra = self.vector_proj(self.vectors(self.word_keys(ids)))
+        hidden = self.encoder(ids, mask, extra_embeddings=extra)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         if self.ngram_buckets and self.ngram_weight > 0:
@@ -568,11 +581,13 @@ def build_classifier(
     word_vectors: tuple[int, int] | None = None,
     ensemble: int = 1,
     ngram_buckets: int = 0,
+    encoder_len: int | None = None,
+    sep_id: int | None = None,
 ) -> SequenceClassifier | ClassifierEnsemble:
     """One :class:`SequenceClassifier`, or with ``ensemble`` > 1 a :class:`ClassifierEnsemble` of
     that many, each initialised on its own."""
     members = [
-        SequenceClassifier(cfg, num_labels, pooling, word_vectors, ngram_buckets)
+        SequenceClassifier(cfg, num_labels, pooling, word_vectors, ngram_buckets, encoder_len, sep_id)
         for _ in range(max(ensemble, 1))
     ]
     return members[0] if len(members) == 1 else ClassifierEnsemble(members)
@@ -588,7 +603,21 @@ def classifier_from_config(config: dict) -> SequenceClassifier | ClassifierEnsem
         word_vectors=tuple(vectors) if vectors else None,
         ensemble=config.get("ensemble", 1),
         ngram_buckets=config.get("ngram_buckets", 0),
+        **encoder_cut(config),
     )
+
+
+def input_len(config: dict) -> int:
+    """How many tokens of a text a finetuned classifier reads (its folder's ``config.json``):
+    ``max_len``, or longer where its n-gram model reads more (``ngram_max_len``)."""
+    return max(config["max_len"], config.get("ngram_max_len", 0)) if config.get("ngram_buckets") else config["max_len"]
+
+
+def encoder_cut(config: dict) -> dict:
+    """``encoder_len`` and ``sep_id`` for a classifier whose inputs may outrun its encoder."""
+    if "max_len" not in config or input_len(config) <= config["max_len"]:
+        return {}
+    return {"encoder_len": config["max_len"], "sep_id": config["special_ids"]["sep"]}
 
 
 def training_flops_per_token(cfg: TransformerConfig, seq_len: int, masked_fraction: float) -> float:

@@ -138,7 +138,9 @@ class TokenWordKeys(nn.Module):
         segment = start.long().cumsum(dim=1) - 1  # which run each token belongs to
         position = torch.arange(length, device=ids.device).expand(batch, length)
         offset = position - torch.where(start, position, 0).cummax(dim=1).values
-        terms = (ids.long() + 1) * self.powers[offset]
+        # A word longer than the powers (max_len tokens: only in a text longer than max_len,
+        # as the n-gram model reads) reuses the last power past it.
+        terms = (ids.long() + 1) * self.powers[offset.clamp(max=len(self.powers) - 1)]
         sums = torch.zeros(batch, length, dtype=torch.long, device=ids.device).scatter_add_(1, segment, terms)
         keys = sums.gather(1, segment) % MODULUS + 1
         return torch.where(start & (kind == WORD_START), keys, 0)

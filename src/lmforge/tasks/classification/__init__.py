@@ -60,9 +60,9 @@ class ClassificationTask(Task):
                 f"{cfg.paths.shards}: the data has {len(labels)} label(s); "
                 "finetuning needs a labelled source with at least two classes"
             )
-        max_len = cfg.finetune.max_len
-        train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), max_len)
-        val = LabelledRecords(TokenShards(cfg.paths.shards, "val"), max_len)
+        max_len, input_len = cfg.finetune.max_len, cfg.finetune.input_len()
+        train = LabelledRecords(TokenShards(cfg.paths.shards, "train"), max_len, input_len)
+        val = LabelledRecords(TokenShards(cfg.paths.shards, "val"), max_len, input_len)
         if len(train) == 0 or len(val) == 0:
             raise UserError(
                 f"{cfg.paths.shards}: no labelled records in the train or val split; "
@@ -75,6 +75,7 @@ class ClassificationTask(Task):
             print(
                 f"finetune: {truncated['train']} of {len(train)} train and {truncated['val']} of "
                 f"{len(val)} val texts exceed finetune.max_len={max_len} tokens and are truncated"
+                + (f" (the n-gram model reads up to {input_len})" if input_len > max_len else "")
             )
         return TaskData(
             train=train,
@@ -87,6 +88,7 @@ class ClassificationTask(Task):
 
     def module(self, cfg: Config, model_cfg: Any, meta: dict, total_steps: int) -> Any:
         from lmforge.lit.classifier import LitClassifier
+        from lmforge.models.transformer import encoder_cut
 
         model = None
         if cfg.model.is_hf:
@@ -106,6 +108,7 @@ class ClassificationTask(Task):
             word_vectors=None if vectors is None else tuple(vectors[1].shape),
             ensemble=cfg.finetune.ensemble,
             ngram_buckets=cfg.finetune.fusion_buckets,
+            **encoder_cut(self.model_options(cfg, meta)),
         )
         if vectors is not None:
             module.model.set_word_vectors(*vectors)
@@ -156,7 +159,12 @@ class ClassificationTask(Task):
         scores = {round(0.05 * step, 2): f1(0.05 * step) for step in range(20)}
         best = max(scores, key=lambda w: (scores[w], -w))
         model.ngram_weight.fill_(best)
-        result = {"ngram_weight": best, "val_f1_fused": scores[best], "val_f1_ngrams": f1(1.0)}
+        result = {
+            "ngram_weight": best,
+            "val_f1_fused": scores[best],
+            "val_f1_encoder": scores[0.0],
+            "val_f1_ngrams": f1(1.0),
+        }
         print(
             f"finetune: n-gram fusion weight {best:.2f} (val macro F1 {scores[best]:.4f}; the "
             f"classifier alone {scores[0.0]:.4f}, the n-gram model alone {result['val_f1_ngrams']:.4f})"
@@ -193,13 +201,17 @@ class ClassificationTask(Task):
         return token_kinds(ClassificationTask._tokenizer(cfg), meta["special_ids"].values())
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
+        longer = cfg.finetune.input_len() > cfg.finetune.max_len
         return {
+            # What a text cut for the encoder ends with (finetune.ngram_max_len).
+            **({"special_ids": meta["special_ids"]} if longer else {}),
             "labels": meta["labels"],
             "pooling": cfg.finetune.pooling,
             "max_len": cfg.finetune.max_len,
             "word_vectors": word_vectors_shape(cfg),
             "ensemble": cfg.finetune.ensemble,
             "ngram_buckets": cfg.finetune.fusion_buckets,
+            "ngram_max_len": cfg.finetune.input_len(),
         }
 
     def after_fit(self, module: Any, val_loader: Any, cfg: Config, meta: dict) -> dict:
@@ -248,6 +260,20 @@ class ClassificationTask(Task):
         batches: list = []
         overall, per_class, matrix, actual, predicted = score(model, loader, len(labels), batches)
         result = report(labels, overall, per_class, matrix.sum(dim=1).tolist())
+        metrics = {f"test_{k}": v for k, v in overall.items()}
+        if getattr(model, "ngram_buckets", 0):
+            # Fused with an n-gram model: what the encoder scores alone, so a user sees how much
+            # of the figure is the neural model's, and the weight validation chose.
+            weight = float(model.ngram_weight)
+            model.ngram_weight.zero_()
+            alone = score(model, loader, len(labels))[0]
+            model.ngram_weight.fill_(weight)
+            result.update(
+                {"ngram_weight": weight, "encoder_accuracy": alone["accuracy"], "encoder_f1": alone["f1"]}
+            )
+            metrics.update(
+                {"ngram_weight": weight, "test_encoder_accuracy": alone["accuracy"], "test_encoder_f1": alone["f1"]}
+            )
         plots = eval_plots(cfg)
         confusion_csv(
             ((labels[a], labels[p]) for a, p in zip(actual, predicted, strict=True)), plots / "confusion.csv"
@@ -258,7 +284,6 @@ class ClassificationTask(Task):
             plots / "confusion.png",
             f"test: accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1']:.3f}",
         )
-        metrics = {f"test_{k}": v for k, v in overall.items()}
         metrics.update({f"test_f1_class_{name}": v["f1"] for name, v in result["per_class"].items()})
         f1_csv(result["per_class"], plots / "f1.csv")
         f1_png(result["per_class"], plots / "f1.png", f"test F1 per class (macro {overall['f1']:.3f})")
@@ -285,7 +310,12 @@ class ClassificationTask(Task):
             "tables": {"test_errors.json": errors},
             "summary": f"test accuracy {overall['accuracy']:.4f}, macro P/R/F1 "
             f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
-            f"on {len(test)} examples",
+            f"on {len(test)} examples"
+            + (
+                f" (the encoder alone {result['encoder_accuracy']:.4f}, n-gram weight {result['ngram_weight']:.2f})"
+                if "ngram_weight" in result
+                else ""
+            ),
         }
 
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:

@@ -28,15 +28,16 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         from tokenizers import Tokenizer
 
         from lmforge.data.tokenization import special_ids
-        from lmforge.models.transformer import classifier_from_config
+        from lmforge.models.transformer import classifier_from_config, input_len
 
         artifacts = context.artifacts
         config = json.loads(Path(artifacts["config"]).read_text())
         self.labels = [str(x) for x in json.loads(Path(artifacts["labels"]).read_text())]
         self.clean = CleanConfig(**json.loads(Path(artifacts["preprocessing"]).read_text()))
         self.tokenizer = Tokenizer.from_file(artifacts["tokenizer"])
-        self.max_len = int(config["max_len"])
         self.special = config.get("special_ids") or special_ids()
+        # The encoder's max_len, or more where an n-gram model beside it reads more of a text.
+        self.max_len = int(input_len({**config, "special_ids": self.special}))
         if "hf" in config:  # model=hf: `weights` is the save_pretrained folder
             from lmforge.models.hf import HFClassifier
 

@@ -12,10 +12,11 @@ from lmforge.core.io import load_json, load_weights
 
 
 def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
-    """The finetuned model (eval mode), its label names, tokenizer and max length."""
+    """The finetuned model (eval mode), its label names, tokenizer and the length texts are
+    cut to (its encoder's max length, or longer where an n-gram model beside it reads more)."""
     from tokenizers import Tokenizer
 
-    from lmforge.models.transformer import classifier_from_config
+    from lmforge.models.transformer import classifier_from_config, input_len
 
     config = load_json(folder / "config.json", "finetune")
     if "hf" in config:
@@ -26,7 +27,7 @@ def load_classifier(folder: Path) -> tuple[Any, list, Any, int]:
     else:
         model = load_weights(classifier_from_config(config), folder / "model.pt", "finetune")
     model.eval()
-    return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), config["max_len"]
+    return model, config["labels"], Tokenizer.from_file(str(folder / "tokenizer.json")), input_len(config)
 
 
 def score(
