@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmforge.core.config import TokenizerConfig
-from lmforge.data.tokenization import special_ids, train_tokenizer
 from lmforge.data.datasets import frame_record
+from lmforge.data.tokenization import special_ids, train_tokenizer
 from lmforge.models.ngrams import NgramLogits
 from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
 from lmforge.models.word_vectors import token_kinds
@@ -206,7 +206,13 @@ def test_a_text_longer_than_the_encoder_reaches_it_cut_and_the_n_gram_model_whol
     sees `[CLS] ids [SEP]` cut to max_len, exactly as a text framed at max_len, and the n-gram
     model every word, the tail's included (a review's verdict is often in its last lines)."""
     cfg = TransformerConfig(
-        vocab_size=tokenizer.get_vocab_size(), d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=16, dropout=0.0
+        vocab_size=tokenizer.get_vocab_size(),
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        d_ff=32,
+        max_len=16,
+        dropout=0.0,
     )
     specials = special_ids()
     torch.manual_seed(0)

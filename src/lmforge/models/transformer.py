@@ -610,7 +610,9 @@ def classifier_from_config(config: dict) -> SequenceClassifier | ClassifierEnsem
 def input_len(config: dict) -> int:
     """How many tokens of a text a finetuned classifier reads (its folder's ``config.json``):
     ``max_len``, or longer where its n-gram model reads more (``ngram_max_len``)."""
-    return max(config["max_len"], config.get("ngram_max_len", 0)) if config.get("ngram_buckets") else config["max_len"]
+    if not config.get("ngram_buckets"):
+        return config["max_len"]
+    return max(config["max_len"], config.get("ngram_max_len", 0))
 
 
 def encoder_cut(config: dict) -> dict:

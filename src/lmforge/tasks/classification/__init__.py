@@ -272,7 +272,11 @@ class ClassificationTask(Task):
                 {"ngram_weight": weight, "encoder_accuracy": alone["accuracy"], "encoder_f1": alone["f1"]}
             )
             metrics.update(
-                {"ngram_weight": weight, "test_encoder_accuracy": alone["accuracy"], "test_encoder_f1": alone["f1"]}
+                {
+                    "ngram_weight": weight,
+                    "test_encoder_accuracy": alone["accuracy"],
+                    "test_encoder_f1": alone["f1"],
+                }
             )
         plots = eval_plots(cfg)
         confusion_csv(
@@ -312,7 +316,8 @@ class ClassificationTask(Task):
             f"{overall['precision']:.4f}/{overall['recall']:.4f}/{overall['f1']:.4f} "
             f"on {len(test)} examples"
             + (
-                f" (the encoder alone {result['encoder_accuracy']:.4f}, n-gram weight {result['ngram_weight']:.2f})"
+                f" (the encoder alone {result['encoder_accuracy']:.4f}, "
+                f"n-gram weight {result['ngram_weight']:.2f})"
                 if "ngram_weight" in result
                 else ""
             ),
