@@ -146,9 +146,10 @@ def test_the_fit_is_scikit_learns_logistic_regression_on_the_same_features(
     class probabilities agree within 2e-3, on train and unseen texts.
     Probabilities rather than coefficients: the L2 penalty makes both optima unique, but weights
     along directions the data barely constrain converge slowly and differ more than the
-    predictions they make. Float32 L-BFGS, at most 100 steps, lands within ~5e-4 of
-    scikit-learn's float64 optimum on these data; 2e-3 leaves room for that and still catches a
-    wrong objective (a binary penalty off by 2x moves the probabilities by 0.1)."""
+    predictions they make. The fit runs scikit-learn at tolerance 1e-6 (its default 1e-4 stops
+    up to 5e-3 away on separable data) and stores float32 weights; 2e-3 leaves room for that and
+    still catches a wrong objective or a binary vector mapped to the two rows off by 2x (it
+    moves the probabilities by 0.1)."""
     from sklearn.linear_model import LogisticRegression
 
     rng = random.Random(seed)

@@ -264,7 +264,7 @@ class ClassificationTask(Task):
         if getattr(model, "ngram_buckets", 0):
             # Fused with an n-gram model: what the encoder scores alone, so a user sees how much
             # of the figure is the neural model's, and the weight validation chose.
-            weight = float(model.ngram_weight)
+            weight = round(float(model.ngram_weight), 4)  # a float32 0.05 step
             model.ngram_weight.zero_()
             alone = score(model, loader, len(labels))[0]
             model.ngram_weight.fill_(weight)
