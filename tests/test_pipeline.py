@@ -78,7 +78,7 @@ def pipeline(tmp_path_factory) -> tuple[Path, Config]:
     os.environ["LMFORGE_PIPELINE_ID"] = "smoke-test"
     try:
         with working_dir(workdir):
-            for stage in (collect, prepare, tokenize, pretrain, finetune, evaluate, baselines, report):
+            for stage in (collect, prepare, tokenize, pretrain, finetune, baselines, evaluate, report):
                 stage.run(cfg)
     finally:
         os.environ.pop("LMFORGE_PIPELINE_ID")
@@ -152,6 +152,15 @@ def test_mlflow_holds_the_three_runs_of_one_pipeline(pipeline) -> None:
     assert {"val/f1", "val/precision", "val/recall"} <= set(runs["finetune"].data.metrics)
     assert runs["finetune"].data.tags["lmforge.pretrain_run_id"] == runs["pretrain"].info.run_id
     assert {"test_accuracy", "test_f1", "test_precision", "test_recall"} <= set(runs["evaluate"].data.metrics)
+    # Where it stands: the test accuracy minus each baseline's, in eval.json and on the run.
+    standing = json.loads((workdir / "metrics/eval.json").read_text())["standing"]
+    tfidf = json.loads((workdir / "metrics/baselines.json").read_text())["tfidf_logreg"]["accuracy"]
+    assert standing["metric"] == "accuracy" and set(standing["vs"]) == {"majority_class", "tfidf_logreg"}
+    assert standing["vs"]["tfidf_logreg"] == pytest.approx(standing["model"] - tfidf)
+    evaluated = runs["evaluate"].data
+    assert evaluated.metrics["test_accuracy_vs_tfidf_logreg"] == pytest.approx(standing["vs"]["tfidf_logreg"])
+    assert evaluated.metrics["test_accuracy_vs_best_baseline"] == pytest.approx(standing["vs_best"])
+    assert evaluated.tags["lmforge.baseline_wins"] == str(standing["baseline_wins"]).lower()
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     assert {"eval.json", "confusion.png", "config.yaml"} <= artifacts
     assert "tokenizer.json" in {a.path for a in client.list_artifacts(runs["pretrain"].info.run_id)}
@@ -248,6 +257,7 @@ def test_summary_names_the_figures_and_the_store(pipeline) -> None:
     workdir, _ = pipeline
     text = (workdir / "reports/summary.txt").read_text()
     assert "test      accuracy" in text and "mlflow ui --backend-store-uri" in text
+    assert "\nstanding  test accuracy " in text and "the best baseline" in text
 
 
 def test_evaluate_scores_any_labelled_file(pipeline, tmp_path) -> None:

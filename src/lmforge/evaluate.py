@@ -20,10 +20,14 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge.core.cli import stage
 from lmforge.core.config import Config
 from lmforge.core.io import load_json, output_file, write_json
+
+if TYPE_CHECKING:
+    from lmforge.tasks.base import Task
 
 
 def run(cfg: Config) -> None:
@@ -61,6 +65,9 @@ def run(cfg: Config) -> None:
     staging.mkdir(parents=True)
     try:
         result = task.evaluate(replace(cfg, paths=replace(cfg.paths, plots=str(staging))), folder)
+        standing = baseline_standing(cfg, task, result["report"])
+        if standing is not None:
+            result["report"]["standing"] = standing
         write_json(staging / "eval.json", result["report"])
         upstream = load_json(folder / "meta.json", "finetune")
         with stage_run(
@@ -71,7 +78,9 @@ def run(cfg: Config) -> None:
         ):
             import mlflow
 
-            mlflow.log_metrics(result["mlflow_metrics"])
+            mlflow.log_metrics({**result["mlflow_metrics"], **standing_metrics(standing)})
+            if standing is not None:
+                mlflow.set_tag("lmforge.baseline_wins", str(standing["baseline_wins"]).lower())
             for path in (staging / "eval.json", *result["artifacts"]):
                 mlflow.log_artifact(str(path))
             for name, table in result.get("tables", {}).items():
@@ -83,6 +92,33 @@ def run(cfg: Config) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"evaluate: {result['summary']} -> {metrics_path}")
+
+
+def baseline_standing(cfg: Config, task: Task, report: dict) -> dict | None:
+    """The task's :meth:`~lmforge.tasks.base.Task.standing` of the test figures against
+    ``metrics/baselines.json``; None, with one line saying so, where the baselines stage has not
+    written it (or the task has no figure to set against them)."""
+    if task.headline_metric is None:
+        return None
+    path = Path(cfg.paths.metrics) / "baselines.json"
+    if not path.is_file():
+        print(
+            f"evaluate: {path} is missing, so the standing against the baselines is skipped; "
+            "run the baselines stage first (dvc repro baselines)"
+        )
+        return None
+    return task.standing(report, load_json(path, "baselines"))
+
+
+def standing_metrics(standing: dict | None) -> dict[str, float]:
+    """``test_<metric>_vs_<baseline>`` for each baseline and ``test_<metric>_vs_best_baseline``:
+    the model's figure minus the baseline's, in the metric's units."""
+    if standing is None:
+        return {}
+    prefix = f"test_{standing['metric']}_vs"
+    metrics = {f"{prefix}_{name}": value for name, value in standing["vs"].items()}
+    metrics[f"{prefix}_best_baseline"] = standing["vs_best"]
+    return metrics
 
 
 def swap_in(new: Path, target: Path) -> None:

@@ -37,7 +37,12 @@ def summary(cfg: Config) -> str:
         else:
             accuracy = f"MLM accuracy {pretrain['val_mlm_accuracy']:.3f}"
         lines.append(f"pretrain  {pretrain['steps']} steps, val loss {pretrain['val_loss']:.3f}, {accuracy}")
-    lines += get_task(cfg.task.name).report_lines(finetune, evaluation, baselines)
+    task = get_task(cfg.task.name)
+    lines += task.report_lines(finetune, evaluation, baselines)
+    # The evaluate stage's standing against the baselines; outputs written before it had one
+    # get it here, from the same two files by the same function.
+    standing = evaluation.get("standing") or task.standing(evaluation, baselines)
+    lines += task.standing_lines(standing)
     uri = tracking_uri(cfg)
     link = finetune_runs_link(uri, cfg.logger.experiment)
     lines += [

@@ -129,6 +129,15 @@ class Task:
     # Files :meth:`after_fit` writes under ``paths.metrics``: the finetune stage owns them, and
     # removes every task's when it publishes its outputs, so none of another task's stays.
     finetune_metrics: tuple[str, ...] = ()
+    # Where the model stands (:meth:`standing`): the test figure set against the baselines, a
+    # key of ``metrics/eval.json`` and of each ``metrics/baselines.json`` entry, higher better;
+    # None: the task has none, and no standing is computed.
+    headline_metric: str | None = None
+    # Points per unit of that figure in the report's differences: 100 for a share in 0-1
+    # (accuracy), 1 for a figure already on 0-100 (ROUGE, BLEU).
+    headline_points: float = 100.0
+    # One line naming what to try when a baseline beats the model (the report's ``to try``).
+    levers: str = ""
 
     # --- config -------------------------------------------------------------------------------
 
@@ -190,6 +199,61 @@ class Task:
         for name, values in baselines.items():
             scores = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
             lines.append(f"baseline  {name:<15} {scores}")
+        return lines
+
+    def standing(self, evaluation: dict, baselines: dict) -> dict | None:
+        """The model's :attr:`headline_metric` on the test split against each baseline's, as
+        differences (model minus baseline, the metric's units), the best baseline and whether it
+        wins (a tie is no win); :attr:`levers` only where one does. None where the task has no
+        headline metric, or the scores do not both carry it. The evaluate stage stores it in
+        ``metrics/eval.json`` and logs it; the report prints it (:meth:`standing_lines`)."""
+        metric = self.headline_metric
+        model = evaluation.get(metric) if metric else None
+        if not _is_number(model):
+            return None
+        scores = {
+            name: values[metric]
+            for name, values in baselines.items()
+            if isinstance(values, dict) and _is_number(values.get(metric))
+        }
+        if not scores:
+            return None
+        best = max(scores, key=lambda name: scores[name])
+        wins = scores[best] > model
+        result = {
+            "metric": metric,
+            "model": model,
+            "vs": {name: model - value for name, value in scores.items()},
+            "best_baseline": best,
+            "best_baseline_value": scores[best],
+            "vs_best": model - scores[best],
+            "baseline_wins": wins,
+        }
+        if wins and self.levers:
+            result["levers"] = self.levers
+        return result
+
+    def standing_lines(self, standing: dict | None) -> list[str]:
+        """The report's lines for a :meth:`standing`: the difference to the best baseline (and
+        to the others), then, where a baseline wins, the levers to try."""
+        if not standing:
+            return []
+        points = self.headline_points
+        digits = 4 if points > 1 else 2  # a share in 0-1 to 4 places, a 0-100 figure to 2
+
+        def diff(value: float) -> str:
+            return f"{value * points:+.2f}"
+
+        best = standing["best_baseline"]
+        line = (
+            f"standing  test {standing['metric']} {standing['model']:.{digits}f}: "
+            f"{diff(standing['vs_best'])} points vs {best} ({standing['best_baseline_value']:.{digits}f}), "
+            "the best baseline"
+        )
+        others = [f"{diff(value)} vs {name}" for name, value in standing["vs"].items() if name != best]
+        lines = [line + "".join(f"; {other}" for other in others)]
+        if standing.get("baseline_wins") and standing.get("levers"):
+            lines.append(f"to try    {standing['levers']}")
         return lines
 
     def export_target(
@@ -272,6 +336,11 @@ class Task:
     def evaluate_file(self, cfg: Config, folder: Path, path: Path) -> dict:
         """Score the finetuned model on any labelled file read with ``data.source``'s options."""
         raise NotImplementedError
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < float("inf")
 
 
 def word_vectors_shape(cfg: Config) -> list[int] | None:

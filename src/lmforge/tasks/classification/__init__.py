@@ -27,6 +27,12 @@ class ClassificationTask(Task):
     config_class = ClassificationConfig
     supports_word_vectors = True
     supports_fusion = True
+    headline_metric = "accuracy"  # the baselines' (majority class, TF-IDF + logistic regression) too
+    levers = (
+        "pretrain on unlabelled in-domain text (corpus=local corpus.source.path=FILE "
+        "pretrain.enabled=true), or start from a pretrained checkpoint "
+        "(model=hf model.name_or_path=NAME)"
+    )
 
     def prepare_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.classification.stages import LabelTally

@@ -71,6 +71,11 @@ def report_lines(finetune: dict, evaluation: dict, baselines: dict) -> list[str]
             f"test      accuracy {evaluation['accuracy']:.4f}  macro P {evaluation['precision']:.4f}"
             f"  R {evaluation['recall']:.4f}  F1 {evaluation['f1']:.4f}  ({evaluation['examples']} examples)"
         )
+    if "ngram_weight" in evaluation and "encoder_accuracy" in evaluation:  # finetune.ngram_fusion
+        lines.append(
+            f"fusion    n-gram weight {evaluation['ngram_weight']:.2f} (chosen on validation); "
+            f"the encoder alone: test accuracy {evaluation['encoder_accuracy']:.4f}"
+        )
     for name, values in baselines.items():
         f1 = f"  macro F1 {values['f1']:.4f}" if "f1" in values else ""
         lines.append(f"baseline  {name:<15} accuracy {values['accuracy']:.4f}{f1}")

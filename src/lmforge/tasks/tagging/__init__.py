@@ -41,6 +41,12 @@ class TaggingTask(Task):
     finetune_metrics = ("val_per_tag.json",)  # after_fit's per-tag report
     config_class = TaggingConfig
     supports_word_vectors = True
+    headline_metric = "accuracy"  # per word, as the most-frequent-tag baselines score it
+    levers = (
+        "pretrain on unlabelled in-domain text (corpus=local corpus.source.path=FILE "
+        "pretrain.enabled=true), or start from a pretrained checkpoint "
+        "(model=hf model.name_or_path=NAME)"
+    )
 
     def collect_tally(self, cfg: Config) -> Any:
         from lmforge.tasks.tagging.stages import SentenceCount

@@ -42,6 +42,16 @@ class TextToTextTask(Task):
     generates = True
     # One joint vocabulary: a decoder reads the source and writes the target with it.
     texts_per_record = 2
+    # Its baselines (lead, retrieval) are scored as eval.json is (lmforge.metrics.text), 0-100:
+    # ROUGE-L, the summarization figure, is the one set against them.
+    headline_metric = "rougeL"
+    headline_points = 1.0
+    levers = (
+        "pretrain on unlabelled in-domain text (corpus=local corpus.source.path=FILE "
+        "pretrain.enabled=true), start from a pretrained checkpoint (model=hf "
+        "model.name_or_path=NAME), or retrieve and rerank training pairs (task.retrieval=true "
+        "generate.rerank=10)"
+    )
 
     @classmethod
     def check(cls, cfg: Config) -> None:
