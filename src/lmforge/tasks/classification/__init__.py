@@ -29,8 +29,8 @@ class ClassificationTask(Task):
     supports_fusion = True
     headline_metric = "accuracy"  # the baselines' (majority class, TF-IDF + logistic regression) too
     levers = (
-        "pretrain on unlabelled in-domain text (corpus=local corpus.source.path=FILE "
-        "pretrain.enabled=true), or start from a pretrained checkpoint "
+        "unlabelled in-domain text for the word vectors (corpus=local corpus.source.path=FILE), "
+        "pretraining the encoder on it (pretrain.enabled=true), or a pretrained checkpoint "
         "(model=hf model.name_or_path=NAME)"
     )
 
