@@ -16,7 +16,7 @@ from lmforge.data.datasets import frame_record
 from lmforge.data.tokenization import special_ids, train_tokenizer
 from lmforge.models.ngrams import NgramLogits
 from lmforge.models.transformer import SequenceClassifier, TransformerConfig, classifier_from_config
-from lmforge.models.word_vectors import token_kinds
+from lmforge.models.word_vectors import token_edges, token_kinds
 
 POSITIVE = ["good", "great", "fine", "lovely"]
 NEGATIVE = ["bad", "dull", "awful", "poor"]
@@ -240,3 +240,24 @@ def test_a_text_longer_than_the_encoder_reaches_it_cut_and_the_n_gram_model_whol
     whole, head = cut.ngrams.ngrams(wide)[0], cut.ngrams.ngrams(framed)[0]
     assert (whole[0] > 0).sum() > (head[0] > 0).sum()  # "awful" and the tail's pairs
     assert torch.equal(whole[1][whole[1] > 0].sort().values, head[1][head[1] > 0].sort().values)
+
+
+def test_with_token_edges_a_word_is_split_from_the_punctuation_beside_it(tokenizer) -> None:
+    """Raw text glues punctuation to words ("good." is one byte-level BPE pre-token run): with
+    the tokenizer's token edges the n-gram model splits them as scikit-learn's vectorizer does,
+    so "good." holds the key of "good", "(good)" three words, and the first word after [CLS]
+    counts; without them (the word vectors' keys) "good." stays a word of its own and the first
+    word is not keyed. ("good" after "(" has no space marker, so its ids, and its key, may be
+    those of a text's first word rather than of " good".)"""
+    specials = special_ids()
+    plain, split = model_for(tokenizer), model_for(tokenizer)
+    split.set_word_starts(token_kinds(tokenizer, specials.values()), token_edges(tokenizer))
+    ids = encode(tokenizer, ["it was good", "it was good.", "it was (good)"])
+
+    def words(model: NgramLogits) -> list[set[int]]:
+        return [set(row[row > 0].tolist()) for row in model.word_keys(ids)]
+
+    ours, theirs = words(split), words(plain)
+    assert len(ours[0]) == 3 and ours[0] < ours[1] and len(ours[1] - ours[0]) == 1  # + "."
+    assert len(ours[2]) == 5 and len(ours[2] - ours[0]) >= 2  # it, was, "(", "good", ")"
+    assert len(theirs[0]) == 2 and not theirs[0] <= theirs[1]  # was, good; "good." apart

@@ -41,9 +41,11 @@ class NgramLogits(nn.Module):
         self.register_buffer("weight", torch.zeros(buckets, num_labels))
         self.register_buffer("bias", torch.zeros(num_labels))
 
-    def set_word_starts(self, kinds: torch.Tensor) -> None:
-        """The tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`)."""
-        self.word_keys.set(kinds)
+    def set_word_starts(self, kinds: torch.Tensor, edges: torch.Tensor | None = None) -> None:
+        """The tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`) and,
+        to split words from the punctuation next to them as scikit-learn's vectorizer does,
+        its tokens' edges (:func:`lmforge.models.word_vectors.token_edges`)."""
+        self.word_keys.set(kinds, edges)
 
     def ngrams(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T] ids -> ``[B, M]`` buckets, how often each occurrence's n-gram occurs in its text

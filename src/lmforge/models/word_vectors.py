@@ -58,6 +58,26 @@ def token_kinds(tokenizer, special_ids: Iterable[int]) -> torch.Tensor:
     return kinds
 
 
+def _word_char(char: str) -> bool:
+    """A letter, digit or underscore; or a byte-level BPE character 128-255, which spells a
+    byte of a non-ASCII character (256 and up spell spaces and control bytes)."""
+    return char.isalnum() or char == "_" or 128 <= ord(char) < 256
+
+
+def token_edges(tokenizer) -> torch.Tensor:
+    """Per vocabulary id, ``[first, last]``: whether the token's first and last character is a
+    word character (1) or not (0: punctuation, a space), its word-start marker (``Ġ``, ``##``)
+    left out; ``[-1, -1]`` for a token with no text besides it. :class:`TokenWordKeys` given
+    them starts a word where a token's first character and the one before it differ in kind, as
+    a word tokenizer splits ``good.`` and ``(good)`` from ``good``."""
+    edges = torch.full((tokenizer.get_vocab_size(), 2), -1, dtype=torch.long)
+    for token, index in tokenizer.get_vocab().items():
+        text = token[1:] if token.startswith("Ġ") else token[2:] if token.startswith("##") else token
+        if text:
+            edges[index] = torch.tensor([_word_char(text[0]), _word_char(text[-1])])
+    return edges
+
+
 def token_word_keys(tokenizer, words: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys of ``words`` as :class:`TokenWordKeys` finds them in text, and for each key its
     word's row: a word's lower-case form and, where the tokenizer keeps case, its capitalised
@@ -109,31 +129,46 @@ class WordVectors(nn.Module):
 class TokenWordKeys(nn.Module):
     """[B, T] token ids -> [B, T] word keys: at each word's first token the hash of the word's ids
     (:func:`word_hash`), 0 elsewhere, at special tokens and for runs that follow one without a
-    word start. ``kinds`` (per vocabulary id, :func:`token_kinds`) is extra state."""
+    word start. ``kinds`` (per vocabulary id, :func:`token_kinds`) is extra state, and so are
+    ``edges`` when set (:func:`token_edges`): then a word also starts where a token's first
+    character differs in kind from the last one before it (``good`` and ``.`` of ``good.``, or
+    the first word after a special token), as in a word tokenizer's split of raw text."""
 
     def __init__(self, vocab_size: int, max_len: int) -> None:
         super().__init__()
         self.kinds = torch.zeros(vocab_size, dtype=torch.long)
+        self.edges: torch.Tensor | None = None
         powers = [1]
         for _ in range(max_len - 1):
             powers.append(powers[-1] * BASE % MODULUS)
         self.powers = torch.tensor(powers, dtype=torch.long)
 
-    def set(self, kinds: torch.Tensor) -> None:
+    def set(self, kinds: torch.Tensor, edges: torch.Tensor | None = None) -> None:
         self.kinds = kinds.clone()
+        self.edges = None if edges is None else edges.clone()
 
     def get_extra_state(self) -> dict:
-        return {"kinds": self.kinds}
+        return {"kinds": self.kinds} if self.edges is None else {"kinds": self.kinds, "edges": self.edges}
 
     def set_extra_state(self, state: dict) -> None:
         self.kinds = state["kinds"]
+        self.edges = state.get("edges")  # absent from models saved before edges existed
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.kinds.device != ids.device:
             self.kinds, self.powers = self.kinds.to(ids.device), self.powers.to(ids.device)
+        if self.edges is not None and self.edges.device != ids.device:
+            self.edges = self.edges.to(ids.device)
         batch, length = ids.shape
         kind = self.kinds[ids]
         start = kind != CONTINUATION
+        word = kind == WORD_START
+        if self.edges is not None:
+            edges = self.edges[ids]
+            change = torch.zeros_like(start)
+            change[:, 1:] = (edges[:, 1:, 0] != edges[:, :-1, 1]) | (kind[:, :-1] == SPECIAL)
+            start = start | change
+            word = (kind != SPECIAL) & (edges[..., 0] >= 0)  # a bare space marker is no word
         start[:, 0] = True
         segment = start.long().cumsum(dim=1) - 1  # which run each token belongs to
         position = torch.arange(length, device=ids.device).expand(batch, length)
@@ -143,7 +178,7 @@ class TokenWordKeys(nn.Module):
         terms = (ids.long() + 1) * self.powers[offset.clamp(max=len(self.powers) - 1)]
         sums = torch.zeros(batch, length, dtype=torch.long, device=ids.device).scatter_add_(1, segment, terms)
         keys = sums.gather(1, segment) % MODULUS + 1
-        return torch.where(start & (kind == WORD_START), keys, 0)
+        return torch.where(start & word, keys, 0)
 
 
 def load_word_vectors(cfg: Any) -> tuple[list[str], Any]:

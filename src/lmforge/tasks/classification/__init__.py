@@ -129,7 +129,7 @@ class ClassificationTask(Task):
         from torch.utils.data import DataLoader
 
         ngrams = module.model.ngrams
-        ngrams.set_word_starts(self._word_starts(cfg, meta))
+        ngrams.set_word_starts(*self._word_starts(cfg, meta))
         loader = DataLoader(data.train, batch_size=512, collate_fn=data.collate)
         start = time.perf_counter()
         fitted = ngrams.fit((batch["input_ids"], batch["labels"]) for batch in loader)
@@ -201,10 +201,12 @@ class ClassificationTask(Task):
 
     @staticmethod
     def _word_starts(cfg: Config, meta: dict):
-        """The tokenizer's word starts (:func:`lmforge.models.word_vectors.token_kinds`)."""
-        from lmforge.models.word_vectors import token_kinds
+        """The tokenizer's word starts and its tokens' edges: the n-gram model's words
+        (:func:`lmforge.models.word_vectors.token_kinds` and ``token_edges``)."""
+        from lmforge.models.word_vectors import token_edges, token_kinds
 
-        return token_kinds(ClassificationTask._tokenizer(cfg), meta["special_ids"].values())
+        tokenizer = ClassificationTask._tokenizer(cfg)
+        return token_kinds(tokenizer, meta["special_ids"].values()), token_edges(tokenizer)
 
     def model_options(self, cfg: Config, meta: dict) -> dict:
         longer = cfg.finetune.input_len() > cfg.finetune.max_len
