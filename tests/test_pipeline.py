@@ -455,6 +455,29 @@ def test_an_ensemble_starts_each_member_from_the_pretrained_encoder_and_votes_by
         plan(tmp_path / "finetuned", token_logits=True)
 
 
+def test_the_fused_models_encoder_alone_is_the_model_without_the_fusion(pipeline, tmp_path) -> None:
+    """Issue 34: the figure reported as "the encoder alone" is the finetune.ngram_fusion=false
+    model's, to the digit: fitting the n-gram model draws nothing from the global generator,
+    and a text longer than the encoder's max_len (the n-gram model reads up to 1,024 tokens)
+    reaches the encoder exactly as the unfused model's data frames it."""
+    workdir, _ = pipeline
+    runs = {}
+    for fused in (True, False):
+        out = tmp_path / str(fused)
+        cfg = finetune_apart(workdir, out, f"finetune.ngram_fusion={str(fused).lower()}")
+        assert cfg.finetune.input_len() == (1024 if fused else cfg.finetune.max_len)
+        with working_dir(workdir):
+            finetune.run(cfg)
+            evaluate.run(cfg)
+        runs[fused] = [
+            json.loads((out / "metrics" / f"{name}.json").read_text()) for name in ("finetune", "eval")
+        ]
+    (fused_fit, fused_eval), (plain_fit, plain_eval) = runs[True], runs[False]
+    assert fused_fit["val_f1_encoder"] == plain_fit["best_val_f1"]
+    assert fused_eval["encoder_accuracy"] == plain_eval["accuracy"]
+    assert "encoder_accuracy" not in plain_eval and "ngram_weight" in fused_eval
+
+
 def test_ngram_fusion_picks_its_weight_on_validation_and_the_saved_model_predicts_the_mix(
     pipeline, tmp_path
 ) -> None:

@@ -126,11 +126,15 @@ class ClassificationTask(Task):
             return
         import time
 
+        import torch
         from torch.utils.data import DataLoader
 
         ngrams = module.model.ngrams
         ngrams.set_word_starts(*self._word_starts(cfg, meta))
-        loader = DataLoader(data.train, batch_size=512, collate_fn=data.collate)
+        # A generator of its own: an iterator draws a seed from the global one otherwise, and
+        # the encoder would train on other shuffles and dropout than with the fusion off. With
+        # it, "the encoder alone" of a fused model is the finetune.ngram_fusion=false model.
+        loader = DataLoader(data.train, batch_size=512, collate_fn=data.collate, generator=torch.Generator())
         start = time.perf_counter()
         fitted = ngrams.fit((batch["input_ids"], batch["labels"]) for batch in loader)
         print(
