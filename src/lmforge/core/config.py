@@ -518,7 +518,7 @@ class FinetuneConfig:
     # lmforge's own classifier: fit a logistic regression over TF-IDF weighted word uni- and bigrams (the
     # baselines stage's, on token ids, hashed into ngram_buckets) before finetuning, and predict by
     # a mix of its class probabilities and the classifier's, the weight chosen on validation.
-    # null: on wherever it can be (task=classification with lmforge's own model and no ensemble),
+    # null: on wherever it can be (a task that supports fusion, lmforge's own model, no ensemble),
     # off elsewhere: the default recipe's choice (conf/experiment/builtin.yaml).
     ngram_fusion: bool | None = False
     ngram_buckets: int = 1048576
